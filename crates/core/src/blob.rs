@@ -1,0 +1,181 @@
+//! Identifiers and blob kinds shared by every part of the format.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A 32-byte identifier: a blob id (keyed BLAKE3 of the plaintext) or a storage
+/// object id (BLAKE3 of the stored bytes). Shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Id(pub [u8; 32]);
+
+impl Id {
+    pub const LEN: usize = 32;
+
+    /// BLAKE3 (unkeyed) of stored bytes: the name of packs, index files and snapshots.
+    pub fn of_stored(bytes: &[u8]) -> Id {
+        Id(*blake3::hash(bytes).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The first 8 hex digits, as shown in tables.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+
+    pub fn from_slice(b: &[u8]) -> Option<Id> {
+        Some(Id(b.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid id {0:?}: expected 64 hex digits")]
+pub struct ParseIdError(pub String);
+
+impl FromStr for Id {
+    type Err = ParseIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError(s.to_string()))?;
+        Ok(Id(out))
+    }
+}
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Id {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What a blob holds; data and tree blobs live in separate packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    Data,
+    Tree,
+}
+
+impl BlobType {
+    pub fn code(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BlobType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlobType::Data => "data",
+            BlobType::Tree => "tree",
+        })
+    }
+}
+
+/// Per-blob compression, recorded in the pack header and the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Compression {
+    None,
+    Zstd(i32),
+    Lz4,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(3)
+    }
+}
+
+impl Compression {
+    /// The algorithm code stored per blob (the level is not needed to decompress).
+    pub fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd(_) => 1,
+            Compression::Lz4 => 2,
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("none"),
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+            Compression::Lz4 => f.write_str("lz4"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    /// `none`, `lz4`, `zstd`, `zstd:LEVEL` (1..=22).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(Compression::None),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd(3)),
+            _ => {
+                let level = s
+                    .strip_prefix("zstd:")
+                    .and_then(|l| l.parse::<i32>().ok())
+                    .filter(|l| (1..=22).contains(l))
+                    .ok_or_else(|| {
+                        format!("invalid compression {s:?}: expected none, lz4, zstd or zstd:1..22")
+                    })?;
+                Ok(Compression::Zstd(level))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_hex_roundtrip() {
+        let id = Id::of_stored(b"x");
+        assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
+        assert!("zz".parse::<Id>().is_err());
+    }
+
+    #[test]
+    fn compression_parse() {
+        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd(19));
+        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
+        assert!("zstd:0".parse::<Compression>().is_err());
+        assert!("gzip".parse::<Compression>().is_err());
+    }
+}

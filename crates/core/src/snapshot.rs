@@ -1,0 +1,74 @@
+//! Snapshot objects: what was backed up, when, from where, and its root tree.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::blob::Id;
+
+/// Format version written into every snapshot.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// A snapshot as stored (encrypted JSON) under `snapshots/<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    /// When the backup started, in the local time zone of the host that made it.
+    pub time: DateTime<FixedOffset>,
+    pub hostname: String,
+    #[serde(default)]
+    pub username: String,
+    /// The paths given to `backup` (absolute), or the stream name for `--stdin`.
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What was backed up: `files`, `stdin`, `postgres`, `mysql`, `redis`, `sqlite`, `command`, ...
+    pub source: String,
+    /// Root tree blob.
+    pub tree: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    /// Pinned snapshots are never removed by a retention policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// Source-specific metadata (database engine, versions, row counts, LSNs...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// Version of the program that wrote it.
+    #[serde(default)]
+    pub program: String,
+}
+
+/// Statistics of the backup run that produced a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub backup_start: Option<DateTime<FixedOffset>>,
+    pub backup_end: Option<DateTime<FixedOffset>>,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs: u64,
+    pub total_files: u64,
+    /// Logical bytes of all files in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes read from the source (files reused from the parent are not read).
+    pub bytes_read: u64,
+    pub data_blobs_new: u64,
+    pub tree_blobs_new: u64,
+    /// Plaintext bytes of new blobs.
+    pub data_added: u64,
+    /// Bytes of new blobs as stored (compressed + encrypted).
+    pub data_added_stored: u64,
+    /// Entries that could not be read: the snapshot is partial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A snapshot together with its storage id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    pub id: Id,
+    #[serde(flatten)]
+    pub snapshot: Snapshot,
+}
