@@ -179,3 +179,35 @@ mod tests {
         assert!("gzip".parse::<Compression>().is_err());
     }
 }
+
+/// Compress `data`; returns the algorithm code actually used (0 when compression
+/// did not shrink the data) and the bytes to seal.
+pub fn compress(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
+    let out = match c {
+        Compression::None => None,
+        Compression::Zstd(level) => zstd::bulk::compress(data, level).ok(),
+        Compression::Lz4 => Some(lz4_flex::compress(data)),
+    };
+    match out {
+        Some(out) if out.len() < data.len() => (c.code(), out),
+        _ => (0, data.to_vec()),
+    }
+}
+
+/// Undo [`compress`]; `raw_length` is the plaintext size from the index.
+///
+/// # Errors
+/// A message when the algorithm code is unknown or the data does not decompress
+/// to exactly `raw_length` bytes.
+pub fn decompress(code: u8, data: Vec<u8>, raw_length: usize) -> Result<Vec<u8>, String> {
+    let out = match code {
+        0 => data,
+        1 => zstd::bulk::decompress(&data, raw_length).map_err(|e| format!("zstd: {e}"))?,
+        2 => lz4_flex::decompress(&data, raw_length).map_err(|e| format!("lz4: {e}"))?,
+        c => return Err(format!("unknown compression code {c}")),
+    };
+    if out.len() != raw_length {
+        return Err(format!("decompressed to {} bytes, index says {raw_length}", out.len()));
+    }
+    Ok(out)
+}

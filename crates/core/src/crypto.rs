@@ -1,1 +1,337 @@
-//! crypto
+//! Keys and authenticated encryption.
+//!
+//! * A random 32-byte **master secret** is created by `init`. Sub-keys are derived
+//!   from it with BLAKE3's `derive_key` and fixed context strings:
+//!   the object encryption key, the blob-id key (keyed BLAKE3), and the chunker
+//!   gear seed. Nothing else is ever derived from the master secret.
+//! * Every stored object (blob, pack header, index, snapshot, config) is sealed
+//!   with **AES-256-GCM under a per-object key**: a random 16-byte salt is drawn
+//!   per object, the object key is `BLAKE3-keyed(encryption key, salt)`, and a
+//!   random 12-byte nonce is used. Layout: `0x01 | salt[16] | nonce[12] | ciphertext | tag[16]`.
+//!   The associated data names the object kind, so a blob cannot be passed off as
+//!   an index or a snapshot.
+//! * The master secret is stored only in **key slots** (`keys/<id>`), each wrapping it
+//!   with AES-256-GCM under a key derived from a password with **Argon2id**.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::blob::Id;
+use crate::error::{Error, Result};
+
+const SEALED_VERSION: u8 = 1;
+const SALT_LEN: usize = 16;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+/// Bytes added to every sealed object.
+pub const SEAL_OVERHEAD: usize = 1 + SALT_LEN + NONCE_LEN + TAG_LEN;
+
+/// What an encrypted object is; used as associated data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Blob,
+    PackHeader,
+    Index,
+    Snapshot,
+    Config,
+    KeySlot,
+}
+
+impl ObjectKind {
+    fn aad(self) -> &'static [u8] {
+        match self {
+            ObjectKind::Blob => b"lifeboat/v1/blob",
+            ObjectKind::PackHeader => b"lifeboat/v1/pack-header",
+            ObjectKind::Index => b"lifeboat/v1/index",
+            ObjectKind::Snapshot => b"lifeboat/v1/snapshot",
+            ObjectKind::Config => b"lifeboat/v1/config",
+            ObjectKind::KeySlot => b"lifeboat/v1/key",
+        }
+    }
+}
+
+/// The repository's keys, derived from the master secret.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    secret: [u8; 32],
+    enc: [u8; 32],
+    id: [u8; 32],
+    gear_seed: u64,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    pub fn generate() -> Self {
+        let mut secret = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut secret);
+        Self::from_secret(secret)
+    }
+
+    pub fn from_secret(secret: [u8; 32]) -> Self {
+        let enc = blake3::derive_key("lifeboat v1 object encryption key", &secret);
+        let id = blake3::derive_key("lifeboat v1 blob id key", &secret);
+        let seed = blake3::derive_key("lifeboat v1 chunker gear seed", &secret);
+        let gear_seed = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
+        Self {
+            secret,
+            enc,
+            id,
+            gear_seed,
+        }
+    }
+
+    /// Keyed BLAKE3 of a blob's plaintext: its id.
+    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
+        Id(*blake3::keyed_hash(&self.id, plaintext).as_bytes())
+    }
+
+    /// Seed XORed into FastCDC's gear table so chunk boundaries depend on a secret.
+    pub fn gear_seed(&self) -> u64 {
+        self.gear_seed
+    }
+
+    /// Seal `plaintext` as an object of `kind`.
+    pub fn seal(&self, kind: ObjectKind, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
+        out.push(SEALED_VERSION);
+        let mut salt_nonce = [0u8; SALT_LEN + NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut salt_nonce);
+        out.extend_from_slice(&salt_nonce);
+        let cipher = self.object_cipher(&salt_nonce[..SALT_LEN]);
+        let nonce = Nonce::from_slice(&salt_nonce[SALT_LEN..]);
+        let ct = cipher
+            .encrypt(
+                nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: kind.aad(),
+                },
+            )
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        out.extend_from_slice(&ct);
+        out
+    }
+
+    /// Open an object sealed by [`MasterKey::seal`].
+    ///
+    /// # Errors
+    /// [`CryptoError`] when the bytes are truncated, of an unknown version, or fail
+    /// authentication (tampering, damage, or a different key).
+    pub fn open(&self, kind: ObjectKind, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(CryptoError::Truncated);
+        }
+        if sealed[0] != SEALED_VERSION {
+            return Err(CryptoError::UnknownVersion(sealed[0]));
+        }
+        let salt = &sealed[1..1 + SALT_LEN];
+        let nonce = Nonce::from_slice(&sealed[1 + SALT_LEN..1 + SALT_LEN + NONCE_LEN]);
+        let cipher = self.object_cipher(salt);
+        cipher
+            .decrypt(
+                nonce,
+                Payload {
+                    msg: &sealed[1 + SALT_LEN + NONCE_LEN..],
+                    aad: kind.aad(),
+                },
+            )
+            .map_err(|_| CryptoError::Authentication)
+    }
+
+    fn object_cipher(&self, salt: &[u8]) -> Aes256Gcm {
+        let mut k = *blake3::keyed_hash(&self.enc, salt).as_bytes();
+        let cipher = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
+        k.zeroize();
+        cipher
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("truncated ciphertext")]
+    Truncated,
+    #[error("unknown encryption format version {0}")]
+    UnknownVersion(u8),
+    #[error("authentication failed (tampered, damaged or wrong key)")]
+    Authentication,
+}
+
+/// Argon2id cost parameters, stored in each key slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes, 1 lane (OWASP's recommended floor is 19 MiB/2 passes).
+    fn default() -> Self {
+        Self {
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+}
+
+impl KdfParams {
+    /// Cheap parameters for tests only (set `LIFEBOAT_INSECURE_TEST_KDF=1`).
+    pub fn from_env_or_default() -> Self {
+        if std::env::var_os("LIFEBOAT_INSECURE_TEST_KDF").is_some() {
+            Self {
+                m_cost: 256,
+                t_cost: 1,
+                p_cost: 1,
+            }
+        } else {
+            Self::default()
+        }
+    }
+
+    fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
+        let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| Error::invalid("key derivation parameters", e))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = [0u8; 32];
+        argon
+            .hash_password_into(password, salt, &mut out)
+            .map_err(|e| Error::invalid("key derivation", e))?;
+        Ok(out)
+    }
+}
+
+/// A key slot as stored (plain JSON) under `keys/<id>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeySlot {
+    pub version: u32,
+    pub created: DateTime<FixedOffset>,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub username: String,
+    pub kdf: String,
+    #[serde(flatten)]
+    pub params: KdfParams,
+    /// Base64 of the 32-byte Argon2id salt.
+    pub salt: String,
+    /// Base64 of the master secret sealed (AES-256-GCM, layout as for objects)
+    /// under the Argon2id-derived key.
+    pub data: String,
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+impl KeySlot {
+    /// Wrap `master` with a key derived from `password`.
+    pub fn create(
+        master: &MasterKey,
+        password: &[u8],
+        params: KdfParams,
+        hostname: &str,
+        username: &str,
+    ) -> Result<Self> {
+        let mut salt = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let mut kek = params.derive(password, &salt)?;
+        let wrapper = MasterKey::from_secret(kek);
+        kek.zeroize();
+        let sealed = wrapper.seal(ObjectKind::KeySlot, &master.secret);
+        Ok(Self {
+            version: 1,
+            created: chrono::Local::now().fixed_offset(),
+            hostname: hostname.to_string(),
+            username: username.to_string(),
+            kdf: "argon2id".into(),
+            params,
+            salt: B64.encode(salt),
+            data: B64.encode(sealed),
+        })
+    }
+
+    /// Unwrap the master key, or `Ok(None)` if the password does not fit this slot.
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] if the slot itself cannot be parsed.
+    pub fn unlock(&self, password: &[u8], slot_id: &str) -> Result<Option<MasterKey>> {
+        if self.kdf != "argon2id" {
+            return Err(Error::damaged("key", slot_id, format!("unknown kdf {:?}", self.kdf)));
+        }
+        let salt = B64
+            .decode(&self.salt)
+            .map_err(|e| Error::damaged("key", slot_id, e))?;
+        let sealed = B64
+            .decode(&self.data)
+            .map_err(|e| Error::damaged("key", slot_id, e))?;
+        let mut kek = self.params.derive(password, &salt)?;
+        let wrapper = MasterKey::from_secret(kek);
+        kek.zeroize();
+        match wrapper.open(ObjectKind::KeySlot, &sealed) {
+            Ok(mut secret) => {
+                let arr: [u8; 32] = secret
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::damaged("key", slot_id, "master secret has wrong length"))?;
+                secret.zeroize();
+                Ok(Some(MasterKey::from_secret(arr)))
+            }
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_open_roundtrip_and_tamper() {
+        let k = MasterKey::generate();
+        let sealed = k.seal(ObjectKind::Blob, b"hello world");
+        assert_eq!(sealed.len(), 11 + SEAL_OVERHEAD);
+        assert_eq!(k.open(ObjectKind::Blob, &sealed).unwrap(), b"hello world");
+        assert_eq!(k.open(ObjectKind::Index, &sealed), Err(CryptoError::Authentication));
+        let mut bad = sealed.clone();
+        bad[20] ^= 1;
+        assert_eq!(k.open(ObjectKind::Blob, &bad), Err(CryptoError::Authentication));
+        assert_eq!(k.open(ObjectKind::Blob, &sealed[..10]), Err(CryptoError::Truncated));
+        let other = MasterKey::generate();
+        assert!(other.open(ObjectKind::Blob, &sealed).is_err());
+    }
+
+    #[test]
+    fn key_slot_unlocks_with_right_password_only() {
+        let k = MasterKey::generate();
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let slot = KeySlot::create(&k, b"secret", params, "h", "u").unwrap();
+        let json = serde_json::to_string(&slot).unwrap();
+        assert!(!json.contains("secret\""));
+        let slot: KeySlot = serde_json::from_str(&json).unwrap();
+        let back = slot.unlock(b"secret", "x").unwrap().unwrap();
+        assert_eq!(back.blob_id(b"a"), k.blob_id(b"a"));
+        assert!(slot.unlock(b"wrong", "x").unwrap().is_none());
+    }
+
+    #[test]
+    fn blob_ids_are_keyed() {
+        let a = MasterKey::generate();
+        let b = MasterKey::generate();
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+    }
+}

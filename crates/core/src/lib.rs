@@ -39,3 +39,5 @@ pub mod tree;
 
 pub use error::{Error, Result};
 pub use repository::Repository;
+pub mod util;
+pub mod writer;

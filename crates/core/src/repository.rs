@@ -1,1 +1,446 @@
-//! repository
+//! Opening, initialising and reading a repository.
+//!
+//! Storage layout (all keys relative to the repository root):
+//!
+//! | key                 | content                                     |
+//! |---------------------|---------------------------------------------|
+//! | `config`            | sealed JSON [`Config`]                      |
+//! | `keys/<id>`         | plain JSON [`KeySlot`]                      |
+//! | `data/<xx>/<id>`    | pack files ([`crate::pack`])                |
+//! | `index/<id>`        | sealed index files ([`crate::index`])       |
+//! | `snapshots/<id>`    | sealed JSON [`Snapshot`]                    |
+//!
+//! Every id except the config's is the BLAKE3 of the stored bytes, so any
+//! object can be checked against its name without a key.
+//!
+//! Lifecycle in types: [`Repository`] is an opened repository (keys unlocked,
+//! config read); [`IndexedRepository`] adds the loaded index and is what every
+//! operation that reads blobs needs.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, FixedOffset};
+use lifeboat_storage::{DynStorage, PutOptions, StorageError};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{self, BlobType, Compression, Id};
+use crate::chunker::{ChunkerConfig, ChunkerParams};
+use crate::crypto::{KdfParams, KeySlot, MasterKey, ObjectKind};
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexFile};
+use crate::pack::pack_key;
+use crate::snapshot::{Snapshot, SnapshotEntry};
+use crate::tree::Tree;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The repository configuration, sealed under `config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub version: u32,
+    /// Random repository id (hex); names the local cache.
+    pub id: String,
+    pub created: DateTime<FixedOffset>,
+    pub chunker: ChunkerParams,
+    /// Default compression for new blobs (`none`, `lz4`, `zstd:N`).
+    pub compression: String,
+    /// Smallest target pack size in bytes; packs grow with the repository.
+    pub min_pack_size: u64,
+    /// Append-only repositories refuse deletes and rewrites.
+    #[serde(default)]
+    pub append_only: bool,
+}
+
+impl Config {
+    pub fn compression(&self) -> Compression {
+        self.compression.parse().unwrap_or_default()
+    }
+}
+
+/// Options for [`Repository::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression: Compression,
+    pub kdf: KdfParams,
+    pub min_pack_size: u64,
+    pub hostname: String,
+    pub username: String,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerParams::default(),
+            compression: Compression::default(),
+            kdf: KdfParams::from_env_or_default(),
+            min_pack_size: 16 * 1024 * 1024,
+            hostname: crate::util::hostname(),
+            username: crate::util::username(),
+        }
+    }
+}
+
+/// An opened repository.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    storage: DynStorage,
+    key: Arc<MasterKey>,
+    key_id: String,
+    config: Config,
+    chunker: Arc<ChunkerConfig>,
+}
+
+impl Repository {
+    /// Create a new repository.
+    ///
+    /// # Errors
+    /// [`Error::RepositoryExists`] if a config or key already exists at the location.
+    pub fn init(storage: DynStorage, password: &str, opts: &InitOptions) -> Result<Repository> {
+        if storage.exists("config")? || !storage.list("keys")?.is_empty() {
+            return Err(Error::RepositoryExists {
+                location: storage.location(),
+            });
+        }
+        opts.chunker
+            .validate()
+            .map_err(|m| Error::invalid("chunker parameters", m))?;
+        let key = MasterKey::generate();
+        let slot = KeySlot::create(&key, password.as_bytes(), opts.kdf, &opts.hostname, &opts.username)?;
+        let key_id = write_key_slot(&storage, &slot)?;
+        let mut rid = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rid);
+        let config = Config {
+            version: FORMAT_VERSION,
+            id: hex::encode(rid),
+            created: chrono::Local::now().fixed_offset(),
+            chunker: opts.chunker,
+            compression: opts.compression.to_string(),
+            min_pack_size: opts.min_pack_size,
+            append_only: false,
+        };
+        let sealed = key.seal(ObjectKind::Config, &serde_json::to_vec(&config).expect("config serialises"));
+        storage.put("config", Bytes::from(sealed), &PutOptions::create())?;
+        Ok(Self::assemble(storage, key, key_id, config))
+    }
+
+    /// Open an existing repository with a password.
+    ///
+    /// # Errors
+    /// [`Error::NoRepository`] when there is no config; [`Error::WrongPassword`]
+    /// when no key slot opens with the password.
+    pub fn open(storage: DynStorage, password: &str) -> Result<Repository> {
+        let sealed_config = match storage.get("config", None) {
+            Ok(c) => c,
+            Err(StorageError::NotFound { .. }) => {
+                return Err(Error::NoRepository {
+                    location: storage.location(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (key_id, key) = unlock(&storage, password)?;
+        let config: Config = key
+            .open(ObjectKind::Config, &sealed_config)
+            .map_err(|e| Error::damaged("config", "config", e))
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| Error::damaged("config", "config", e)))?;
+        if config.version != FORMAT_VERSION {
+            return Err(Error::invalid(
+                "repository",
+                format!("format version {} is not supported (this build reads {FORMAT_VERSION})", config.version),
+            ));
+        }
+        Ok(Self::assemble(storage, key, key_id, config))
+    }
+
+    fn assemble(storage: DynStorage, key: MasterKey, key_id: String, config: Config) -> Repository {
+        let chunker = Arc::new(ChunkerConfig::new(config.chunker, key.gear_seed()));
+        Repository {
+            storage,
+            key: Arc::new(key),
+            key_id,
+            config,
+            chunker,
+        }
+    }
+
+    pub fn storage(&self) -> &DynStorage {
+        &self.storage
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn chunker(&self) -> &ChunkerConfig {
+        &self.chunker
+    }
+
+    /// Seal and store an object under `prefix/<id>`; returns its id.
+    pub fn save_object(&self, prefix: &str, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
+        let sealed = self.key.seal(kind, plaintext);
+        let id = Id::of_stored(&sealed);
+        match self
+            .storage
+            .put(&format!("{prefix}/{id}"), Bytes::from(sealed), &PutOptions::create())
+        {
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(id),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Load, verify and open an object stored by [`Repository::save_object`].
+    ///
+    /// # Errors
+    /// [`Error::Damaged`] naming the object if its hash or authentication fails.
+    pub fn load_object(&self, prefix: &'static str, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
+        let bytes = self.storage.get(&format!("{prefix}/{id}"), None)?;
+        if Id::of_stored(&bytes) != *id {
+            return Err(Error::damaged(object_name(prefix), id, "content does not match its name"));
+        }
+        self.key
+            .open(kind, &bytes)
+            .map_err(|e| Error::damaged(object_name(prefix), id, e))
+    }
+
+    /// Ids of the objects under `prefix` (`snapshots`, `index`, `keys`).
+    pub fn list_ids(&self, prefix: &str) -> Result<Vec<Id>> {
+        Ok(self
+            .storage
+            .list(prefix)?
+            .into_iter()
+            .filter_map(|m| m.key.rsplit('/').next().and_then(|s| s.parse().ok()))
+            .collect())
+    }
+
+    pub fn load_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let b = self.load_object("snapshots", ObjectKind::Snapshot, id)?;
+        serde_json::from_slice(&b).map_err(|e| Error::damaged("snapshot", id, e))
+    }
+
+    /// Every snapshot, oldest first. Damaged snapshots are an error naming them.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
+        let ids = self.list_ids("snapshots")?;
+        let mut out = ids
+            .par_iter()
+            .map(|id| {
+                Ok(SnapshotEntry {
+                    id: *id,
+                    snapshot: self.load_snapshot(id)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<Id> {
+        let json = serde_json::to_vec(snapshot).expect("snapshots serialise");
+        self.save_object("snapshots", ObjectKind::Snapshot, &json)
+    }
+
+    /// Remove a snapshot object (refused on append-only repositories).
+    pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
+        self.refuse_if_append_only("delete a snapshot")?;
+        Ok(self.storage.delete(&format!("snapshots/{id}"))?)
+    }
+
+    pub fn refuse_if_append_only(&self, what: &str) -> Result<()> {
+        if self.config.append_only {
+            return Err(Error::invalid(
+                "operation",
+                format!("the repository is append-only: refusing to {what}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Load every index file not superseded by another.
+    pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        let ids = self.list_ids("index")?;
+        let files = ids
+            .par_iter()
+            .map(|id| {
+                let b = self.load_object("index", ObjectKind::Index, id)?;
+                let f = IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))?;
+                Ok((*id, f))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let superseded: std::collections::HashSet<Id> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        Ok(files.into_iter().filter(|(id, _)| !superseded.contains(id)).collect())
+    }
+
+    pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
+        self.save_object("index", ObjectKind::Index, &file.encode())
+    }
+
+    /// Load the index and move to the indexed state.
+    pub fn into_indexed(self) -> Result<IndexedRepository> {
+        let files = self.index_files()?;
+        let index = Index::from_files(files.iter().map(|(_, f)| f));
+        Ok(IndexedRepository {
+            repo: self,
+            index: Arc::new(index),
+        })
+    }
+
+    // ---- key management ----
+
+    /// Every key slot with its id.
+    pub fn key_slots(&self) -> Result<Vec<(String, KeySlot)>> {
+        let mut out = Vec::new();
+        for m in self.storage.list("keys")? {
+            let id = m.key.rsplit('/').next().unwrap_or_default().to_string();
+            let b = self.storage.get(&m.key, None)?;
+            let slot: KeySlot = serde_json::from_slice(&b).map_err(|e| Error::damaged("key", &id, e))?;
+            out.push((id, slot));
+        }
+        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        Ok(out)
+    }
+
+    /// Add a key slot for another password; returns its id.
+    pub fn add_key(&self, password: &str, kdf: KdfParams) -> Result<String> {
+        let slot = KeySlot::create(&self.key, password.as_bytes(), kdf, &crate::util::hostname(), &crate::util::username())?;
+        write_key_slot(&self.storage, &slot)
+    }
+
+    /// Remove a key slot. Refuses to remove the key in use or the last key.
+    pub fn remove_key(&self, id_prefix: &str) -> Result<String> {
+        self.refuse_if_append_only("remove a key")?;
+        let slots = self.key_slots()?;
+        let matches: Vec<_> = slots.iter().filter(|(id, _)| id.starts_with(id_prefix)).collect();
+        let id = match matches.as_slice() {
+            [] => return Err(Error::invalid("key", format!("no key matches {id_prefix:?}"))),
+            [(id, _)] => id.clone(),
+            _ => return Err(Error::invalid("key", format!("key prefix {id_prefix:?} is ambiguous"))),
+        };
+        if id == self.key_id {
+            return Err(Error::invalid("key", "refusing to remove the key in use; open the repository with another key"));
+        }
+        if slots.len() <= 1 {
+            return Err(Error::invalid("key", "refusing to remove the last key"));
+        }
+        self.storage.delete(&format!("keys/{id}"))?;
+        Ok(id)
+    }
+
+    /// Change the password of the key in use: add a new slot, then remove the old one.
+    pub fn change_password(&mut self, new_password: &str, kdf: KdfParams) -> Result<String> {
+        let new_id = self.add_key(new_password, kdf)?;
+        self.storage.delete(&format!("keys/{}", self.key_id))?;
+        self.key_id = new_id.clone();
+        Ok(new_id)
+    }
+}
+
+fn object_name(prefix: &str) -> &'static str {
+    match prefix {
+        "snapshots" => "snapshot",
+        "index" => "index file",
+        "keys" => "key",
+        _ => "object",
+    }
+}
+
+fn write_key_slot(storage: &DynStorage, slot: &KeySlot) -> Result<String> {
+    let json = serde_json::to_vec_pretty(slot).expect("key slots serialise");
+    let id = Id::of_stored(&json).to_hex();
+    storage.put(&format!("keys/{id}"), Bytes::from(json), &PutOptions::create())?;
+    Ok(id)
+}
+
+fn unlock(storage: &DynStorage, password: &str) -> Result<(String, MasterKey)> {
+    let metas = storage.list("keys")?;
+    let results: Vec<Result<Option<(String, MasterKey)>>> = metas
+        .par_iter()
+        .map(|m| {
+            let id = m.key.rsplit('/').next().unwrap_or_default().to_string();
+            let b = storage.get(&m.key, None)?;
+            let slot: KeySlot = match serde_json::from_slice(&b) {
+                Ok(s) => s,
+                Err(_) => return Ok(None),
+            };
+            Ok(slot.unlock(password.as_bytes(), &id)?.map(|k| (id, k)))
+        })
+        .collect();
+    for r in results {
+        if let Some(found) = r? {
+            return Ok(found);
+        }
+    }
+    Err(Error::WrongPassword)
+}
+
+/// A repository with its index loaded: everything that reads blobs.
+#[derive(Debug, Clone)]
+pub struct IndexedRepository {
+    repo: Repository,
+    index: Arc<Index>,
+}
+
+impl std::ops::Deref for IndexedRepository {
+    type Target = Repository;
+    fn deref(&self) -> &Repository {
+        &self.repo
+    }
+}
+
+impl IndexedRepository {
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Replace the index (after a backup added packs).
+    pub fn set_index(&mut self, index: Index) {
+        self.index = Arc::new(index);
+    }
+
+    /// Read, decrypt, decompress and verify one blob.
+    ///
+    /// # Errors
+    /// [`Error::BlobNotIndexed`], or [`Error::Damaged`] naming the blob and its pack.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self
+            .index
+            .get(id)
+            .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+        let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
+        let sealed = self.storage().get(&pack_key(&loc.pack), Some(range))?;
+        self.decode_blob(id, &loc.pack, loc.compression, loc.raw_length, &sealed)
+    }
+
+    /// Decrypt, decompress and verify sealed blob bytes read from `pack`.
+    pub fn decode_blob(&self, id: &Id, pack: &Id, compression: u8, raw_length: u32, sealed: &[u8]) -> Result<Vec<u8>> {
+        let damaged = |r: String| Error::damaged("blob", id, format!("in pack {pack}: {r}"));
+        let plain = self
+            .key()
+            .open(ObjectKind::Blob, sealed)
+            .map_err(|e| damaged(e.to_string()))?;
+        let data = blob::decompress(compression, plain, raw_length as usize).map_err(damaged)?;
+        if self.key().blob_id(&data) != *id {
+            return Err(damaged("content does not hash to its id".into()));
+        }
+        Ok(data)
+    }
+
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        let b = self.read_blob(id)?;
+        Tree::deserialize(&b).map_err(|e| Error::damaged("tree", id, e))
+    }
+
+    pub fn blob_type(&self, id: &Id) -> Option<BlobType> {
+        self.index.get(id).map(|l| l.blob_type)
+    }
+}

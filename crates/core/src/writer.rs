@@ -1,0 +1,285 @@
+//! [`BlobWriter`]: deduplicates, compresses, seals and packs blobs, uploads packs
+//! on a pool of uploader threads, and writes index files.
+//!
+//! Used by the archiver and by anything else that adds blobs (copy, repair).
+//! Write order is packs → index → (caller) snapshot: an index file only lists
+//! packs whose upload has completed, and [`BlobWriter::finish`] returns only
+//! after the final index is stored, so a snapshot saved afterwards never
+//! references a blob that is not indexed. An interrupted run leaves at worst
+//! unindexed packs (reclaimed by `prune`); index checkpoints every
+//! [`WriterOptions::checkpoint_packs`] packs let a rerun reuse what was uploaded.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::{bounded, Sender};
+use lifeboat_storage::{PutOptions, StorageError};
+use parking_lot::Mutex;
+
+use crate::blob::{self, BlobType, Compression, Id};
+use crate::crypto::ObjectKind;
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::pack::{pack_key, FinishedPack, PackWriter};
+use crate::repository::Repository;
+
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub compression: Compression,
+    /// Parallel pack uploads.
+    pub connections: usize,
+    /// Write an index checkpoint after this many packs.
+    pub checkpoint_packs: usize,
+    /// Compute everything but store nothing.
+    pub dry_run: bool,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::default(),
+            connections: 4,
+            checkpoint_packs: 32,
+            dry_run: false,
+        }
+    }
+}
+
+/// Counters of what a writer added.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub data_blobs: AtomicU64,
+    pub tree_blobs: AtomicU64,
+    pub raw_bytes: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub packs: AtomicU64,
+}
+
+struct Shared {
+    repo: Repository,
+    pending: Mutex<Vec<IndexPack>>,
+    written: Mutex<Vec<IndexPack>>,
+    error: Mutex<Option<Error>>,
+    checkpoint_packs: usize,
+    dry_run: bool,
+    stats: WriterStats,
+}
+
+pub struct BlobWriter {
+    shared: Arc<Shared>,
+    known: Arc<Index>,
+    claimed: Mutex<HashSet<Id>>,
+    packers: [Mutex<PackWriter>; 2],
+    target_pack_size: usize,
+    compression: Compression,
+    upload_tx: Option<Sender<FinishedPack>>,
+    uploaders: Vec<JoinHandle<()>>,
+}
+
+impl BlobWriter {
+    pub fn new(repo: &Repository, known: Arc<Index>, opts: &WriterOptions) -> Self {
+        let shared = Arc::new(Shared {
+            repo: repo.clone(),
+            pending: Mutex::new(Vec::new()),
+            written: Mutex::new(Vec::new()),
+            error: Mutex::new(None),
+            checkpoint_packs: opts.checkpoint_packs.max(1),
+            dry_run: opts.dry_run,
+            stats: WriterStats::default(),
+        });
+        let (tx, rx) = bounded::<FinishedPack>(1);
+        let uploaders = (0..opts.connections.max(1))
+            .map(|_| {
+                let rx = rx.clone();
+                let shared = shared.clone();
+                std::thread::spawn(move || {
+                    for pack in rx {
+                        if shared.error.lock().is_some() {
+                            continue;
+                        }
+                        if let Err(e) = shared.upload(pack) {
+                            shared.error.lock().get_or_insert(e);
+                        }
+                    }
+                })
+            })
+            .collect();
+        // Packs grow with the repository: about 1/4096 of what the index
+        // references, between the configured minimum and 128 MiB.
+        let stored: u64 = known.packs().map(|(_, s)| s).sum();
+        let min = repo.config().min_pack_size.max(64 * 1024);
+        let target = (stored / 4096).clamp(min, 128 * 1024 * 1024.max(min)) as usize;
+        Self {
+            shared,
+            known,
+            claimed: Mutex::new(HashSet::new()),
+            packers: [
+                Mutex::new(PackWriter::new(BlobType::Data)),
+                Mutex::new(PackWriter::new(BlobType::Tree)),
+            ],
+            target_pack_size: target,
+            compression: opts.compression,
+            upload_tx: Some(tx),
+            uploaders,
+        }
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.shared.repo
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.shared.stats
+    }
+
+    /// Whether the blob is already stored or being stored.
+    pub fn is_known(&self, id: &Id) -> bool {
+        self.known.contains(id) || self.claimed.lock().contains(id)
+    }
+
+    /// Claim a blob id: returns `true` if the caller must store it
+    /// (it is neither in the repository nor claimed by another thread).
+    pub fn claim(&self, id: Id) -> bool {
+        if self.known.contains(&id) {
+            return false;
+        }
+        self.claimed.lock().insert(id)
+    }
+
+    /// Compress, seal and pack a claimed blob.
+    ///
+    /// # Errors
+    /// The first upload error of any uploader thread.
+    pub fn store(&self, blob_type: BlobType, id: Id, plaintext: &[u8]) -> Result<()> {
+        self.check_error()?;
+        let (code, payload) = blob::compress(self.compression, plaintext);
+        let sealed = self.shared.repo.key().seal(ObjectKind::Blob, &payload);
+        let stats = &self.shared.stats;
+        match blob_type {
+            BlobType::Data => stats.data_blobs.fetch_add(1, Ordering::Relaxed),
+            BlobType::Tree => stats.tree_blobs.fetch_add(1, Ordering::Relaxed),
+        };
+        stats.raw_bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        stats.stored_bytes.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let full = {
+            let mut packer = self.packers[blob_type.code() as usize].lock();
+            packer.add(id, code, &sealed, plaintext.len() as u32);
+            if packer.size() >= self.target_pack_size {
+                Some(std::mem::replace(&mut *packer, PackWriter::new(blob_type)))
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            self.send(p)?;
+        }
+        Ok(())
+    }
+
+    /// Hash, deduplicate and store a blob; returns its id and whether it was new.
+    pub fn save(&self, blob_type: BlobType, plaintext: &[u8]) -> Result<(Id, bool)> {
+        let id = self.shared.repo.key().blob_id(plaintext);
+        if self.claim(id) {
+            self.store(blob_type, id, plaintext)?;
+            Ok((id, true))
+        } else {
+            Ok((id, false))
+        }
+    }
+
+    fn send(&self, packer: PackWriter) -> Result<()> {
+        let finished = packer.finish(self.shared.repo.key());
+        self.upload_tx
+            .as_ref()
+            .expect("writer is open")
+            .send(finished)
+            .map_err(|_| Error::Other("pack uploader stopped".into()))?;
+        self.check_error()
+    }
+
+    fn check_error(&self) -> Result<()> {
+        if let Some(e) = self.shared.error.lock().take() {
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Write an index file for the packs uploaded since the last checkpoint.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.shared.write_pending_index()
+    }
+
+    /// Flush partial packs, wait for every upload, write the final index.
+    /// Returns every pack this writer stored.
+    pub fn finish(mut self) -> Result<Vec<IndexPack>> {
+        for (i, t) in [BlobType::Data, BlobType::Tree].into_iter().enumerate() {
+            let p = std::mem::replace(&mut *self.packers[i].lock(), PackWriter::new(t));
+            if !p.is_empty() {
+                self.send(p)?;
+            }
+        }
+        drop(self.upload_tx.take());
+        for h in self.uploaders.drain(..) {
+            h.join().map_err(|_| Error::Other("pack uploader panicked".into()))?;
+        }
+        self.check_error()?;
+        self.shared.write_pending_index()?;
+        Ok(std::mem::take(&mut *self.shared.written.lock()))
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        drop(self.upload_tx.take());
+        for h in self.uploaders.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Shared {
+    fn upload(&self, pack: FinishedPack) -> Result<()> {
+        if !self.dry_run {
+            match self.repo.storage().put(
+                &pack_key(&pack.id),
+                Bytes::from(pack.bytes),
+                &PutOptions::create(),
+            ) {
+                Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.stats.packs.fetch_add(1, Ordering::Relaxed);
+        let ip = IndexPack {
+            id: pack.id,
+            blob_type: pack.blob_type,
+            blobs: pack.entries,
+        };
+        self.written.lock().push(ip.clone());
+        let due = {
+            let mut pending = self.pending.lock();
+            pending.push(ip);
+            pending.len() >= self.checkpoint_packs
+        };
+        if due {
+            self.write_pending_index()?;
+        }
+        Ok(())
+    }
+
+    fn write_pending_index(&self) -> Result<()> {
+        let packs = std::mem::take(&mut *self.pending.lock());
+        if packs.is_empty() || self.dry_run {
+            return Ok(());
+        }
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs,
+        };
+        self.repo.save_index(&file)?;
+        Ok(())
+    }
+}
