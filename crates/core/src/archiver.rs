@@ -1,1 +1,953 @@
-//! archiver
+//! The backup pipeline.
+//!
+//! ```text
+//!  walker ──files──► readers (N) ──new chunks──► compressors (N) ──► BlobWriter ──► uploaders
+//!    │                  │ chunk + keyed hash        compress + seal     pack            put pack
+//!    └──events (in order)──► assembler: waits for each file's chunk list in walk
+//!                            order, builds one tree blob per directory, bottom-up
+//! ```
+//!
+//! Every stage runs on its own threads and the channels between them are
+//! bounded, so memory stays bounded whatever the file sizes (a file is never
+//! held whole: the reader streams it through the chunker) and the walker runs
+//! only a bounded distance ahead. Files whose size, mtime, ctime and inode match
+//! the parent snapshot are not read: their chunk list is reused.
+//!
+//! Unreadable or vanishing entries become warnings in the snapshot summary
+//! (the backup is "partial"), never silent omissions.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use base64::Engine as _;
+use chrono::{DateTime, FixedOffset};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use parking_lot::Mutex;
+
+use crate::blob::{BlobType, Id};
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::repository::IndexedRepository;
+use crate::snapshot::{Snapshot, SnapshotEntry, Summary, SNAPSHOT_VERSION};
+use crate::tree::{Node, NodeKind, Tree, Xattr};
+use crate::writer::{BlobWriter, WriterOptions};
+
+/// Which entries to leave out.
+#[derive(Debug, Clone, Default)]
+pub struct ExcludeOptions {
+    /// Glob patterns (`--exclude`). A pattern without `/` matches any path
+    /// component's name; one with `/` matches the absolute path (a leading
+    /// `/` anchors it at the root, otherwise it may match at any depth).
+    pub exclude: Vec<String>,
+    /// Like `exclude`, case-insensitive (`--iexclude`).
+    pub iexclude: Vec<String>,
+    /// Leave out directories that contain a file with one of these names.
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than this many bytes.
+    pub exclude_larger_than: Option<u64>,
+}
+
+/// A compiled exclusion filter.
+#[derive(Debug, Clone)]
+pub struct Excludes {
+    by_name: GlobSet,
+    by_path: GlobSet,
+    if_present: Vec<String>,
+    larger_than: Option<u64>,
+}
+
+impl Excludes {
+    /// # Errors
+    /// [`Error::Invalid`] naming the first pattern that does not parse.
+    pub fn new(opts: &ExcludeOptions) -> Result<Self> {
+        let mut by_name = GlobSetBuilder::new();
+        let mut by_path = GlobSetBuilder::new();
+        let patterns = opts
+            .exclude
+            .iter()
+            .map(|p| (p, false))
+            .chain(opts.iexclude.iter().map(|p| (p, true)));
+        for (pattern, icase) in patterns {
+            let p = pattern.trim_end_matches('/');
+            let (set, glob) = if p.contains('/') {
+                let g = if p.starts_with('/') { p.to_string() } else { format!("**/{p}") };
+                (&mut by_path, g)
+            } else {
+                (&mut by_name, p.to_string())
+            };
+            let glob = GlobBuilder::new(&glob)
+                .literal_separator(true)
+                .case_insensitive(icase)
+                .build()
+                .map_err(|e| Error::invalid("exclude pattern", format!("{pattern:?}: {e}")))?;
+            set.add(glob);
+        }
+        Ok(Self {
+            by_name: by_name.build().map_err(|e| Error::invalid("exclude pattern", e))?,
+            by_path: by_path.build().map_err(|e| Error::invalid("exclude pattern", e))?,
+            if_present: opts.exclude_if_present.clone(),
+            larger_than: opts.exclude_larger_than,
+        })
+    }
+
+    /// Whether `path` (absolute) with metadata `meta` is left out.
+    pub fn excludes(&self, path: &Path, meta: &Metadata) -> bool {
+        if let Some(name) = path.file_name() {
+            if self.by_name.is_match(name) {
+                return true;
+            }
+        }
+        if self.by_path.is_match(path) {
+            return true;
+        }
+        if meta.is_file() {
+            if let Some(limit) = self.larger_than {
+                if meta.len() > limit {
+                    return true;
+                }
+            }
+        }
+        if meta.is_dir() && self.if_present.iter().any(|n| path.join(n).exists()) {
+            return true;
+        }
+        false
+    }
+}
+
+/// Which snapshot a backup compares against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The newest snapshot of the same host and paths.
+    #[default]
+    Auto,
+    None,
+    Id(Id),
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub paths: Vec<PathBuf>,
+    pub excludes: ExcludeOptions,
+    pub one_file_system: bool,
+    pub tags: Vec<String>,
+    pub hostname: String,
+    pub parent: ParentChoice,
+    /// Read every file even if unchanged since the parent.
+    pub force: bool,
+    pub dry_run: bool,
+    pub writer: WriterOptions,
+    /// Snapshot time; defaults to now.
+    pub time: Option<DateTime<FixedOffset>>,
+    /// File reader threads (0: as many as cores, at least 2).
+    pub readers: usize,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            paths: Vec::new(),
+            excludes: ExcludeOptions::default(),
+            one_file_system: false,
+            tags: Vec::new(),
+            hostname: crate::util::hostname(),
+            parent: ParentChoice::Auto,
+            force: false,
+            dry_run: false,
+            writer: WriterOptions::default(),
+            time: None,
+            readers: 0,
+        }
+    }
+}
+
+/// What a backup produced.
+#[derive(Debug, Clone)]
+pub struct BackupOutcome {
+    /// `None` on a dry run.
+    pub snapshot_id: Option<Id>,
+    pub snapshot: Snapshot,
+}
+
+impl BackupOutcome {
+    /// True when some entries could not be backed up.
+    pub fn is_partial(&self) -> bool {
+        self.snapshot
+            .summary
+            .as_ref()
+            .is_some_and(|s| !s.warnings.is_empty())
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Chunk, hash, claim and hand new chunks to the compressors; shared by file
+/// readers and stream backups.
+struct Pipeline {
+    writer: Arc<BlobWriter>,
+    compress_tx: Option<Sender<(Id, Vec<u8>)>>,
+    compressors: Vec<JoinHandle<()>>,
+    abort: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<Error>>>,
+    bytes_read: AtomicU64,
+}
+
+impl Pipeline {
+    fn new(repo: &IndexedRepository, opts: &WriterOptions) -> Pipeline {
+        let writer = Arc::new(BlobWriter::new(repo, repo.index().clone(), opts));
+        let n = cores();
+        let (tx, rx) = bounded::<(Id, Vec<u8>)>(n * 2);
+        let abort = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let compressors = (0..n)
+            .map(|_| {
+                let rx: Receiver<(Id, Vec<u8>)> = rx.clone();
+                let writer = writer.clone();
+                let abort = abort.clone();
+                let error = error.clone();
+                std::thread::spawn(move || {
+                    for (id, data) in rx {
+                        if abort.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        if let Err(e) = writer.store(BlobType::Data, id, &data) {
+                            error.lock().get_or_insert(e);
+                            abort.store(true, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Pipeline {
+            writer,
+            compress_tx: Some(tx),
+            compressors,
+            abort,
+            error,
+            bytes_read: AtomicU64::new(0),
+        }
+    }
+
+    fn fail(&self, e: Error) {
+        self.error.lock().get_or_insert(e);
+        self.abort.store(true, Ordering::Relaxed);
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+    }
+
+    /// Returns the chunk ids and the byte count, or the I/O error of the reader.
+    fn chunk_stream(&self, reader: impl Read, progress: &dyn Progress) -> std::io::Result<(Vec<Id>, u64)> {
+        let key = self.writer.repository().key();
+        let mut ids = Vec::new();
+        let mut total = 0u64;
+        for chunk in self.writer.repository().chunker().chunker(reader) {
+            if self.aborted() {
+                return Err(std::io::Error::other("backup aborted"));
+            }
+            let chunk = chunk?;
+            let id = key.blob_id(&chunk);
+            total += chunk.len() as u64;
+            progress.add_bytes(chunk.len() as u64);
+            ids.push(id);
+            if self.writer.claim(id) {
+                let tx = self.compress_tx.as_ref().expect("pipeline open");
+                if tx.send((id, chunk)).is_err() {
+                    return Err(std::io::Error::other("compressors stopped"));
+                }
+            }
+        }
+        self.bytes_read.fetch_add(total, Ordering::Relaxed);
+        Ok((ids, total))
+    }
+
+    fn save_tree(&self, tree: Tree) -> Result<Id> {
+        let bytes = tree.serialize();
+        Ok(self.writer.save(BlobType::Tree, &bytes)?.0)
+    }
+
+    /// Wait for the compressors, then flush packs and the index.
+    fn finish(mut self) -> Result<Vec<crate::index::IndexPack>> {
+        drop(self.compress_tx.take());
+        for h in self.compressors.drain(..) {
+            h.join().map_err(|_| Error::Other("compressor thread panicked".into()))?;
+        }
+        if let Some(e) = self.error.lock().take() {
+            return Err(e);
+        }
+        let writer = Arc::try_unwrap(self.writer).map_err(|_| Error::Other("blob writer still in use".into()))?;
+        writer.finish()
+    }
+}
+
+/// Stat-derived node for `path`; content and subtree are filled in later.
+fn node_from_meta(name: &OsStr, path: &Path, meta: &Metadata) -> Node {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_file() {
+        NodeKind::File
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_socket() {
+        NodeKind::Socket
+    } else if ft.is_char_device() {
+        NodeKind::Chardev
+    } else {
+        NodeKind::Blockdev
+    };
+    let mut n = Node::new(name, kind);
+    n.mode = meta.mode();
+    n.uid = meta.uid();
+    n.gid = meta.gid();
+    n.user = crate::util::user_name(n.uid).unwrap_or_default();
+    n.group = crate::util::group_name(n.gid).unwrap_or_default();
+    n.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+    n.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+    n.inode = meta.ino();
+    n.device_id = meta.dev();
+    if kind == NodeKind::File {
+        n.size = meta.len();
+        n.links = meta.nlink();
+    }
+    if matches!(kind, NodeKind::Chardev | NodeKind::Blockdev) {
+        n.rdev = meta.rdev();
+    }
+    if kind == NodeKind::Symlink {
+        if let Ok(t) = std::fs::read_link(path) {
+            n.set_link_target(t.as_os_str());
+        }
+    }
+    if matches!(kind, NodeKind::File | NodeKind::Dir) {
+        n.xattrs = read_xattrs(path);
+    }
+    n
+}
+
+fn read_xattrs(path: &Path) -> Vec<Xattr> {
+    let Ok(names) = xattr::list(path) else {
+        return Vec::new();
+    };
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out: Vec<Xattr> = names
+        .filter_map(|name| {
+            let value = xattr::get(path, &name).ok().flatten()?;
+            Some(Xattr {
+                name: name.to_string_lossy().into_owned(),
+                value: b64.encode(value),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Whether a file is unchanged since its parent-snapshot node.
+fn unchanged(old: &Node, new: &Node) -> bool {
+    old.kind == NodeKind::File
+        && old.size == new.size
+        && old.mtime_ns == new.mtime_ns
+        && old.ctime_ns == new.ctime_ns
+        && old.inode == new.inode
+        && old.content.is_some()
+}
+
+enum Event {
+    EnterDir(Node),
+    Leaf(Node),
+    File(Receiver<FileResult>),
+    LeaveDir,
+    Warning(String),
+}
+
+type FileResult = std::result::Result<(Node, bool), String>;
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+    /// The parent snapshot had a file here (counted as changed, not new).
+    existed: bool,
+    reply: Sender<FileResult>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs: AtomicU64,
+    total_bytes: AtomicU64,
+}
+
+/// Back up files and directories into a new snapshot.
+///
+/// # Errors
+/// Storage and repository errors abort the backup (the repository stays valid:
+/// nothing references the packs written so far). Problems with single entries
+/// are warnings in the returned summary.
+pub fn backup(
+    repo: &IndexedRepository,
+    opts: &BackupOptions,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let started = chrono::Local::now().fixed_offset();
+    if opts.paths.is_empty() {
+        return Err(Error::invalid("backup", "no paths given"));
+    }
+    let excludes = Excludes::new(&opts.excludes)?;
+    let paths = absolute_paths(&opts.paths)?;
+    for p in &paths {
+        std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
+    }
+    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let parent = find_parent(repo, opts, &path_strings)?;
+    let parent_root = match &parent {
+        Some(p) if !opts.force => Some(repo.load_tree(&p.snapshot.tree)?),
+        _ => None,
+    };
+
+    let pipeline = Pipeline::new(repo, &opts.writer);
+    let counters = Counters::default();
+    let scan_stop = AtomicBool::new(false);
+    let walked: Result<(Id, Vec<String>)> = std::thread::scope(|scope| {
+        // Scanner: totals for the progress bar's ETA.
+        scope.spawn(|| scan_totals(&paths, &excludes, opts.one_file_system, &scan_stop, progress));
+        let (job_tx, job_rx) = bounded::<FileJob>(256);
+        let (ev_tx, ev_rx) = bounded::<Event>(4096);
+        let readers = if opts.readers == 0 { cores().max(2) } else { opts.readers };
+        for _ in 0..readers {
+            let job_rx = job_rx.clone();
+            let (pipeline, counters) = (&pipeline, &counters);
+            scope.spawn(move || {
+                for job in job_rx {
+                    let r = read_file(pipeline, job.path.as_path(), job.node, progress);
+                    if let Ok((node, _)) = &r {
+                        counters.total_bytes.fetch_add(node.size, Ordering::Relaxed);
+                        if job.existed {
+                            counters.files_changed.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            counters.files_new.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    progress.add_files(1);
+                    let _ = job.reply.send(r);
+                }
+            });
+        }
+        drop(job_rx);
+        let assembler = scope.spawn(|| assemble(&pipeline, ev_rx, progress));
+        let walker = Walker {
+            repo,
+            excludes: &excludes,
+            one_file_system: opts.one_file_system,
+            jobs: job_tx,
+            events: ev_tx,
+            counters: &counters,
+            pipeline: &pipeline,
+            progress,
+        };
+        let walk_result = walker.walk_roots(&paths, parent_root.as_ref());
+        if walk_result.is_err() {
+            pipeline.fail(Error::Other("backup aborted".into()));
+        }
+        drop(walker);
+        let assembled = assembler
+            .join()
+            .map_err(|_| Error::Other("assembler panicked".into()))
+            .and_then(|r| r);
+        scan_stop.store(true, Ordering::Relaxed);
+        walk_result.and(assembled)
+    });
+    let (root, warnings) = match walked {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = pipeline.finish();
+            return Err(e);
+        }
+    };
+    let bytes_read = pipeline.bytes_read.load(Ordering::Relaxed);
+    let ws = pipeline.writer.stats();
+    let stats = (
+        ws.data_blobs.load(Ordering::Relaxed),
+        ws.tree_blobs.load(Ordering::Relaxed),
+        ws.raw_bytes.load(Ordering::Relaxed),
+        ws.stored_bytes.load(Ordering::Relaxed),
+    );
+    pipeline.finish()?;
+    let c = &counters;
+    let files_new = c.files_new.load(Ordering::Relaxed);
+    let files_changed = c.files_changed.load(Ordering::Relaxed);
+    let files_unmodified = c.files_unmodified.load(Ordering::Relaxed);
+    let summary = Summary {
+        backup_start: Some(started),
+        backup_end: Some(chrono::Local::now().fixed_offset()),
+        files_new,
+        files_changed,
+        files_unmodified,
+        dirs: c.dirs.load(Ordering::Relaxed),
+        total_files: files_new + files_changed + files_unmodified,
+        total_bytes: c.total_bytes.load(Ordering::Relaxed),
+        bytes_read,
+        data_blobs_new: stats.0,
+        tree_blobs_new: stats.1,
+        data_added: stats.2,
+        data_added_stored: stats.3,
+        warnings,
+    };
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time: opts.time.unwrap_or(started),
+        hostname: opts.hostname.clone(),
+        username: crate::util::username(),
+        paths: path_strings,
+        tags: opts.tags.clone(),
+        source: "files".into(),
+        tree: root,
+        parent: parent.map(|p| p.id),
+        pinned: false,
+        summary: Some(summary),
+        metadata: None,
+        program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+    };
+    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
+    Ok(BackupOutcome { snapshot_id, snapshot })
+}
+
+fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io(p, e))?;
+        // Lexically normalise `.` and `..` so snapshot paths are canonical.
+        let mut clean = PathBuf::new();
+        for c in abs.components() {
+            match c {
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                Component::CurDir => {}
+                other => clean.push(other),
+            }
+        }
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    // A path inside another given path is already covered.
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for p in out {
+        if !kept.iter().any(|k| p.starts_with(k)) {
+            kept.push(p);
+        }
+    }
+    Ok(kept)
+}
+
+fn find_parent(repo: &IndexedRepository, opts: &BackupOptions, paths: &[String]) -> Result<Option<SnapshotEntry>> {
+    match &opts.parent {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Id(id) => Ok(Some(SnapshotEntry {
+            id: *id,
+            snapshot: repo.load_snapshot(id)?,
+        })),
+        ParentChoice::Auto => {
+            let mut snaps = repo.snapshots()?;
+            snaps.retain(|s| s.snapshot.hostname == opts.hostname && s.snapshot.paths == paths && s.snapshot.source == "files");
+            Ok(snaps.pop())
+        }
+    }
+}
+
+/// A trie of the given paths: intermediate directories lead to the roots.
+#[derive(Default)]
+struct PathTrie {
+    children: BTreeMap<OsString, PathTrie>,
+    selected: bool,
+}
+
+struct Walker<'a> {
+    repo: &'a IndexedRepository,
+    excludes: &'a Excludes,
+    one_file_system: bool,
+    jobs: Sender<FileJob>,
+    events: Sender<Event>,
+    counters: &'a Counters,
+    pipeline: &'a Pipeline,
+    progress: &'a dyn Progress,
+}
+
+impl Walker<'_> {
+    fn emit(&self, e: Event) -> Result<()> {
+        self.events
+            .send(e)
+            .map_err(|_| Error::Other("backup aborted".into()))
+    }
+
+    fn warn(&self, path: &Path, what: impl std::fmt::Display) -> Result<()> {
+        let msg = format!("{}: {what}", path.display());
+        self.progress.warning(&msg);
+        self.emit(Event::Warning(msg))
+    }
+
+    fn walk_roots(&self, paths: &[PathBuf], parent_root: Option<&Tree>) -> Result<()> {
+        let mut trie = PathTrie::default();
+        for p in paths {
+            let mut t = &mut trie;
+            for c in p.components().skip(1) {
+                t = t.children.entry(c.as_os_str().to_os_string()).or_default();
+            }
+            t.selected = true;
+        }
+        // The root tree itself has no node; its children are emitted into it.
+        self.walk_trie(Path::new("/"), &trie, parent_root)
+    }
+
+    fn subtree(&self, parent: Option<&Tree>, name: &OsStr) -> Option<Tree> {
+        let node = parent?.find(name)?;
+        let id = node.subtree?;
+        self.repo.load_tree(&id).ok()
+    }
+
+    fn walk_trie(&self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<()> {
+        for (name, child) in &trie.children {
+            let path = dir.join(name);
+            if child.selected {
+                let meta = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.warn(&path, e)?;
+                        continue;
+                    }
+                };
+                self.visit(&path, name, &meta, parent, None)?;
+            } else {
+                let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+                let node = node_from_meta(name, &path, &meta);
+                self.emit(Event::EnterDir(node))?;
+                let sub = self.subtree(parent, name);
+                self.walk_trie(&path, child, sub.as_ref())?;
+                self.emit(Event::LeaveDir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn visit(&self, path: &Path, name: &OsStr, meta: &Metadata, parent: Option<&Tree>, dev: Option<u64>) -> Result<()> {
+        if self.pipeline.aborted() {
+            return Err(Error::Other("backup aborted".into()));
+        }
+        let node = node_from_meta(name, path, meta);
+        match node.kind {
+            NodeKind::Dir => {
+                self.counters.dirs.fetch_add(1, Ordering::Relaxed);
+                self.emit(Event::EnterDir(node))?;
+                let crosses = self.one_file_system && dev.is_some_and(|d| d != meta.dev());
+                if !crosses {
+                    let sub = self.subtree(parent, name);
+                    self.walk_dir(path, sub.as_ref(), meta.dev())?;
+                }
+                self.emit(Event::LeaveDir)
+            }
+            NodeKind::File => {
+                let old = parent.and_then(|t| t.find(name));
+                if let Some(old) = old.filter(|o| unchanged(o, &node)) {
+                    let content = old.content.clone().unwrap_or_default();
+                    if content.iter().all(|id| self.repo.index().contains(id)) {
+                        let mut n = node;
+                        n.content = Some(content);
+                        self.counters.files_unmodified.fetch_add(1, Ordering::Relaxed);
+                        self.counters.total_bytes.fetch_add(n.size, Ordering::Relaxed);
+                        self.progress.add_files(1);
+                        self.progress.add_bytes(n.size);
+                        return self.emit(Event::Leaf(n));
+                    }
+                }
+                let (tx, rx) = bounded(1);
+                self.emit(Event::File(rx))?;
+                self.jobs
+                    .send(FileJob {
+                        path: path.to_path_buf(),
+                        node,
+                        existed: old.is_some(),
+                        reply: tx,
+                    })
+                    .map_err(|_| Error::Other("backup aborted".into()))
+            }
+            _ => self.emit(Event::Leaf(node)),
+        }
+    }
+
+    fn walk_dir(&self, dir: &Path, parent: Option<&Tree>, dev: u64) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) => return self.warn(dir, e),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.warn(dir, e)?,
+            }
+        }
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(&path, e)?;
+                    continue;
+                }
+            };
+            if self.excludes.excludes(&path, &meta) {
+                continue;
+            }
+            self.visit(&path, &name, &meta, parent, Some(dev))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_file(pipeline: &Pipeline, path: &Path, mut node: Node, progress: &dyn Progress) -> FileResult {
+    progress.current(path);
+    let file = open_noatime(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Describe the file as opened, not as listed: it may have changed in between.
+    if let Ok(meta) = file.metadata() {
+        if !meta.is_file() {
+            return Err(format!("{}: no longer a regular file", path.display()));
+        }
+        node.size = meta.len();
+        node.mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        node.ctime_ns = meta.ctime() * 1_000_000_000 + meta.ctime_nsec();
+        node.inode = meta.ino();
+    }
+    let (ids, size) = pipeline
+        .chunk_stream(std::io::BufReader::with_capacity(1 << 20, file), progress)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    node.size = size;
+    node.content = Some(ids);
+    Ok((node, true))
+}
+
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Builds trees in walk order; returns the root tree id and the warnings.
+fn assemble(pipeline: &Pipeline, events: Receiver<Event>, progress: &dyn Progress) -> Result<(Id, Vec<String>)> {
+    let mut stack: Vec<(Option<Node>, Tree)> = vec![(None, Tree::default())];
+    let mut warnings = Vec::new();
+    let fail = |e: Error| {
+        pipeline.fail(Error::Other("backup aborted".into()));
+        e
+    };
+    for ev in events {
+        match ev {
+            Event::EnterDir(node) => stack.push((Some(node), Tree::default())),
+            Event::Leaf(node) => stack.last_mut().expect("root").1.nodes.push(node),
+            Event::File(rx) => match rx.recv() {
+                Ok(Ok((node, _))) => stack.last_mut().expect("root").1.nodes.push(node),
+                Ok(Err(w)) => {
+                    progress.warning(&w);
+                    warnings.push(w);
+                }
+                Err(_) => return Err(fail(pipeline.error.lock().take().unwrap_or_else(|| Error::Other("backup aborted".into())))),
+            },
+            Event::Warning(w) => warnings.push(w),
+            Event::LeaveDir => {
+                let (node, tree) = stack.pop().expect("balanced events");
+                let mut node = node.expect("directory node");
+                node.subtree = Some(pipeline.save_tree(tree).map_err(fail)?);
+                stack.last_mut().expect("root").1.nodes.push(node);
+            }
+        }
+    }
+    if let Some(e) = pipeline.error.lock().take() {
+        return Err(e);
+    }
+    let (_, root) = stack.pop().expect("root");
+    let id = pipeline.save_tree(root)?;
+    Ok((id, warnings))
+}
+
+fn scan_totals(paths: &[PathBuf], excludes: &Excludes, ofs: bool, stop: &AtomicBool, progress: &dyn Progress) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    let mut stack: Vec<(PathBuf, Option<u64>)> = paths.iter().map(|p| (p.clone(), None)).collect();
+    while let Some((p, dev)) = stack.pop() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        if dev.is_some() && excludes.excludes(&p, &meta) {
+            continue;
+        }
+        if meta.is_dir() {
+            if ofs && dev.is_some_and(|d| d != meta.dev()) {
+                continue;
+            }
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| (e.path(), Some(meta.dev()))));
+            }
+        } else if meta.is_file() {
+            files += 1;
+            bytes += meta.len();
+        }
+    }
+    progress.set_totals(files, bytes);
+}
+
+/// Options for a backup of named streams (`--stdin`, database dumps).
+#[derive(Debug, Clone)]
+pub struct StreamBackupOptions {
+    pub hostname: String,
+    pub tags: Vec<String>,
+    /// `stdin`, `postgres`, `mysql`, `redis`, `sqlite`, `command`, ...
+    pub source: String,
+    /// Recorded as the snapshot's paths (for grouping and `--path` filters).
+    pub paths: Vec<String>,
+    pub writer: WriterOptions,
+    pub dry_run: bool,
+    pub time: Option<DateTime<FixedOffset>>,
+}
+
+impl Default for StreamBackupOptions {
+    fn default() -> Self {
+        Self {
+            hostname: crate::util::hostname(),
+            tags: Vec::new(),
+            source: "stdin".into(),
+            paths: Vec::new(),
+            writer: WriterOptions::default(),
+            dry_run: false,
+            time: None,
+        }
+    }
+}
+
+/// Writes one snapshot made of named streams, one after another, each stored as
+/// a regular file at the root of the snapshot. Used by `backup --stdin` and the
+/// database sources.
+pub struct StreamSnapshotWriter<'a> {
+    repo: &'a IndexedRepository,
+    pipeline: Pipeline,
+    opts: StreamBackupOptions,
+    root: Tree,
+    started: DateTime<FixedOffset>,
+    total_bytes: u64,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> StreamSnapshotWriter<'a> {
+    pub fn new(repo: &'a IndexedRepository, opts: StreamBackupOptions, progress: &'a dyn Progress) -> Self {
+        Self {
+            pipeline: Pipeline::new(repo, &opts.writer),
+            repo,
+            opts,
+            root: Tree::default(),
+            started: chrono::Local::now().fixed_offset(),
+            total_bytes: 0,
+            progress,
+        }
+    }
+
+    /// Store everything `reader` yields as the file `name`; returns its size.
+    ///
+    /// # Errors
+    /// The reader's I/O error (the snapshot is not written), or a storage error.
+    pub fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> Result<u64> {
+        if name.is_empty() || name.contains('/') || self.root.nodes.iter().any(|n| n.name == name) {
+            return Err(Error::invalid("stream name", format!("{name:?} is empty, has a '/', or is used twice")));
+        }
+        let (ids, size) = self
+            .pipeline
+            .chunk_stream(reader, self.progress)
+            .map_err(|e| Error::io(PathBuf::from(name), e))?;
+        let now = chrono::Utc::now();
+        let mut node = Node::new(OsStr::new(name), NodeKind::File);
+        node.mode = 0o100600;
+        node.uid = nix::unistd::getuid().as_raw();
+        node.gid = nix::unistd::getgid().as_raw();
+        node.mtime_ns = now.timestamp_nanos_opt().unwrap_or_default();
+        node.ctime_ns = node.mtime_ns;
+        node.size = size;
+        node.content = Some(ids);
+        self.root.nodes.push(node);
+        self.total_bytes += size;
+        Ok(size)
+    }
+
+    /// Convenience for small in-memory files (metadata, manifests).
+    pub fn add_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<u64> {
+        self.add_stream(name, &mut { bytes })
+    }
+
+    /// Write the root tree, flush packs and index, and save the snapshot.
+    pub fn finish(self, metadata: Option<serde_json::Value>) -> Result<BackupOutcome> {
+        let root_id = self.pipeline.save_tree(self.root.clone())?;
+        let bytes_read = self.pipeline.bytes_read.load(Ordering::Relaxed);
+        let s = self.pipeline.writer.stats();
+        let stats = (
+            s.data_blobs.load(Ordering::Relaxed),
+            s.tree_blobs.load(Ordering::Relaxed),
+            s.raw_bytes.load(Ordering::Relaxed),
+            s.stored_bytes.load(Ordering::Relaxed),
+        );
+        self.pipeline.finish()?;
+        let files = self.root.nodes.len() as u64;
+        let summary = Summary {
+            backup_start: Some(self.started),
+            backup_end: Some(chrono::Local::now().fixed_offset()),
+            files_new: files,
+            total_files: files,
+            total_bytes: self.total_bytes,
+            bytes_read,
+            data_blobs_new: stats.0,
+            tree_blobs_new: stats.1,
+            data_added: stats.2,
+            data_added_stored: stats.3,
+            ..Summary::default()
+        };
+        let paths = if self.opts.paths.is_empty() {
+            self.root.nodes.iter().map(|n| n.name.clone()).collect()
+        } else {
+            self.opts.paths.clone()
+        };
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: self.opts.time.unwrap_or(self.started),
+            hostname: self.opts.hostname.clone(),
+            username: crate::util::username(),
+            paths,
+            tags: self.opts.tags.clone(),
+            source: self.opts.source.clone(),
+            tree: root_id,
+            parent: None,
+            pinned: false,
+            summary: Some(summary),
+            metadata,
+            program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        };
+        let snapshot_id = if self.opts.dry_run { None } else { Some(self.repo.save_snapshot(&snapshot)?) };
+        Ok(BackupOutcome { snapshot_id, snapshot })
+    }
+}

@@ -41,3 +41,4 @@ pub use error::{Error, Result};
 pub use repository::Repository;
 pub mod util;
 pub mod writer;
+pub mod walk;

@@ -394,6 +394,14 @@ impl std::ops::Deref for IndexedRepository {
 }
 
 impl IndexedRepository {
+    /// Pair a repository with an index built elsewhere (check, repair).
+    pub fn new(repo: Repository, index: Index) -> Self {
+        Self {
+            repo,
+            index: Arc::new(index),
+        }
+    }
+
     pub fn index(&self) -> &Arc<Index> {
         &self.index
     }
