@@ -1,0 +1,272 @@
+//! Command-line definitions (clap). Nothing here does work: `settings` resolves
+//! these into what the libraries take, `commands` runs them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Backup and disaster recovery for servers, files and databases",
+    long_about = "Lifeboat backs up files, streams and databases into deduplicated, compressed, \
+                  encrypted repositories and restores them exactly.\n\n\
+                  Exit codes: 0 success, 1 error, 2 usage error, 3 partial backup (some files could not be read).",
+    after_help = "Start here: `lifeboat quickstart` runs init, backup, check and restore on a sample folder."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Repository location: a directory path (more backends: docs/BACKENDS.md)
+    #[arg(short = 'r', long, env = "LIFEBOAT_REPO", global = true)]
+    pub repo: Option<String>,
+    /// Read the repository password from this file (first line)
+    #[arg(long, env = "LIFEBOAT_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line it prints as the password
+    #[arg(long, env = "LIFEBOAT_PASSWORD_COMMAND", global = true)]
+    pub password_command: Option<String>,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but errors (and requested data)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output on stderr (repeat for more)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Parallel storage operations (pack uploads, pack reads)
+    #[arg(long, default_value_t = 4, global = true)]
+    pub connections: usize,
+    /// Never show progress bars
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository
+    Init(InitArgs),
+    /// Back up files and directories (or a stream with --stdin)
+    Backup(BackupArgs),
+    /// Restore a snapshot into a directory
+    Restore(RestoreArgs),
+    /// Write one file (or a tar of a directory) from a snapshot to stdout
+    Dump(DumpArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List files in a snapshot
+    Ls(LsArgs),
+    /// Show what changed between two snapshots
+    Diff(DiffArgs),
+    /// Repository and snapshot statistics: sizes, dedup and compression ratios
+    Stats(StatsArgs),
+    /// Print a repository object as JSON (config, snapshot, index, key, tree)
+    Cat(CatArgs),
+    /// Verify the repository's structure, and with --read-data every byte
+    Check(CheckArgs),
+    /// Manage the repository's keys (passwords)
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Try Lifeboat on a sample folder: init, backup, change, backup, check, restore, compare
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Default compression for new data: none, lz4, zstd, zstd:LEVEL
+    #[arg(long, default_value = "zstd:3")]
+    pub compression: String,
+    /// Chunker sizes MIN/AVG/MAX in bytes (default 524288/1048576/8388608)
+    #[arg(long, hide = true)]
+    pub chunker: Option<String>,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", short = 'H')]
+    pub hosts: Vec<String>,
+    /// Only snapshots with these tags (comma-separated: all of them; repeat for alternatives)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable)
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up
+    pub paths: Vec<PathBuf>,
+    /// Leave out entries matching this glob (repeatable)
+    #[arg(short = 'e', long)]
+    pub exclude: Vec<String>,
+    /// Like --exclude, case-insensitive
+    #[arg(long)]
+    pub iexclude: Vec<String>,
+    /// Read exclude patterns from a file, one per line (# comments)
+    #[arg(long)]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out directories containing a file with this name
+    #[arg(long)]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE (e.g. 500M, 2G)
+    #[arg(long, value_name = "SIZE")]
+    pub exclude_larger_than: Option<String>,
+    /// Do not cross file system boundaries
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Tag the snapshot (repeatable, or comma-separated)
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Compare against this snapshot instead of the latest one of the same host and paths
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot
+    #[arg(long)]
+    pub force: bool,
+    /// Do everything but write to the repository
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Back up standard input as one file
+    #[arg(long)]
+    pub stdin: bool,
+    /// File name for --stdin
+    #[arg(long, default_value = "stdin")]
+    pub stdin_filename: String,
+    /// Compression for new data (default: the repository's)
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Record this time instead of now (tests, imports)
+    #[arg(long, hide = true)]
+    pub time: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id prefix or `latest`, optionally `SNAPSHOT:PATH` to restore a subtree
+    #[arg(default_value = "latest")]
+    pub snapshot: String,
+    /// Directory to restore into
+    #[arg(short, long)]
+    pub target: PathBuf,
+    /// Pick the newest snapshot at or before this time ("2026-11-20 14:00")
+    #[arg(long)]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Restore only entries matching this pattern (repeatable)
+    #[arg(short = 'i', long)]
+    pub include: Vec<String>,
+    /// Do not restore entries matching this pattern (repeatable)
+    #[arg(short = 'e', long)]
+    pub exclude: Vec<String>,
+    /// Replace existing files (files already identical are skipped)
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Re-read and re-hash every restored file
+    #[arg(long)]
+    pub verify: bool,
+    /// List what would be written, write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// Snapshot id prefix or `latest`
+    pub snapshot: String,
+    /// Path inside the snapshot
+    pub path: String,
+    /// Pick the newest snapshot at or before this time
+    #[arg(long)]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Snapshot id prefix or `latest`
+    pub snapshot: String,
+    /// Directory or file inside the snapshot
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Show mode, owner, size and time
+    #[arg(short, long)]
+    pub long: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub first: String,
+    pub second: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Limit to these snapshots (default: all)
+    pub snapshots: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// config, snapshot, index, key or tree
+    pub kind: String,
+    /// Object id (or id prefix / `latest` for snapshots)
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also read, decrypt and re-hash every blob
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read only a subset of packs: n/m (bucket n of m) or a percentage like 10%
+    #[arg(long, value_name = "SUBSET")]
+    pub read_data_subset: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List key slots
+    List,
+    /// Add a key slot for a new password (from --new-password-file, LIFEBOAT_NEW_PASSWORD or a prompt)
+    Add(NewPasswordArgs),
+    /// Remove a key slot (not the one in use, not the last one)
+    Remove { id: String },
+    /// Change the password of the key in use
+    Passwd(NewPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewPasswordArgs {
+    #[arg(long, env = "LIFEBOAT_NEW_PASSWORD_FILE")]
+    pub new_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Working directory for the sample data, repository and restore
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}

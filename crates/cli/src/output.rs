@@ -1,0 +1,82 @@
+//! Human and JSON output; errors with `hint:` lines.
+
+use serde::Serialize;
+
+pub fn print_error(e: &anyhow::Error) {
+    let mut msg = format!("{e}");
+    // Show the chain of causes that add information.
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(&format!(": {c}"));
+        }
+    }
+    let (main, hints): (Vec<&str>, Vec<&str>) = msg.lines().partition(|l| !l.starts_with("hint:"));
+    eprintln!("error: {}", main.join("\n"));
+    for h in hints {
+        eprintln!("{h}");
+    }
+    if let Some(h) = hint_for(e) {
+        eprintln!("hint: {h}");
+    }
+}
+
+fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
+    let core = e.downcast_ref::<lifeboat_core::Error>()?;
+    match core {
+        lifeboat_core::Error::SnapshotNotFound(_) => Some("`lifeboat snapshots` lists the snapshots and their ids"),
+        lifeboat_core::Error::AmbiguousSnapshot { .. } => Some("give more digits of the snapshot id"),
+        lifeboat_core::Error::Damaged { .. } => Some("run `lifeboat check --read-data` to see everything affected"),
+        lifeboat_core::Error::PathNotFound { .. } => Some("`lifeboat ls SNAPSHOT` lists the paths in a snapshot"),
+        _ => None,
+    }
+}
+
+pub fn print_json<T: Serialize + ?Sized>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialisable output"));
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// A plain text table with left-aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = String::new();
+    out.push_str(&line(header.to_vec()));
+    out.push('\n');
+    out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+    out
+}
