@@ -1,0 +1,408 @@
+//! PostgreSQL logical dump/restore against a real throwaway cluster.
+
+use lifeboat_sources::pg::{
+    stream_name, PgConnection, PgDumpOptions, PgRestoreOptions, PgRestorer, PgSource,
+};
+use lifeboat_sources::{DirStreams, DumpMetadata, DumpSource, Error, StreamSink};
+use lifeboat_testkit::pg::{PgOptions, PgServer};
+
+fn conn(pg: &PgServer) -> PgConnection {
+    PgConnection {
+        host: Some(pg.socket_dir().display().to_string()),
+        port: Some(pg.port()),
+        user: Some("postgres".into()),
+        ..Default::default()
+    }
+}
+
+fn setup_shop(pg: &PgServer) {
+    pg.sql("postgres", "CREATE DATABASE shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE customers(id serial PRIMARY KEY, name text NOT NULL UNIQUE);
+         CREATE TABLE orders(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                             customer int REFERENCES customers(id), note text, amount numeric);
+         CREATE INDEX orders_customer ON orders(customer);
+         CREATE TABLE \"Odd Name\"(v text);
+         INSERT INTO customers(name) SELECT 'c' || g FROM generate_series(1, 50) g;
+         INSERT INTO orders(customer, note, amount)
+           SELECT 1 + g % 50, E'line\\nbreak and tab\\t' || g, g * 1.5 FROM generate_series(1, 2000) g;
+         INSERT INTO \"Odd Name\" VALUES ('x'), (NULL);",
+    );
+}
+
+/// A snapshot of a database's content: every table's rows in a stable order.
+fn fingerprint(pg: &PgServer, db: &str) -> String {
+    pg.sql(
+        db,
+        "SELECT (SELECT string_agg(c::text, ',' ORDER BY id) FROM customers c) || '|' ||
+                (SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o) || '|' ||
+                (SELECT string_agg(coalesce(v, 'NULL'), ',' ORDER BY v) FROM \"Odd Name\")",
+    )
+}
+
+fn dump(pg: &PgServer, dir: &std::path::Path, dbs: &[&str]) -> DumpMetadata {
+    let opts = PgDumpOptions {
+        databases: dbs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut sink = DirStreams::create(dir).unwrap();
+    let meta = PgSource::new(conn(pg), opts).dump(&mut sink).unwrap();
+    assert_eq!(
+        sink.metadata().unwrap(),
+        meta,
+        "finish() got the same metadata"
+    );
+    meta
+}
+
+#[test]
+fn dump_records_counts_and_restores_as_new_database() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup_shop(&pg);
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = dump(&pg, tmp.path(), &["shop"]);
+
+    let db = meta.database("shop").unwrap();
+    let counts: Vec<(String, u64)> = db.tables.iter().map(|t| (t.qualified(), t.rows)).collect();
+    assert!(
+        counts.contains(&("public.customers".into(), 50)),
+        "{counts:?}"
+    );
+    assert!(
+        counts.contains(&("public.orders".into(), 2000)),
+        "{counts:?}"
+    );
+    assert!(
+        counts.contains(&("public.Odd Name".into(), 2)),
+        "{counts:?}"
+    );
+    assert!(meta.server_version.as_deref().unwrap().starts_with("15."));
+    assert!(meta.client_version.is_some());
+    assert!(matches!(
+        meta.position,
+        Some(lifeboat_sources::Position::PgLsn { .. })
+    ));
+    assert!(meta
+        .streams
+        .iter()
+        .any(|s| s.name == "globals.sql" && s.bytes > 0));
+    let stream =
+        std::fs::read_to_string(tmp.path().join("streams").join(stream_name("shop"))).unwrap();
+    assert!(stream.contains("COPY public.orders"));
+
+    let restorer = PgRestorer::new(conn(&pg));
+    let mut src = DirStreams::open(tmp.path());
+    let mut opts = PgRestoreOptions::as_new("shop_copy");
+    opts.check = Some("SELECT count(*) = 2000 FROM orders".into());
+    let plan = restorer.plan(&meta, &opts).unwrap();
+    assert_eq!(plan.creates, vec!["database shop_copy".to_string()]);
+    assert!(plan.drops.is_empty() && plan.replaces.is_empty());
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname='shop_copy'"
+        ),
+        "0",
+        "dry run changes nothing"
+    );
+
+    let report = restorer.restore(&meta, &mut src, &opts, None).unwrap();
+    assert_eq!(report.restored_to, "shop_copy");
+    assert_eq!(report.check_passed, Some(true));
+    assert!(report.verified.contains(&("public.orders".into(), 2000)));
+    assert_eq!(fingerprint(&pg, "shop_copy"), fingerprint(&pg, "shop"));
+
+    // Restoring again under the same name is refused and changes nothing.
+    pg.sql("shop_copy", "INSERT INTO customers(name) VALUES ('marker')");
+    let err = restorer.restore(&meta, &mut src, &opts, None).unwrap_err();
+    assert!(matches!(err, Error::Refused(_)), "{err}");
+    assert_eq!(
+        pg.sql(
+            "shop_copy",
+            "SELECT count(*) FROM customers WHERE name='marker'"
+        ),
+        "1"
+    );
+}
+
+#[test]
+fn failing_replace_leaves_original_untouched_and_keeps_safety_dump() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup_shop(&pg);
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = dump(&pg, &tmp.path().join("backup"), &["shop"]);
+
+    // The live database moves on after the backup.
+    pg.sql(
+        "shop",
+        "DELETE FROM orders WHERE id > 1500; INSERT INTO customers(name) VALUES ('late')",
+    );
+    let before = fingerprint(&pg, "shop");
+    let dbs_before = pg.sql(
+        "postgres",
+        "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database",
+    );
+
+    let restorer = PgRestorer::new(conn(&pg));
+    let mut src = DirStreams::open(tmp.path().join("backup"));
+    let mut opts = PgRestoreOptions::replace("shop");
+    opts.check = Some("SELECT count(*) = 12345 FROM orders".into());
+    let mut safety = DirStreams::create(tmp.path().join("safety")).unwrap();
+    let err = restorer
+        .restore(
+            &meta,
+            &mut src,
+            &opts,
+            Some(&mut safety as &mut dyn StreamSink),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Verification(_)), "{err}");
+    assert!(err.to_string().contains("check returned false"), "{err}");
+
+    assert_eq!(fingerprint(&pg, "shop"), before, "original untouched");
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"
+        ),
+        dbs_before,
+        "temporary database dropped"
+    );
+    // The safety dump exists, is complete and records the live state.
+    let safety_meta = safety.metadata().unwrap();
+    let s = safety_meta.database("shop").unwrap();
+    assert!(
+        s.tables
+            .iter()
+            .any(|t| t.name == "orders" && t.rows == 1500),
+        "{s:?}"
+    );
+    assert!(s
+        .tables
+        .iter()
+        .any(|t| t.name == "customers" && t.rows == 51));
+
+    // The same replace with a passing check swaps the backup in, even with a client connected.
+    let mut holder = std::process::Command::new(pg.bin_dir().join("psql"))
+        .args(["-X", "-d", "shop", "-c", "SELECT pg_sleep(60)"])
+        .envs(pg.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    opts.check = Some("SELECT count(*) = 2000 FROM orders;".into());
+    let mut safety2 = DirStreams::create(tmp.path().join("safety2")).unwrap();
+    let report = restorer
+        .restore(
+            &meta,
+            &mut src,
+            &opts,
+            Some(&mut safety2 as &mut dyn StreamSink),
+        )
+        .unwrap();
+    let _ = holder.wait();
+    assert!(report.safety_dump.is_some());
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM orders"), "2000");
+    assert_eq!(
+        pg.sql("shop", "SELECT count(*) FROM customers WHERE name='late'"),
+        "0"
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database"
+        ),
+        dbs_before,
+        "old database dropped, no leftovers"
+    );
+}
+
+#[test]
+fn single_table_restore_leaves_other_tables_untouched() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup_shop(&pg);
+    pg.sql("shop", "CREATE TABLE audit(id int PRIMARY KEY, t text); INSERT INTO audit SELECT g, 'a' FROM generate_series(1,10) g");
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = dump(&pg, &tmp.path().join("backup"), &["shop"]);
+    let restorer = PgRestorer::new(conn(&pg));
+    let mut src = DirStreams::open(tmp.path().join("backup"));
+
+    // Damage orders and change customers after the backup.
+    pg.sql(
+        "shop",
+        "DELETE FROM orders WHERE id % 3 = 0; UPDATE orders SET note = 'oops'",
+    );
+    pg.sql(
+        "shop",
+        "INSERT INTO customers(name) VALUES ('new-after-backup')",
+    );
+    pg.sql("shop", "DROP TABLE audit");
+    let customers_before = pg.sql(
+        "shop",
+        "SELECT string_agg(c::text, ',' ORDER BY id) FROM customers c",
+    );
+
+    let mut safety = DirStreams::create(tmp.path().join("safety")).unwrap();
+    let opts = PgRestoreOptions::tables("shop", vec!["orders".into(), "public.audit".into()]);
+    let plan = restorer.plan(&meta, &opts).unwrap();
+    assert!(
+        plan.replaces.iter().any(|r| r.contains("public.orders")),
+        "{plan:?}"
+    );
+    assert!(
+        plan.creates.iter().any(|r| r.contains("public.audit")),
+        "{plan:?}"
+    );
+    let report = restorer
+        .restore(
+            &meta,
+            &mut src,
+            &opts,
+            Some(&mut safety as &mut dyn StreamSink),
+        )
+        .unwrap();
+    assert_eq!(report.restored_to, "shop");
+
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM orders"), "2000");
+    assert_eq!(
+        pg.sql("shop", "SELECT count(*) FROM orders WHERE note = 'oops'"),
+        "0"
+    );
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM audit"), "10");
+    assert_eq!(
+        pg.sql(
+            "shop",
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'audit'"
+        ),
+        "1",
+        "primary key recreated"
+    );
+    assert_eq!(
+        pg.sql(
+            "shop",
+            "SELECT string_agg(c::text, ',' ORDER BY id) FROM customers c"
+        ),
+        customers_before,
+        "other table untouched"
+    );
+    // Safety dump of the existing table only, holding the damaged state.
+    let sm = safety.metadata().unwrap();
+    let tables = &sm.database("shop").unwrap().tables;
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    assert_eq!(tables[0].name, "orders");
+    assert_eq!(tables[0].rows, 1334);
+
+    // A failing check rolls the table restore back entirely.
+    pg.sql("shop", "DELETE FROM orders WHERE id > 100");
+    let mut opts = PgRestoreOptions::tables("shop", vec!["orders".into()]);
+    opts.check = Some("SELECT false".into());
+    let mut safety = DirStreams::create(tmp.path().join("safety2")).unwrap();
+    let err = restorer
+        .restore(
+            &meta,
+            &mut src,
+            &opts,
+            Some(&mut safety as &mut dyn StreamSink),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Verification(_)), "{err}");
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM orders"), "100");
+
+    // A table referenced by another table's foreign key cannot be truncated: refused by
+    // PostgreSQL, everything rolled back, customers unchanged.
+    let opts = PgRestoreOptions::tables("shop", vec!["customers".into()]);
+    let mut safety = DirStreams::create(tmp.path().join("safety3")).unwrap();
+    let err = restorer
+        .restore(
+            &meta,
+            &mut src,
+            &opts,
+            Some(&mut safety as &mut dyn StreamSink),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("foreign key"), "{err}");
+    assert_eq!(
+        pg.sql(
+            "shop",
+            "SELECT string_agg(c::text, ',' ORDER BY id) FROM customers c"
+        ),
+        customers_before
+    );
+}
+
+#[test]
+fn newer_pg_dump_is_refused_before_anything_is_created() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup_shop(&pg);
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = dump(&pg, tmp.path(), &["shop"]);
+    let restorer = PgRestorer::new(conn(&pg));
+
+    // 1. Metadata says a newer pg_dump made it.
+    let mut newer = meta.clone();
+    newer.client_version = Some("99.1 (future)".into());
+    let err = restorer
+        .plan(&newer, &PgRestoreOptions::as_new("x1"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::VersionSkew {
+                dump_major: 99,
+                server_major: 15,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("version skew"));
+
+    // 2. Metadata looks fine but the stream's own header says newer.
+    let path = tmp.path().join("streams").join(stream_name("shop"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let faked = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("-- Dumped by pg_dump version ") {
+                "-- Dumped by pg_dump version 99.0"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&path, faked).unwrap();
+    let mut src = DirStreams::open(tmp.path());
+    let err = restorer
+        .restore(&meta, &mut src, &PgRestoreOptions::as_new("x2"), None)
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::VersionSkew { dump_major: 99, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname IN ('x1','x2')"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn failed_pg_dump_is_an_error_not_a_short_stream() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = PgDumpOptions {
+        databases: vec!["does_not_exist".into()],
+        globals: false,
+        ..Default::default()
+    };
+    let mut sink = DirStreams::create(tmp.path()).unwrap();
+    let err = PgSource::new(conn(&pg), opts).dump(&mut sink).unwrap_err();
+    assert!(err.to_string().contains("does_not_exist"), "{err}");
+    assert!(!sink.is_finished());
+}

@@ -1,0 +1,366 @@
+//! Throwaway servers for tests: an S3-compatible server ([`moto`]) and an SFTP
+//! server ([`sshd`]), each on a free loopback port, in its own temp dir,
+//! stopped by PID when the returned guard is dropped.
+//!
+//! The programs come from `scripts/test-deps.sh` (Debian `openssh-server`, and
+//! a venv `.venv-s3` at the workspace root with `moto[server]`). Override the
+//! paths with `LIFEBOAT_MOTO_SERVER` and `LIFEBOAT_SSHD`.
+//!
+//! When a program is missing, the starter returns `None` after printing a loud
+//! message — except under CI (`CI=true`), where a missing server is a test
+//! failure (it panics), so CI can never pass by skipping.
+//!
+//! ```no_run
+//! let Some(s3) = lifeboat_testkit::moto() else { return };
+//! let url = s3.repo_url("bucket-a", "repo");
+//! # let _ = url;
+//! ```
+
+pub mod mariadb;
+pub mod pg;
+pub mod redis;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root exists")
+}
+
+/// Whether this is a CI run (`CI=true` or `CI=1`).
+pub fn in_ci() -> bool {
+    matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))
+}
+
+/// Report a missing test server: panic in CI, otherwise print loudly and
+/// return `None` so the caller can skip.
+pub fn missing<T>(what: &str) -> Option<T> {
+    let msg = format!(
+        "{what} is not available; run scripts/test-deps.sh (this test needs a real server)"
+    );
+    if in_ci() {
+        panic!("CI=true and {msg}");
+    }
+    eprintln!("\n!!!!!!!!!! SKIPPED: {msg} !!!!!!!!!!\n");
+    None
+}
+
+/// A free TCP port on 127.0.0.1 (small race window between this and the bind
+/// by the server; fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral loopback port")
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited with {status} before listening; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    panic!(
+        "{what} did not listen on port {port} within 30 s; log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Send one HTTP/1.1 request to 127.0.0.1:`port` and return the status code.
+pub fn http_status(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {response:.200}")))
+}
+
+// ------------------------------------------------------------------------------------------
+// S3: moto
+// ------------------------------------------------------------------------------------------
+
+/// A running moto server (S3 API, path-style and virtual-host, any credentials).
+#[derive(Debug)]
+pub struct MotoServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn moto_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LIFEBOAT_MOTO_SERVER") {
+        return Some(PathBuf::from(p));
+    }
+    let p = workspace_root().join(".venv-s3/bin/moto_server");
+    p.exists().then_some(p)
+}
+
+/// Fake AWS credentials and region for moto, set once per process before any
+/// client reads the environment. Also turns off the EC2 metadata lookup, so no
+/// test ever tries to reach a non-loopback address.
+pub fn set_fake_aws_env() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "lifeboat-test-key");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "lifeboat-test-secret-value");
+        std::env::set_var("AWS_REGION", "us-east-1");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        std::env::remove_var("AWS_PROFILE");
+        std::env::remove_var("AWS_ENDPOINT_URL");
+        std::env::remove_var("AWS_SESSION_TOKEN");
+    });
+}
+
+/// Start moto on a free loopback port (about a second), or `None` if moto is
+/// not installed and this is not CI. Also sets the fake AWS environment.
+pub fn moto() -> Option<MotoServer> {
+    let Some(program) = moto_program() else {
+        return missing("moto_server (.venv-s3)");
+    };
+    set_fake_aws_env();
+    let dir = tempfile::Builder::new()
+        .prefix("lbt-moto.")
+        .tempdir()
+        .expect("temp dir");
+    let log = dir.path().join("moto.log");
+    let port = free_port();
+    let mut child = Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(File::create(&log).expect("log file"))
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    wait_for_port(port, &mut child, "moto_server", &log);
+    Some(MotoServer {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+impl MotoServer {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Create a bucket (idempotent).
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = http_status(self.port, "PUT", &format!("/{bucket}"))
+            .unwrap_or_else(|e| panic!("create bucket {bucket}: {e}"));
+        assert!(
+            status == 200 || status == 409,
+            "create bucket {bucket}: HTTP {status}"
+        );
+    }
+
+    /// Create `bucket` and return the repository URL
+    /// `s3:http://127.0.0.1:PORT/bucket/prefix`.
+    pub fn repo_url(&self, bucket: &str, prefix: &str) -> String {
+        self.create_bucket(bucket);
+        format!("s3:{}/{bucket}/{prefix}", self.endpoint())
+    }
+
+    /// Wipe all state (every bucket).
+    pub fn reset(&self) {
+        let status = http_status(self.port, "POST", "/moto-api/reset").expect("reset moto");
+        assert_eq!(status, 200, "reset moto");
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// SFTP: OpenSSH sshd
+// ------------------------------------------------------------------------------------------
+
+/// A running sshd that accepts one throwaway user key for the current user and
+/// serves SFTP (`internal-sftp`).
+#[derive(Debug)]
+pub struct SshServer {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    user: String,
+}
+
+fn sshd_program() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("LIFEBOAT_SSHD") {
+        return Some(PathBuf::from(p));
+    }
+    let p = PathBuf::from("/usr/sbin/sshd");
+    p.exists().then_some(p)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("run id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Start sshd on a free loopback port with a fresh host key and user key in a
+/// temp dir, or `None` if sshd is not installed and this is not CI.
+pub fn sshd() -> Option<SshServer> {
+    let Some(program) = sshd_program() else {
+        return missing("/usr/sbin/sshd (openssh-server)");
+    };
+    if Command::new("ssh-keygen").arg("-?").output().is_err() {
+        return missing("ssh-keygen (openssh-client)");
+    }
+    // sshd refuses to start without its privilege-separation directory.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    // Short path: the ssh client's control socket lives under the state dir,
+    // but keep ours short too.
+    let dir = tempfile::Builder::new()
+        .prefix("lbt-sshd.")
+        .tempdir_in("/tmp")
+        .expect("temp dir");
+    let d = dir.path();
+    for (name, kind) in [("host_key", "ed25519"), ("user_key", "ed25519")] {
+        run(Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-C", "lifeboat-test", "-f"])
+            .arg(d.join(name)));
+    }
+    std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
+    std::fs::create_dir_all(d.join("data")).expect("data dir");
+    let port = free_port();
+    let config = format!(
+        "Port {port}\n\
+         ListenAddress 127.0.0.1\n\
+         HostKey {dir}/host_key\n\
+         PidFile {dir}/sshd.pid\n\
+         AuthorizedKeysFile {dir}/authorized_keys\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\n\
+         StrictModes no\n\
+         UsePAM no\n\
+         MaxSessions 100\n\
+         MaxStartups 100:30:200\n\
+         Subsystem sftp internal-sftp\n\
+         LogLevel INFO\n",
+        dir = d.display()
+    );
+    std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
+    let log = d.join("sshd.log");
+    let mut child = Command::new(&program)
+        .arg("-D")
+        .arg("-e")
+        .arg("-f")
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(File::create(&log).expect("log file"))
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    wait_for_port(port, &mut child, "sshd", &log);
+    Some(SshServer {
+        child,
+        port,
+        dir,
+        user: current_user(),
+    })
+}
+
+/// Serialises edits of `~/.ssh/known_hosts` by the guards in this process.
+static KNOWN_HOSTS: Mutex<()> = Mutex::new(());
+
+impl SshServer {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The private key the server accepts (pass it as the SSH identity).
+    pub fn identity(&self) -> PathBuf {
+        self.dir.path().join("user_key")
+    }
+
+    /// A directory the user may write to, on the server's filesystem.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `sftp://USER@127.0.0.1:PORT/<data dir>/<name>`
+    pub fn repo_url(&self, name: &str) -> String {
+        format!(
+            "sftp://{}@127.0.0.1:{}{}/{name}",
+            self.user,
+            self.port,
+            self.data_dir().display()
+        )
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+        // The client may have recorded this throwaway host key; forget it so a
+        // later server on the same port with a new key is not flagged.
+        let _guard = KNOWN_HOSTS.lock();
+        let _ = Command::new("ssh-keygen")
+            .args(["-R", &format!("[127.0.0.1]:{}", self.port)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
