@@ -24,13 +24,25 @@ pub fn run_all(storage: &dyn Storage) {
 }
 
 pub fn put_get_roundtrip(s: &dyn Storage) {
-    s.put("conf/a", Bytes::from_static(b"hello"), &PutOptions::default())
-        .unwrap();
-    assert_eq!(&s.get("conf/a", None).unwrap()[..], b"hello", "get returns what put stored");
+    s.put(
+        "conf/a",
+        Bytes::from_static(b"hello"),
+        &PutOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        &s.get("conf/a", None).unwrap()[..],
+        b"hello",
+        "get returns what put stored"
+    );
     assert_eq!(s.head("conf/a").unwrap().size, 5, "head reports the size");
     s.put("conf/empty", Bytes::new(), &PutOptions::default())
         .unwrap();
-    assert_eq!(s.get("conf/empty", None).unwrap().len(), 0, "empty objects exist");
+    assert_eq!(
+        s.get("conf/empty", None).unwrap().len(),
+        0,
+        "empty objects exist"
+    );
     assert!(s.exists("conf/empty").unwrap());
     cleanup(s, "conf");
 }
@@ -40,21 +52,42 @@ pub fn range_reads(s: &dyn Storage) {
     s.put("range/x", Bytes::from(data.clone()), &PutOptions::default())
         .unwrap();
     assert_eq!(&s.get("range/x", Some(0..10)).unwrap()[..], &data[0..10]);
-    assert_eq!(&s.get("range/x", Some(9990..10_000)).unwrap()[..], &data[9990..]);
-    assert_eq!(&s.get("range/x", Some(4000..6000)).unwrap()[..], &data[4000..6000]);
+    assert_eq!(
+        &s.get("range/x", Some(9990..10_000)).unwrap()[..],
+        &data[9990..]
+    );
+    assert_eq!(
+        &s.get("range/x", Some(4000..6000)).unwrap()[..],
+        &data[4000..6000]
+    );
     assert!(
-        matches!(s.get("range/x", Some(9990..10_001)), Err(StorageError::Range { .. })),
+        matches!(
+            s.get("range/x", Some(9990..10_001)),
+            Err(StorageError::Range { .. })
+        ),
         "a range past the end is an error, not a short read"
     );
     cleanup(s, "range");
 }
 
 pub fn not_found_mapping(s: &dyn Storage) {
-    assert!(matches!(s.get("nf/missing", None), Err(StorageError::NotFound { .. })));
-    assert!(matches!(s.get("nf/missing", Some(0..1)), Err(StorageError::NotFound { .. })));
-    assert!(matches!(s.head("nf/missing"), Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.get("nf/missing", None),
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.get("nf/missing", Some(0..1)),
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.head("nf/missing"),
+        Err(StorageError::NotFound { .. })
+    ));
     assert!(!s.exists("nf/missing").unwrap());
-    assert!(s.list("nf").unwrap().is_empty(), "an absent prefix lists nothing");
+    assert!(
+        s.list("nf").unwrap().is_empty(),
+        "an absent prefix lists nothing"
+    );
 }
 
 pub fn overwrite_and_create(s: &dyn Storage) {
@@ -63,20 +96,40 @@ pub fn overwrite_and_create(s: &dyn Storage) {
     let err = s
         .put("ow/k", Bytes::from_static(b"two"), &PutOptions::create())
         .unwrap_err();
-    assert!(matches!(err, StorageError::AlreadyExists { .. }), "create refuses an existing key: {err}");
-    assert_eq!(&s.get("ow/k", None).unwrap()[..], b"one", "a refused create changes nothing");
+    assert!(
+        matches!(err, StorageError::AlreadyExists { .. }),
+        "create refuses an existing key: {err}"
+    );
+    assert_eq!(
+        &s.get("ow/k", None).unwrap()[..],
+        b"one",
+        "a refused create changes nothing"
+    );
     s.put("ow/k", Bytes::from_static(b"three"), &PutOptions::default())
         .unwrap();
-    assert_eq!(&s.get("ow/k", None).unwrap()[..], b"three", "overwrite replaces");
+    assert_eq!(
+        &s.get("ow/k", None).unwrap()[..],
+        b"three",
+        "overwrite replaces"
+    );
     cleanup(s, "ow");
 }
 
 pub fn list_prefixes(s: &dyn Storage) {
     for k in ["ls/a/1", "ls/a/2", "ls/b/3", "ls/4", "lsx/5"] {
-        s.put(k, Bytes::from(k.as_bytes().to_vec()), &PutOptions::default())
-            .unwrap();
+        s.put(
+            k,
+            Bytes::from(k.as_bytes().to_vec()),
+            &PutOptions::default(),
+        )
+        .unwrap();
     }
-    let mut keys: Vec<_> = s.list("ls").unwrap().into_iter().map(|m| (m.key, m.size)).collect();
+    let mut keys: Vec<_> = s
+        .list("ls")
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.key, m.size))
+        .collect();
     keys.sort();
     assert_eq!(
         keys,
@@ -99,13 +152,18 @@ pub fn delete_is_idempotent(s: &dyn Storage) {
     s.put("del/k", Bytes::from_static(b"x"), &PutOptions::default())
         .unwrap();
     s.delete("del/k").unwrap();
-    assert!(matches!(s.get("del/k", None), Err(StorageError::NotFound { .. })));
+    assert!(matches!(
+        s.get("del/k", None),
+        Err(StorageError::NotFound { .. })
+    ));
     s.delete("del/k").unwrap();
     s.delete("del/never").unwrap();
 }
 
 pub fn large_object(s: &dyn Storage) {
-    let data: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..20 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     s.put("big/obj", Bytes::from(data.clone()), &PutOptions::default())
         .unwrap();
     assert_eq!(s.head("big/obj").unwrap().size, data.len() as u64);
@@ -122,28 +180,41 @@ pub fn concurrent_puts(s: &dyn Storage) {
             scope.spawn(move || {
                 for i in 0..16 {
                     let key = format!("conc/{t}/{i}");
-                    s.put(&key, Bytes::from(key.clone().into_bytes()), &PutOptions::default())
-                        .unwrap();
+                    s.put(
+                        &key,
+                        Bytes::from(key.clone().into_bytes()),
+                        &PutOptions::default(),
+                    )
+                    .unwrap();
                     assert_eq!(s.get(&key, None).unwrap(), key.as_bytes());
                 }
             });
         }
     });
-    assert_eq!(s.list("conc").unwrap().len(), 128, "every concurrent put is listed once");
+    assert_eq!(
+        s.list("conc").unwrap().len(),
+        128,
+        "every concurrent put is listed once"
+    );
     // Racing creates on one key: exactly one wins.
     let wins = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     std::thread::scope(|scope| {
         for t in 0..8u8 {
             let wins = wins.clone();
             scope.spawn(move || {
-                if s.put("conc/race", Bytes::from(vec![t; 64]), &PutOptions::create()).is_ok() {
+                if s.put("conc/race", Bytes::from(vec![t; 64]), &PutOptions::create())
+                    .is_ok()
+                {
                     wins.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 }
             });
         }
     });
     let got = s.get("conc/race", None).unwrap();
-    assert!(got.iter().all(|b| *b == got[0]), "a raced object is one writer's whole content");
+    assert!(
+        got.iter().all(|b| *b == got[0]),
+        "a raced object is one writer's whole content"
+    );
     assert!(wins.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     cleanup(s, "conc");
 }
@@ -151,7 +222,10 @@ pub fn concurrent_puts(s: &dyn Storage) {
 pub fn invalid_keys(s: &dyn Storage) {
     for bad in ["", "/abs", "../up", "a//b"] {
         assert!(
-            matches!(s.put(bad, Bytes::new(), &PutOptions::default()), Err(StorageError::InvalidKey { .. })),
+            matches!(
+                s.put(bad, Bytes::new(), &PutOptions::default()),
+                Err(StorageError::InvalidKey { .. })
+            ),
             "key {bad:?} must be refused"
         );
     }

@@ -33,11 +33,39 @@
 //!
 //! Errors carry the key and the backend's description (never credentials) and
 //! say whether retrying may help ([`StorageError::is_retryable`]).
+//!
+//! # Backends, wrappers, cache
+//!
+//! * [`open_storage`] turns a repository URL (`/srv/repo`, `s3://bucket/prefix`,
+//!   `sftp://user@host/path`, ...) into a backend: [`LocalStorage`], or an
+//!   [`OpendalStorage`] for S3, GCS, Azure Blob, SFTP and WebDAV.
+//! * [`layers`] holds the wrappers (retry, timeout, concurrency limit,
+//!   bandwidth throttle, request counters, fault injection) and
+//!   [`StorageStack`] to assemble them.
+//! * [`LocalCache`] keeps verified local copies of metadata objects of a remote
+//!   repository.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use lifeboat_storage::{open_storage, BackendOptions, LayerOptions, PutOptions, StorageStack};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let backend = open_storage(dir.path().to_str().unwrap(), &BackendOptions::default()).unwrap();
+//! let stack = StorageStack::build(backend, &LayerOptions::default());
+//! stack.storage.put("config", Bytes::from_static(b"{}"), &PutOptions::create()).unwrap();
+//! assert_eq!(stack.stats.snapshot().put, 1);
+//! ```
 
+pub mod cache;
 pub mod conformance;
 mod error;
+pub mod layers;
 mod local;
 mod memory;
+mod open;
+mod remote;
+mod runtime;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -45,9 +73,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use cache::{CacheCheck, CacheVerify, LocalCache};
 pub use error::{StorageError, StorageResult};
+pub use layers::{LayerOptions, StatsHandle, StorageStack, StorageStats};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use open::{open_storage, BackendOptions, KnownHosts, RepoUrl, S3Addressing};
+pub use remote::{OpendalStorage, PutStrategy};
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Install what the storage tests need to start real servers:
+#   * OpenSSH server + client (sshd on a loopback port for the SFTP backend tests)
+#   * a Python venv `.venv-s3` at the workspace root with moto[server] + boto3 (S3-compatible server)
+# Idempotent: when everything is present it only checks and exits (well under a second).
+# Usage: scripts/test-deps.sh            (run from anywhere; as root, or with sudo available)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${LIFEBOAT_S3_VENV:-$ROOT/.venv-s3}"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+# --- Debian packages -------------------------------------------------------------------------
+need_pkgs=()
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+[ -x /usr/bin/ssh ] || need_pkgs+=(openssh-client)
+[ -x /usr/bin/ssh-keygen ] || need_pkgs+=(openssh-client)
+# sftp-server location differs between distributions; Debian ships it in openssh-sftp-server.
+if [ ! -x /usr/lib/openssh/sftp-server ] && [ ! -x /usr/libexec/openssh/sftp-server ]; then
+    need_pkgs+=(openssh-sftp-server)
+fi
+PY=/usr/bin/python3
+[ -x "$PY" ] || need_pkgs+=(python3)
+if [ -x "$PY" ] && ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need_pkgs+=(python3-venv)
+fi
+
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    echo "test-deps: installing ${need_pkgs[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        "${need_pkgs[@]}" >/dev/null
+fi
+# sshd refuses to start without its privilege-separation directory.
+[ -d /run/sshd ] || $SUDO mkdir -p /run/sshd
+
+# --- moto venv -------------------------------------------------------------------------------
+if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c 'import moto, boto3' >/dev/null 2>&1; then
+    echo "test-deps: creating $VENV with moto[server] and boto3" >&2
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' boto3
+fi
+
+echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server)" >&2
