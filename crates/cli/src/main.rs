@@ -16,6 +16,13 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
+            // A reader that closed the pipe (`lifeboat dump ... | head`) is not an error
+            // worth printing; exit like a process killed by SIGPIPE would.
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+                || e.to_string().contains("Broken pipe")
+            {
+                return ExitCode::from(141);
+            }
             output::print_error(&e);
             ExitCode::from(1)
         }

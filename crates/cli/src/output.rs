@@ -3,15 +3,18 @@
 use serde::Serialize;
 
 pub fn print_error(e: &anyhow::Error) {
-    let mut msg = format!("{e}");
-    // Show the chain of causes that add information.
+    let top = e.to_string();
+    let (mut main, hints): (Vec<String>, Vec<String>) =
+        top.lines().map(String::from).partition(|l| !l.starts_with("hint:"));
+    // Append the causes that add information to the message, before the hints.
     for cause in e.chain().skip(1) {
         let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(&format!(": {c}"));
+        if !top.contains(&c) {
+            if let Some(last) = main.last_mut() {
+                last.push_str(&format!(": {c}"));
+            }
         }
     }
-    let (main, hints): (Vec<&str>, Vec<&str>) = msg.lines().partition(|l| !l.starts_with("hint:"));
     eprintln!("error: {}", main.join("\n"));
     for h in hints {
         eprintln!("{h}");

@@ -418,7 +418,8 @@ pub fn backup(
         _ => None,
     };
 
-    let pipeline = Pipeline::new(repo, &opts.writer);
+    let writer_opts = WriterOptions { dry_run: opts.dry_run || opts.writer.dry_run, ..opts.writer.clone() };
+    let pipeline = Pipeline::new(repo, &writer_opts);
     let counters = Counters::default();
     let scan_stop = AtomicBool::new(false);
     let walked: Result<(Id, Vec<String>)> = std::thread::scope(|scope| {
@@ -860,7 +861,7 @@ pub struct StreamSnapshotWriter<'a> {
 impl<'a> StreamSnapshotWriter<'a> {
     pub fn new(repo: &'a IndexedRepository, opts: StreamBackupOptions, progress: &'a dyn Progress) -> Self {
         Self {
-            pipeline: Pipeline::new(repo, &opts.writer),
+            pipeline: Pipeline::new(repo, &WriterOptions { dry_run: opts.dry_run || opts.writer.dry_run, ..opts.writer.clone() }),
             repo,
             opts,
             root: Tree::default(),

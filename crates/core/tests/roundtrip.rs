@@ -1,0 +1,504 @@
+//! End-to-end tests of the engine on real directory trees in temp dirs.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lifeboat_core::archiver::{self, BackupOptions, ExcludeOptions, StreamBackupOptions, StreamSnapshotWriter};
+use lifeboat_core::check::{self, CheckOptions, ReadDataSubset};
+use lifeboat_core::chunker::ChunkerParams;
+use lifeboat_core::crypto::KdfParams;
+use lifeboat_core::progress::NoProgress;
+use lifeboat_core::repository::{IndexedRepository, InitOptions, Repository};
+use lifeboat_core::restorer::{self, RestoreOptions};
+use lifeboat_core::walk;
+use lifeboat_core::writer::WriterOptions;
+use lifeboat_core::Error;
+use lifeboat_storage::{DynStorage, LocalStorage, ObjectMeta, PutOptions, Storage, StorageError, StorageResult};
+
+const PW: &str = "correct horse battery staple";
+
+fn small_chunks() -> ChunkerParams {
+    ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 }
+}
+
+fn init_opts() -> InitOptions {
+    InitOptions {
+        chunker: small_chunks(),
+        kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+        min_pack_size: 256 * 1024,
+        ..InitOptions::default()
+    }
+}
+
+fn new_repo(dir: &Path) -> Repository {
+    let storage: DynStorage = Arc::new(LocalStorage::new(dir).without_sync());
+    Repository::init(storage, PW, &init_opts()).unwrap()
+}
+
+fn indexed(dir: &Path) -> IndexedRepository {
+    let storage: DynStorage = Arc::new(LocalStorage::new(dir).without_sync());
+    Repository::open(storage, PW).unwrap().into_indexed().unwrap()
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn backup(dir: &Path, paths: &[PathBuf]) -> archiver::BackupOutcome {
+    let repo = indexed(dir);
+    let opts = BackupOptions { paths: paths.to_vec(), ..Default::default() };
+    archiver::backup(&repo, &opts, &NoProgress).unwrap()
+}
+
+fn restore_all(dir: &Path, outcome: &archiver::BackupOutcome, target: &Path) -> restorer::RestoreSummary {
+    let repo = indexed(dir);
+    restorer::restore(
+        &repo,
+        &outcome.snapshot_id.unwrap(),
+        outcome.snapshot.tree,
+        &RestoreOptions { target: target.to_path_buf(), verify: true, ..Default::default() },
+        &NoProgress,
+    )
+    .unwrap()
+}
+
+/// Build the awkward tree the issue lists.
+fn awkward_tree(src: &Path) {
+    fs::create_dir_all(src.join("empty-dir")).unwrap();
+    fs::create_dir_all(src.join("a/b/c/d")).unwrap();
+    fs::write(src.join("empty-file"), b"").unwrap();
+    fs::write(src.join("a/b/c/d/deep.txt"), b"deep").unwrap();
+    let long = "L".repeat(255);
+    fs::write(src.join(&long), b"long name").unwrap();
+    fs::write(src.join(OsStr::from_bytes(b"caf\xe9-latin1")), b"non-utf8 name").unwrap();
+    fs::write(src.join("unicode-\u{1F6DF}.txt"), "lifebuoy".as_bytes()).unwrap();
+    std::os::unix::fs::symlink("a/b/c/d/deep.txt", src.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
+    fs::write(src.join("hard1"), b"shared inode").unwrap();
+    fs::hard_link(src.join("hard1"), src.join("hard2")).unwrap();
+    // Large: more than 2x the maximum chunk size (256 KiB here).
+    fs::write(src.join("big.bin"), pseudo_random(1_500_000, 7)).unwrap();
+    // Sparse: 64 MiB with 4 KiB of data in the middle.
+    let f = fs::File::create(src.join("sparse.img")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0xAB; 4096], 32 << 20).unwrap();
+    drop(f);
+    fs::write(src.join("private.txt"), b"mode 0640").unwrap();
+    fs::set_permissions(src.join("private.txt"), fs::Permissions::from_mode(0o640)).unwrap();
+    nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let _ = xattr::set(src.join("big.bin"), "user.lifeboat", b"xattr value");
+}
+
+#[derive(Debug, PartialEq)]
+struct Entry {
+    kind: String,
+    mode: u32,
+    size: u64,
+    mtime: i64,
+    content: Option<Vec<u8>>,
+    link: Option<PathBuf>,
+}
+
+/// Everything restore promises to keep, keyed by relative path.
+fn describe(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let kind = if ft.is_dir() {
+                stack.push(p.clone());
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_fifo() {
+                "fifo"
+            } else {
+                "file"
+            };
+            out.insert(
+                p.strip_prefix(root).unwrap().to_path_buf(),
+                Entry {
+                    kind: kind.into(),
+                    mode: m.mode(),
+                    size: if ft.is_file() { m.len() } else { 0 },
+                    mtime: if ft.is_symlink() || ft.is_dir() { 0 } else { m.mtime() * 1_000_000_000 + m.mtime_nsec() },
+                    content: ft.is_file().then(|| fs::read(&p).unwrap()),
+                    link: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
+                },
+            );
+        }
+    }
+    out
+}
+
+fn restored_root(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").unwrap())
+}
+
+#[test]
+fn awkward_tree_round_trips_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, target) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("restore"));
+    awkward_tree(&src);
+    new_repo(&repo);
+    let out = backup(&repo, &[src.clone()]);
+    assert!(!out.is_partial(), "{:?}", out.snapshot.summary);
+    let summary = restore_all(&repo, &out, &target);
+    assert!(summary.files_verified > 0);
+    let back = restored_root(&target, &src);
+    assert_eq!(describe(&src), describe(&back));
+
+    // Hard links come back as links.
+    assert_eq!(fs::metadata(back.join("hard1")).unwrap().ino(), fs::metadata(back.join("hard2")).unwrap().ino());
+    // Sparse files stay sparse: far fewer blocks than their length.
+    let blocks = fs::metadata(back.join("sparse.img")).unwrap().blocks() * 512;
+    assert!(blocks < 8 << 20, "sparse file allocated {blocks} bytes");
+    // Extended attributes (when the file system supports user xattrs).
+    if xattr::get(src.join("big.bin"), "user.lifeboat").ok().flatten().is_some() {
+        assert_eq!(xattr::get(back.join("big.bin"), "user.lifeboat").unwrap().unwrap(), b"xattr value");
+    }
+    // The sparse file's 64 MiB of zeros dedupe down to a few blobs.
+    let s = out.snapshot.summary.unwrap();
+    assert!(s.data_added_stored < 3 << 20, "stored {} bytes", s.data_added_stored);
+
+    let repo_i = indexed(&repo);
+    let report = check::check(&repo_i, &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}
+
+#[test]
+fn default_chunker_handles_files_over_twice_the_max_chunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo_dir, target) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("restore"));
+    fs::create_dir_all(&src).unwrap();
+    let data = pseudo_random(20 << 20, 11);
+    fs::write(src.join("twenty-mib.bin"), &data).unwrap();
+    let storage: DynStorage = Arc::new(LocalStorage::new(&repo_dir).without_sync());
+    let opts = InitOptions { kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 }, ..InitOptions::default() };
+    Repository::init(storage, PW, &opts).unwrap();
+    let out = backup(&repo_dir, &[src.clone()]);
+    restore_all(&repo_dir, &out, &target);
+    assert!(fs::read(restored_root(&target, &src).join("twenty-mib.bin")).unwrap() == data);
+    let repo = indexed(&repo_dir);
+    let node = walk::find_node(&repo, &out.snapshot_id.unwrap(), out.snapshot.tree, &format!("{}/twenty-mib.bin", src.display())).unwrap();
+    let n = node.content.unwrap().len();
+    assert!((3..=40).contains(&n), "{n} chunks for 20 MiB with 512K/1M/8M");
+}
+
+#[test]
+fn incremental_backup_reuses_unchanged_files_and_both_snapshots_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo) = (tmp.path().join("src"), tmp.path().join("repo"));
+    fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("d/f{i}")), pseudo_random(100_000, i)).unwrap();
+    }
+    new_repo(&repo);
+    let first = backup(&repo, &[src.clone()]);
+    let before = describe(&src);
+    // Change one file in place (same size), add one, remove one.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(src.join("d/f3"), pseudo_random(100_000, 999)).unwrap();
+    fs::write(src.join("d/new"), b"new").unwrap();
+    fs::remove_file(src.join("d/f7")).unwrap();
+    let second = backup(&repo, &[src.clone()]);
+    let s = second.snapshot.summary.clone().unwrap();
+    assert_eq!(second.snapshot.parent, first.snapshot_id);
+    assert_eq!((s.files_new, s.files_changed, s.files_unmodified), (1, 1, 18));
+    assert_eq!(s.bytes_read, 100_003, "only the changed and new files are read");
+
+    let t1 = tmp.path().join("r1");
+    restore_all(&repo, &first, &t1);
+    assert_eq!(describe(&restored_root(&t1, &src)), before);
+    let t2 = tmp.path().join("r2");
+    restore_all(&repo, &second, &t2);
+    assert_eq!(describe(&restored_root(&t2, &src)), describe(&src));
+
+    // --force rereads everything but adds nothing new.
+    let r = indexed(&repo);
+    let forced = archiver::backup(&r, &BackupOptions { paths: vec![src.clone()], force: true, ..Default::default() }, &NoProgress).unwrap();
+    let f = forced.snapshot.summary.unwrap();
+    assert_eq!(f.files_unmodified, 0);
+    assert_eq!(f.data_blobs_new, 0);
+}
+
+#[test]
+fn excludes_and_dry_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo_dir) = (tmp.path().join("src"), tmp.path().join("repo"));
+    fs::create_dir_all(src.join("cache")).unwrap();
+    fs::create_dir_all(src.join("keep/node_modules")).unwrap();
+    fs::create_dir_all(src.join("tagged")).unwrap();
+    fs::write(src.join("cache/x"), b"x").unwrap();
+    fs::write(src.join("keep/a.log"), b"x").unwrap();
+    fs::write(src.join("keep/A.LOG"), b"x").unwrap();
+    fs::write(src.join("keep/a.txt"), b"x").unwrap();
+    fs::write(src.join("keep/node_modules/m"), b"x").unwrap();
+    fs::write(src.join("tagged/.nobackup"), b"").unwrap();
+    fs::write(src.join("huge"), vec![1u8; 10_000]).unwrap();
+    new_repo(&repo_dir);
+    let repo = indexed(&repo_dir);
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        excludes: ExcludeOptions {
+            exclude: vec!["*.log".into(), "node_modules".into(), format!("{}/cache", src.display())],
+            iexclude: vec!["*.LOG".into()],
+            exclude_if_present: vec![".nobackup".into()],
+            exclude_larger_than: Some(5000),
+        },
+        ..Default::default()
+    };
+    let dry = archiver::backup(&repo, &BackupOptions { dry_run: true, ..opts.clone() }, &NoProgress).unwrap();
+    assert!(dry.snapshot_id.is_none());
+    assert!(repo.snapshots().unwrap().is_empty(), "dry run writes no snapshot");
+    assert!(repo.storage().list("data").unwrap().is_empty(), "dry run writes no pack");
+    let out = archiver::backup(&repo, &opts, &NoProgress).unwrap();
+    let repo = indexed(&repo_dir);
+    let mut paths = Vec::new();
+    walk::walk(&repo, &out.snapshot.tree, Path::new("/"), &mut |p, _| {
+        paths.push(p.to_path_buf());
+        Ok(true)
+    })
+    .unwrap();
+    let rel: Vec<String> = paths
+        .iter()
+        .filter_map(|p| p.strip_prefix(&src).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert_eq!(rel, vec!["keep", "keep/a.txt"]);
+}
+
+#[test]
+fn stream_snapshots_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    new_repo(tmp.path());
+    let repo = indexed(tmp.path());
+    let dump = pseudo_random(900_000, 5);
+    let mut w = StreamSnapshotWriter::new(&repo, StreamBackupOptions { source: "postgres".into(), ..Default::default() }, &NoProgress);
+    w.add_stream("db.sql", &mut &dump[..]).unwrap();
+    w.add_bytes("metadata.json", br#"{"rows":1}"#).unwrap();
+    assert!(w.add_bytes("db.sql", b"dup").is_err(), "duplicate names are refused");
+    let out = w.finish(Some(serde_json::json!({"engine": "postgres"}))).unwrap();
+    let repo = indexed(tmp.path());
+    let snap = repo.load_snapshot(&out.snapshot_id.unwrap()).unwrap();
+    assert_eq!(snap.source, "postgres");
+    assert_eq!(snap.metadata.unwrap()["engine"], "postgres");
+    let node = walk::find_node(&repo, &out.snapshot_id.unwrap(), snap.tree, "/db.sql").unwrap();
+    let mut back = Vec::new();
+    walk::ContentReader::new(&repo, &node).read_to_end(&mut back).unwrap();
+    assert!(back == dump);
+}
+
+#[test]
+fn restore_refuses_to_overwrite_and_skips_identical_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, target) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("t"));
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"aaa").unwrap();
+    fs::write(src.join("b"), b"bbb").unwrap();
+    new_repo(&repo);
+    let out = backup(&repo, &[src.clone()]);
+    restore_all(&repo, &out, &target);
+    let back = restored_root(&target, &src);
+    fs::write(back.join("b"), b"local change").unwrap();
+    let r = indexed(&repo);
+    let id = out.snapshot_id.unwrap();
+    let err = restorer::restore(&r, &id, out.snapshot.tree, &RestoreOptions { target: target.clone(), ..Default::default() }, &NoProgress).unwrap_err();
+    assert!(matches!(err, Error::WouldOverwrite(_)), "{err}");
+    assert_eq!(fs::read(back.join("b")).unwrap(), b"local change", "a refused restore writes nothing");
+    let s = restorer::restore(&r, &id, out.snapshot.tree, &RestoreOptions { target: target.clone(), overwrite: true, ..Default::default() }, &NoProgress).unwrap();
+    assert_eq!((s.files, s.files_skipped_identical), (1, 1));
+    assert_eq!(fs::read(back.join("b")).unwrap(), b"bbb");
+    // Include a single file: only it (and its parent dirs) come back.
+    let t2 = tmp.path().join("t2");
+    let s = restorer::restore(
+        &r,
+        &id,
+        out.snapshot.tree,
+        &RestoreOptions { target: t2.clone(), include: vec!["a".into()], ..Default::default() },
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(s.files, 1);
+    assert!(restored_root(&t2, &src).join("a").exists());
+    assert!(!restored_root(&t2, &src).join("b").exists());
+    // Dry run writes nothing.
+    let t3 = tmp.path().join("t3");
+    let s = restorer::restore(&r, &id, out.snapshot.tree, &RestoreOptions { target: t3.clone(), dry_run: true, ..Default::default() }, &NoProgress).unwrap();
+    assert_eq!(s.files, 2);
+    assert!(!t3.exists());
+}
+
+#[test]
+fn damaged_pack_is_reported_with_the_affected_snapshots_and_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let (s1, s2) = (tmp.path().join("one"), tmp.path().join("two"));
+    fs::create_dir_all(&s1).unwrap();
+    fs::create_dir_all(&s2).unwrap();
+    fs::write(s1.join("victim.bin"), pseudo_random(300_000, 1)).unwrap();
+    fs::write(s2.join("bystander.bin"), pseudo_random(300_000, 2)).unwrap();
+    new_repo(&repo_dir);
+    let hit = backup(&repo_dir, &[s1.clone()]);
+    let safe = backup(&repo_dir, &[s2.clone()]);
+    let repo = indexed(&repo_dir);
+    // The data pack holding the victim's first chunk.
+    let node = walk::find_node(&repo, &hit.snapshot_id.unwrap(), hit.snapshot.tree, &format!("{}/victim.bin", s1.display())).unwrap();
+    let loc = repo.index().get(&node.content.unwrap()[0]).unwrap();
+    let hex = loc.pack.to_hex();
+    let pack_path = repo_dir.join("data").join(&hex[..2]).join(&hex);
+    let mut bytes = fs::read(&pack_path).unwrap();
+    bytes[loc.offset as usize + 40] ^= 0x01;
+    fs::write(&pack_path, bytes).unwrap();
+
+    let plain = check::check(&repo, &CheckOptions::default(), &NoProgress).unwrap();
+    assert!(plain.ok(), "a structural check does not read data: {:?}", plain.errors);
+    let deep = check::check(&repo, &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    assert!(!deep.ok());
+    assert!(deep.errors.iter().any(|e| e.contains(&hex)), "errors name the pack: {:?}", deep.errors);
+    assert_eq!(deep.affected_snapshots.len(), 1, "{:?}", deep.affected_snapshots);
+    let a = &deep.affected_snapshots[0];
+    assert_eq!(a.snapshot, hit.snapshot_id.unwrap().to_hex());
+    assert_eq!(a.paths, vec![format!("{}/victim.bin", s1.display())]);
+
+    // The other snapshot still restores; the damaged one fails naming the blob.
+    let t = tmp.path().join("t");
+    restorer::restore(&repo, &safe.snapshot_id.unwrap(), safe.snapshot.tree, &RestoreOptions { target: t.clone(), ..Default::default() }, &NoProgress).unwrap();
+    let err = restorer::restore(&repo, &hit.snapshot_id.unwrap(), hit.snapshot.tree, &RestoreOptions { target: tmp.path().join("t2"), ..Default::default() }, &NoProgress).unwrap_err();
+    assert!(matches!(err, Error::Damaged { .. }), "{err}");
+    assert!(err.to_string().contains(&hex), "{err}");
+}
+
+#[test]
+fn wrong_password_writes_nothing_and_init_refuses_an_existing_repository() {
+    let tmp = tempfile::tempdir().unwrap();
+    new_repo(tmp.path());
+    let listing = |p: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = walkdir(p);
+        v.sort();
+        v
+    };
+    let before = listing(tmp.path());
+    let storage: DynStorage = Arc::new(LocalStorage::new(tmp.path()));
+    assert!(matches!(Repository::open(storage.clone(), "nope"), Err(Error::WrongPassword)));
+    assert!(matches!(Repository::init(storage.clone(), PW, &init_opts()), Err(Error::RepositoryExists { .. })));
+    assert_eq!(before, listing(tmp.path()));
+    let empty: DynStorage = Arc::new(LocalStorage::new(tmp.path().join("nothing")));
+    assert!(matches!(Repository::open(empty, PW), Err(Error::NoRepository { .. })));
+}
+
+fn walkdir(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(p).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+#[test]
+fn key_slots_add_remove_and_passwd() {
+    let tmp = tempfile::tempdir().unwrap();
+    new_repo(tmp.path());
+    let storage: DynStorage = Arc::new(LocalStorage::new(tmp.path()));
+    let kdf = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
+    let mut repo = Repository::open(storage.clone(), PW).unwrap();
+    let second = repo.add_key("second password", kdf).unwrap();
+    assert_eq!(repo.key_slots().unwrap().len(), 2);
+    assert!(repo.remove_key(repo.key_id()).is_err(), "cannot remove the key in use");
+    let other = Repository::open(storage.clone(), "second password").unwrap();
+    assert_eq!(other.config().id, repo.config().id);
+    repo.change_password("third", kdf).unwrap();
+    assert!(Repository::open(storage.clone(), PW).is_err(), "old password no longer opens");
+    Repository::open(storage.clone(), "third").unwrap();
+    repo.remove_key(&second[..8]).unwrap();
+    assert!(Repository::open(storage.clone(), "second password").is_err());
+    assert!(repo.remove_key("ffff").is_err());
+}
+
+/// Fails every `put` after the first `allow` data packs, like a backup killed
+/// or cut off halfway.
+#[derive(Debug)]
+struct FailAfter {
+    inner: LocalStorage,
+    allow: usize,
+    puts: AtomicUsize,
+}
+
+impl Storage for FailAfter {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, data: Bytes, o: &PutOptions) -> StorageResult<()> {
+        if key.starts_with("data/") && self.puts.fetch_add(1, Ordering::SeqCst) >= self.allow {
+            return Err(StorageError::Backend { key: key.into(), location: "test".into(), message: "connection lost".into(), retryable: false });
+        }
+        self.inner.put(key, data, o)
+    }
+    fn get(&self, key: &str, r: Option<std::ops::Range<u64>>) -> StorageResult<Bytes> {
+        self.inner.get(key, r)
+    }
+    fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
+        self.inner.head(key)
+    }
+    fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> StorageResult<()> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn interrupted_backup_leaves_a_valid_repository_and_a_rerun_reuses_uploaded_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo_dir) = (tmp.path().join("src"), tmp.path().join("repo"));
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i:02}")), pseudo_random(200_000, 100 + i)).unwrap();
+    }
+    new_repo(&repo_dir);
+    let failing: DynStorage = Arc::new(FailAfter { inner: LocalStorage::new(&repo_dir).without_sync(), allow: 12, puts: AtomicUsize::new(0) });
+    let repo = Repository::open(failing, PW).unwrap().into_indexed().unwrap();
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        writer: WriterOptions { checkpoint_packs: 2, connections: 1, ..Default::default() },
+        ..Default::default()
+    };
+    let err = archiver::backup(&repo, &opts, &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("connection lost"), "{err}");
+    let repo = indexed(&repo_dir);
+    assert!(repo.snapshots().unwrap().is_empty());
+    let report = check::check(&repo, &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+    assert!(!repo.index().is_empty(), "checkpointed index files survive the interruption");
+    let rerun = archiver::backup(&repo, &BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    let s = rerun.snapshot.summary.unwrap();
+    assert!(s.data_added < 8_000_000 - 1_000_000, "a rerun reuses what was uploaded: added {}", s.data_added);
+    let report = check::check(&indexed(&repo_dir), &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}
