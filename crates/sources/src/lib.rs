@@ -37,6 +37,7 @@
 
 mod error;
 mod meta;
+pub mod mysql;
 pub mod pg;
 mod process;
 mod stream;

@@ -261,3 +261,6 @@ pub struct RestoreReport {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
+
+/// Verified `(table, rows)` pairs and whether a check ran and passed.
+pub(crate) type Verified = (Vec<(String, u64)>, Option<bool>);

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::meta::Verified;
 use crate::process::{self, ChildStream};
 use crate::stream::{self, Tap};
 use crate::{
@@ -428,9 +429,6 @@ impl PgRestoreOptions {
         }
     }
 }
-
-/// Verified row counts and whether the check passed.
-type Verified = (Vec<(String, u64)>, Option<bool>);
 
 /// Everything [`PgRestorer::plan`] found out, reused by the restore.
 struct Prepared {
