@@ -86,7 +86,6 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)]
     pub(crate) fn sqlite(context: impl Into<String>, source: rusqlite::Error) -> Self {
         Error::Sqlite {
             context: context.into(),

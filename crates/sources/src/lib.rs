@@ -40,6 +40,8 @@ mod meta;
 pub mod mysql;
 pub mod pg;
 mod process;
+pub mod redis;
+pub mod sqlite;
 mod stream;
 mod url;
 
