@@ -38,7 +38,8 @@
 //!
 //! * [`open_storage`] turns a repository URL (`/srv/repo`, `s3://bucket/prefix`,
 //!   `sftp://user@host/path`, ...) into a backend: [`LocalStorage`], or an
-//!   [`OpendalStorage`] for S3, GCS, Azure Blob, SFTP and WebDAV.
+//!   [`OpendalStorage`] for S3, GCS, Azure Blob and WebDAV, or an
+//!   [`SftpStorage`] (OpenSSH client) for SFTP.
 //! * [`layers`] holds the wrappers (retry, timeout, concurrency limit,
 //!   bandwidth throttle, request counters, fault injection) and
 //!   [`StorageStack`] to assemble them.
@@ -66,6 +67,7 @@ mod memory;
 mod open;
 mod remote;
 mod runtime;
+mod sftp;
 
 use std::fmt::Debug;
 use std::ops::Range;
@@ -80,6 +82,7 @@ pub use local::LocalStorage;
 pub use memory::MemoryStorage;
 pub use open::{open_storage, BackendOptions, KnownHosts, RepoUrl, S3Addressing};
 pub use remote::{OpendalStorage, PutStrategy};
+pub use sftp::{SftpConfig, SftpStorage};
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

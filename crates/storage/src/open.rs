@@ -7,7 +7,7 @@
 //! | `s3:https://host:9000/bucket/prefix` | S3-compatible store at a custom endpoint (path-style by default) |
 //! | `gcs://bucket/prefix` (or `gs://`) | Google Cloud Storage |
 //! | `azure://container/prefix` | Azure Blob Storage |
-//! | `sftp://user@host:22/abs/path` | SFTP (OpenSSH `ssh` client, keys and agent) |
+//! | `sftp://user@host:22/abs/path` | [`SftpStorage`](crate::SftpStorage) (OpenSSH `ssh` client, keys and agent) |
 //! | `webdav://host[:port]/path`, `webdavs://…` | WebDAV over HTTP / HTTPS |
 //!
 //! Credentials are never part of a URL or of [`BackendOptions`]: each backend
@@ -17,13 +17,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use opendal::services::{Azblob, Gcs, Sftp, Webdav, S3};
+use opendal::services::{Azblob, Gcs, Webdav, S3};
 use opendal::Operator;
 use serde::{Deserialize, Serialize};
 
 use crate::error::redact;
 use crate::remote::{map_opendal_error, OpendalStorage};
 use crate::runtime::block_on;
+use crate::sftp::{SftpConfig, SftpStorage};
 use crate::{DynStorage, LocalStorage, StorageError, StorageResult};
 
 /// S3 request addressing.
@@ -74,6 +75,8 @@ pub struct BackendOptions {
     pub sftp_identity: Option<PathBuf>,
     /// SSH host key policy.
     pub sftp_known_hosts: KnownHosts,
+    /// A `known_hosts` file to use instead of `~/.ssh/known_hosts`.
+    pub sftp_known_hosts_file: Option<PathBuf>,
 }
 
 /// A parsed repository URL (holds no secrets).
@@ -450,31 +453,16 @@ pub fn open_storage(url: &str, opts: &BackendOptions) -> StorageResult<DynStorag
             port,
             path,
         } => {
-            let host = if host.contains(':') {
-                format!("[{host}]")
-            } else {
-                host.clone()
+            let config = SftpConfig {
+                host: host.clone(),
+                port: *port,
+                user: user.clone(),
+                identity: opts.sftp_identity.clone(),
+                known_hosts: opts.sftp_known_hosts,
+                known_hosts_file: opts.sftp_known_hosts_file.clone(),
+                root: path.clone(),
             };
-            let endpoint = match port {
-                Some(p) => format!("ssh://{host}:{p}"),
-                None => format!("ssh://{host}"),
-            };
-            let mut b = Sftp::default().endpoint(&endpoint).root(path);
-            if let Some(u) = user {
-                b = b.user(u);
-            }
-            if let Some(key) = &opts.sftp_identity {
-                let key = key
-                    .to_str()
-                    .ok_or_else(|| config_err(&location, "the SSH identity path is not UTF-8"))?;
-                b = b.key(key);
-            }
-            b = b.known_hosts_strategy(match opts.sftp_known_hosts {
-                KnownHosts::Strict => "strict",
-                KnownHosts::AcceptNew => "add",
-                KnownHosts::AcceptAny => "accept",
-            });
-            Operator::new(b).map_err(build_err)?.finish()
+            return Ok(Arc::new(SftpStorage::new(config, location)));
         }
         RepoUrl::Webdav { endpoint, path } => {
             let mut b = Webdav::default()

@@ -9,8 +9,9 @@ use lifeboat_testkit::SshServer;
 fn options(server: &SshServer) -> BackendOptions {
     BackendOptions {
         sftp_identity: Some(server.identity()),
-        // A throwaway host key on a random port: accept it (the guard forgets it on drop).
-        sftp_known_hosts: KnownHosts::AcceptAny,
+        // The server's throwaway host key, checked strictly.
+        sftp_known_hosts: KnownHosts::Strict,
+        sftp_known_hosts_file: Some(server.known_hosts_file()),
         ..Default::default()
     }
 }
@@ -82,4 +83,62 @@ fn a_wrong_key_is_a_clean_error() {
         "an auth failure is not 'not found': {err}"
     );
     assert!(err.to_string().contains("config"), "{err}");
+}
+
+#[test]
+fn dropping_the_storage_closes_its_ssh_connections() {
+    let Some(server) = lifeboat_testkit::sshd() else {
+        return;
+    };
+    let storage = open_storage(&server.repo_url("repo"), &options(&server)).unwrap();
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let storage = &storage;
+            scope.spawn(move || {
+                storage
+                    .put(
+                        &format!("d/{t}"),
+                        Bytes::from_static(b"x"),
+                        &PutOptions::default(),
+                    )
+                    .unwrap()
+            });
+        }
+    });
+    assert!(
+        !server.client_processes().is_empty(),
+        "connections were opened"
+    );
+    drop(storage);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !server.client_processes().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        server.client_processes(),
+        Vec::<u32>::new(),
+        "no ssh master outlives the storage"
+    );
+}
+
+#[test]
+fn an_unknown_host_key_is_refused_under_strict_checking() {
+    let Some(server) = lifeboat_testkit::sshd() else {
+        return;
+    };
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let opts = BackendOptions {
+        sftp_known_hosts_file: Some(empty.path().to_path_buf()),
+        ..options(&server)
+    };
+    let storage = open_storage(&server.repo_url("repo"), &opts).unwrap();
+    let err = storage.list("snapshots").unwrap_err();
+    assert!(
+        err.is_retryable() || matches!(err, lifeboat_storage::StorageError::Backend { .. }),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(empty.path()).unwrap().is_empty(),
+        "strict mode never records keys"
+    );
 }

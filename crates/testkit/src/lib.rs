@@ -272,8 +272,18 @@ pub fn sshd() -> Option<SshServer> {
             .arg(d.join(name)));
     }
     std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
-    std::fs::create_dir_all(d.join("data")).expect("data dir");
     let port = free_port();
+    // A known_hosts file naming this server's throwaway host key, so clients can
+    // check the key strictly without touching ~/.ssh/known_hosts.
+    let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+    let mut parts = host_pub.split_whitespace();
+    let (kind, key) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    std::fs::write(
+        d.join("known_hosts"),
+        format!("[127.0.0.1]:{port} {kind} {key}\n"),
+    )
+    .expect("known_hosts");
+    std::fs::create_dir_all(d.join("data")).expect("data dir");
     let config = format!(
         "Port {port}\n\
          ListenAddress 127.0.0.1\n\
@@ -330,6 +340,11 @@ impl SshServer {
         self.dir.path().join("user_key")
     }
 
+    /// A `known_hosts` file holding this server's host key (for strict checking).
+    pub fn known_hosts_file(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
     /// A directory the user may write to, on the server's filesystem.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -351,8 +366,91 @@ impl SshServer {
     }
 }
 
+/// PIDs of processes whose parent is `ppid`.
+fn children_of(ppid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// PIDs of `ssh` client processes whose command line mentions `needle`.
+fn ssh_clients_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().map(String::as_str) == Some("ssh")
+            && args.iter().any(|a| a.contains(needle))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn kill_pid(pid: u32) {
+    let _ = Command::new("kill")
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl SshServer {
+    /// `ssh` client processes (e.g. ControlMaster multiplexers) still connected
+    /// with this server's user key.
+    pub fn client_processes(&self) -> Vec<u32> {
+        ssh_clients_mentioning(&self.dir.path().display().to_string())
+    }
+}
+
 impl Drop for SshServer {
     fn drop(&mut self) {
+        // Per-connection sshd processes outlive the listener; stop them first,
+        // then any ssh client masters this test started against this server.
+        for pid in children_of(self.child.id()) {
+            kill_pid(pid);
+        }
+        for pid in self.client_processes() {
+            kill_pid(pid);
+        }
         stop(&mut self.child);
         // The client may have recorded this throwaway host key; forget it so a
         // later server on the same port with a new key is not flagged.
