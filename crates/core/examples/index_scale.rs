@@ -62,7 +62,12 @@ impl SplitMix {
     }
 }
 
-fn synthetic_files(n: usize, per_pack: usize, per_index: usize, rng: &mut SplitMix) -> Vec<IndexFile> {
+fn synthetic_files(
+    n: usize,
+    per_pack: usize,
+    per_index: usize,
+    rng: &mut SplitMix,
+) -> Vec<IndexFile> {
     let mut files = Vec::new();
     let mut left = n;
     while left > 0 {
@@ -77,14 +82,27 @@ fn synthetic_files(n: usize, per_pack: usize, per_index: usize, rng: &mut SplitM
             let blobs = (0..k)
                 .map(|_| {
                     let len = 400_000 + (rng.next() % 600_000) as u32;
-                    let e = PackEntry { id: rng.id(), compression: 1, offset: off, length: len, raw_length: len * 2 };
+                    let e = PackEntry {
+                        id: rng.id(),
+                        compression: 1,
+                        offset: off,
+                        length: len,
+                        raw_length: len * 2,
+                    };
                     off = off.wrapping_add(len);
                     e
                 })
                 .collect();
-            packs.push(IndexPack { id: rng.id(), blob_type: BlobType::Data, blobs });
+            packs.push(IndexPack {
+                id: rng.id(),
+                blob_type: BlobType::Data,
+                blobs,
+            });
         }
-        files.push(IndexFile { supersedes: vec![], packs });
+        files.push(IndexFile {
+            supersedes: vec![],
+            packs,
+        });
     }
     files
 }
@@ -95,27 +113,56 @@ fn mb(b: u64) -> f64 {
 
 fn main() {
     let millions: Vec<f64> = {
-        let v: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+        let v: Vec<f64> = std::env::args()
+            .skip(1)
+            .filter_map(|a| a.parse().ok())
+            .collect();
         if v.is_empty() {
             vec![1.0, 2.0, 4.0]
         } else {
             v
         }
     };
-    let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let per_pack = env("BLOBS_PER_PACK", 64).max(1);
     let per_index = env("PACKS_PER_INDEX", 32).max(1);
     let roundtrip = std::env::var("ROUNDTRIP").is_ok_and(|v| v == "1");
     let mut rng = SplitMix(42);
 
-    println!(
-        "# blobs_per_pack={per_pack} packs_per_index={per_index} roundtrip={roundtrip} entry_size={}",
-        std::mem::size_of::<PackEntry>()
-    );
-    println!(
-        "{:>8} {:>10} {:>12} {:>12} {:>12} {:>12} {:>14} {:>10}",
-        "blobs_M", "heap_MB", "files_MB", "peak_MB", "steady_MB", "B/blob", "peak_B/blob", "lookup_ns"
-    );
+    // One child process per size, so every measurement starts from a clean heap.
+    if std::env::var_os("INDEX_SCALE_CHILD").is_none() {
+        println!(
+            "# blobs_per_pack={per_pack} packs_per_index={per_index} roundtrip={roundtrip} decoded PackEntry={} B",
+            std::mem::size_of::<PackEntry>()
+        );
+        println!(
+            "{:>8} {:>10} {:>12} {:>12} {:>12} {:>12} {:>14} {:>10}",
+            "blobs_M",
+            "heap_MB",
+            "files_MB",
+            "peak_MB",
+            "steady_MB",
+            "B/blob",
+            "peak_B/blob",
+            "lookup_ns"
+        );
+        let exe = std::env::current_exe().expect("current exe");
+        for m in &millions {
+            let st = std::process::Command::new(&exe)
+                .arg(m.to_string())
+                .env("INDEX_SCALE_CHILD", "1")
+                .status()
+                .expect("spawn child");
+            assert!(st.success(), "child for {m} million failed");
+        }
+        return;
+    }
+
     for m in millions {
         let n = (m * 1e6) as usize;
         let base = rss();
