@@ -406,6 +406,8 @@ pub fn backup(
     if opts.paths.is_empty() {
         return Err(Error::invalid("backup", "no paths given"));
     }
+    // Visible to prune until the snapshot is saved (see crate::lock).
+    let _session = if opts.dry_run { None } else { Some(crate::lock::Session::start(repo.storage(), repo.loaded_at(), "backup")?) };
     let excludes = Excludes::new(&opts.excludes)?;
     let paths = absolute_paths(&opts.paths)?;
     for p in &paths {
@@ -856,12 +858,24 @@ pub struct StreamSnapshotWriter<'a> {
     started: DateTime<FixedOffset>,
     total_bytes: u64,
     progress: &'a dyn Progress,
+    /// Visible to prune until the snapshot is saved (see crate::lock).
+    _session: Option<crate::lock::Session>,
 }
 
 impl<'a> StreamSnapshotWriter<'a> {
     pub fn new(repo: &'a IndexedRepository, opts: StreamBackupOptions, progress: &'a dyn Progress) -> Self {
+        let pipeline = Pipeline::new(repo, &WriterOptions { dry_run: opts.dry_run || opts.writer.dry_run, ..opts.writer.clone() });
+        let session = if opts.dry_run {
+            None
+        } else {
+            // A backup that cannot register its session must not run: fail it.
+            crate::lock::Session::start(repo.storage(), repo.loaded_at(), "stream backup")
+                .map_err(|e| pipeline.fail(e))
+                .ok()
+        };
         Self {
-            pipeline: Pipeline::new(repo, &WriterOptions { dry_run: opts.dry_run || opts.writer.dry_run, ..opts.writer.clone() }),
+            _session: session,
+            pipeline,
             repo,
             opts,
             root: Tree::default(),

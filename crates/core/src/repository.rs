@@ -225,15 +225,16 @@ impl Repository {
     }
 
     /// Every snapshot, oldest first. Damaged snapshots are an error naming them.
+    /// A snapshot deleted between the listing and its read (a concurrent
+    /// `forget`) is left out.
     pub fn snapshots(&self) -> Result<Vec<SnapshotEntry>> {
         let ids = self.list_ids("snapshots")?;
         let mut out = ids
             .par_iter()
-            .map(|id| {
-                Ok(SnapshotEntry {
-                    id: *id,
-                    snapshot: self.load_snapshot(id)?,
-                })
+            .filter_map(|id| match self.load_snapshot(id) {
+                Ok(snapshot) => Some(Ok(SnapshotEntry { id: *id, snapshot })),
+                Err(Error::Storage(StorageError::NotFound { .. })) => None,
+                Err(e) => Some(Err(e)),
             })
             .collect::<Result<Vec<_>>>()?;
         out.sort_by(|a, b| a.snapshot.time.cmp(&b.snapshot.time).then(a.id.cmp(&b.id)));
@@ -262,16 +263,27 @@ impl Repository {
     }
 
     /// Load every index file not superseded by another.
+    ///
+    /// A file that vanishes between the listing and its read was superseded
+    /// and deleted by a concurrent `prune` or `repair index`; the listing is
+    /// then taken again so the superseding file is seen.
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let ids = self.list_ids("index")?;
-        let files = ids
-            .par_iter()
-            .map(|id| {
-                let b = self.load_object("index", ObjectKind::Index, id)?;
-                let f = IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))?;
-                Ok((*id, f))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut attempt = 0;
+        let files = loop {
+            let ids = self.list_ids("index")?;
+            let r = ids
+                .par_iter()
+                .map(|id| {
+                    let b = self.load_object("index", ObjectKind::Index, id)?;
+                    let f = IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))?;
+                    Ok((*id, f))
+                })
+                .collect::<Result<Vec<_>>>();
+            match r {
+                Err(Error::Storage(StorageError::NotFound { .. })) if attempt < 10 => attempt += 1,
+                r => break r?,
+            }
+        };
         let superseded: std::collections::HashSet<Id> =
             files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         Ok(files.into_iter().filter(|(id, _)| !superseded.contains(id)).collect())
@@ -283,11 +295,13 @@ impl Repository {
 
     /// Load the index and move to the indexed state.
     pub fn into_indexed(self) -> Result<IndexedRepository> {
+        let loaded_at = chrono::Utc::now();
         let files = self.index_files()?;
         let index = Index::from_files(files.iter().map(|(_, f)| f));
         Ok(IndexedRepository {
             repo: self,
             index: Arc::new(index),
+            loaded_at,
         })
     }
 
@@ -384,6 +398,8 @@ fn unlock(storage: &DynStorage, password: &str) -> Result<(String, MasterKey)> {
 pub struct IndexedRepository {
     repo: Repository,
     index: Arc<Index>,
+    /// Taken just before the index files were listed.
+    loaded_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl std::ops::Deref for IndexedRepository {
@@ -399,7 +415,14 @@ impl IndexedRepository {
         Self {
             repo,
             index: Arc::new(index),
+            loaded_at: chrono::Utc::now(),
         }
+    }
+
+    /// When this view of the index was taken; backup sessions record it so
+    /// `prune` knows which marks they may predate (see [`crate::lock`]).
+    pub fn loaded_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.loaded_at
     }
 
     pub fn index(&self) -> &Arc<Index> {

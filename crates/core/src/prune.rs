@@ -1,0 +1,661 @@
+//! `prune`: reclaim packs no snapshot references, and repack mostly-unused
+//! packs, without ever losing data a concurrent backup (from any host) writes.
+//!
+//! # The two-phase protocol (docs/MAINTENANCE.md has the full argument)
+//!
+//! Each run first **finishes old marks** (phase 2), then **marks** (phase 1).
+//!
+//! *Phase 1 (mark).* Compute the blobs referenced by every snapshot. Packs
+//! with no referenced blob, and packs no index lists (left by interrupted
+//! backups — or being uploaded right now), are *marked*. Packs whose unused
+//! share pushes the repository over `max_unused` are repacked first: their
+//! still-used blobs are copied into new packs with a [`BlobWriter`] (indexed
+//! before anything else changes), and the old packs are marked too. Then a new
+//! index file is written that `supersedes` every index file read and lists
+//! every pack except the marked ones; the superseded files are deleted. Only
+//! then is the mark object `marks/<id>` written, with the current time `T`:
+//! every backup whose view of the index still contained a marked pack loaded
+//! it before `T`.
+//!
+//! *Phase 2 (delete, a later run).* A mark is finished only when `T + grace`
+//! has passed **and** no live backup session ([`crate::lock`]) started before
+//! `T`. Sessions are checked *before* snapshots are listed, and a session is
+//! removed only after its snapshot is saved, so every snapshot that could have
+//! deduplicated against a marked pack is visible. The referenced blobs are
+//! recomputed from the snapshots present now; a marked pack holding any of them
+//! is **re-indexed** (from its self-describing header) instead of deleted.
+//! Everything else in the mark is deleted (its parity sidecar too), any index
+//! entry still naming it is dropped, and the mark is removed.
+//!
+//! A crash at any point leaves either unindexed packs (marked by the next run)
+//! or a mark whose packs are still indexed (phase 2 re-checks them), never a
+//! snapshot referencing a deleted blob.
+//!
+//! # Memory
+//! The set of referenced blob ids (32 bytes each), the index of the packs
+//! involved, and one pack at a time while repacking.
+//!
+//! # Errors
+//! [`Error::Invalid`] on append-only repositories (a dry run is allowed);
+//! [`Error::Damaged`] naming the snapshot and tree when a snapshot cannot be
+//! walked (prune refuses to guess what it references); an object-lock refusal
+//! to delete becomes [`Error::Locked`]-style [`Error::Other`] naming the pack
+//! and stops the run with the mark left in place.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use lifeboat_storage::{PutOptions, StorageError};
+use serde::{Deserialize, Serialize};
+
+use crate::blob::{BlobType, Id};
+use crate::error::{Error, Result};
+use crate::index::{Index, IndexFile, IndexPack};
+use crate::lock;
+use crate::pack::pack_key;
+use crate::repository::{IndexedRepository, Repository};
+use crate::writer::{BlobWriter, WriterOptions};
+
+/// Storage prefix of mark objects.
+pub const MARK_PREFIX: &str = "marks";
+
+/// What [`prune`] does.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// How long a mark must age before its packs may be deleted.
+    pub grace: Duration,
+    /// Tolerated unused share of the repository's pack bytes (0.05 = 5%).
+    pub max_unused: f64,
+    /// Repack at most this many bytes of packs per run (`None`: no limit).
+    pub max_repack: Option<u64>,
+    /// Report what would happen; write and delete nothing.
+    pub dry_run: bool,
+    pub writer: WriterOptions,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(24 * 3600),
+            max_unused: 0.05,
+            max_repack: None,
+            dry_run: false,
+            writer: WriterOptions::default(),
+        }
+    }
+}
+
+/// A mark object (`marks/<BLAKE3 of the JSON>`), plain JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mark {
+    pub version: u32,
+    /// When the index without these packs was in place.
+    pub time: DateTime<Utc>,
+    pub hostname: String,
+    pub packs: Vec<Id>,
+}
+
+/// What a prune run did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: u64,
+    pub referenced_blobs: u64,
+    pub packs: u64,
+    pub pack_bytes: u64,
+    /// Phase 2: marks finished, packs deleted / re-indexed, bytes freed.
+    pub marks_finished: u64,
+    pub deleted_packs: u64,
+    pub deleted_bytes: u64,
+    pub reindexed_packs: u64,
+    /// Marks that must wait, and why.
+    pub waiting: Vec<String>,
+    /// Phase 1: packs marked because nothing uses them / no index lists them.
+    pub marked_unused_packs: u64,
+    pub marked_unindexed_packs: u64,
+    /// Packs repacked (then marked), blobs copied, bytes written.
+    pub repacked_packs: u64,
+    pub repacked_blobs: u64,
+    pub repack_written_bytes: u64,
+    /// Bytes of every marked pack.
+    pub marked_bytes: u64,
+    /// What phase 1 frees once its mark is finished: marked bytes minus the copies.
+    pub to_be_freed_bytes: u64,
+    /// Unused bytes left in packs that were not repacked.
+    pub unused_bytes_left: u64,
+    /// The mark written by this run.
+    pub mark: Option<Id>,
+}
+
+/// Run both phases; see the module documentation.
+///
+/// # Errors
+/// See the module documentation.
+pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    if !opts.dry_run {
+        repo.refuse_if_append_only("prune (it deletes packs)")?;
+    }
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..PruneReport::default()
+    };
+    finish_marks(repo, opts, &mut report)?;
+    mark(repo, opts, &mut report)?;
+    Ok(report)
+}
+
+/// Every mark with its id.
+///
+/// # Errors
+/// Storage errors; a mark that does not parse is [`Error::Damaged`].
+pub fn marks(repo: &Repository) -> Result<Vec<(Id, Mark)>> {
+    let mut out = Vec::new();
+    for id in repo.list_ids(MARK_PREFIX)? {
+        let b = match repo.storage().get(&format!("{MARK_PREFIX}/{id}"), None) {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let m: Mark = serde_json::from_slice(&b).map_err(|e| Error::damaged("mark", id, e))?;
+        out.push((id, m));
+    }
+    Ok(out)
+}
+
+/// The index of `files` plus the packs of `marked` that no file lists (read
+/// from their headers), so snapshots made by backups that deduplicated against
+/// marked packs can be walked. Returns the index and the headers read.
+fn index_with_marked(
+    repo: &Repository,
+    files: &[(Id, IndexFile)],
+    marked: &[Id],
+) -> Result<(Index, HashMap<Id, (IndexPack, u64)>)> {
+    let listed: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
+        .collect();
+    let mut headers = HashMap::new();
+    for p in marked {
+        if headers.contains_key(p) {
+            continue;
+        }
+        match read_pack_header(repo, p) {
+            Ok((t, entries, size)) => {
+                headers.insert(
+                    *p,
+                    (
+                        IndexPack {
+                            id: *p,
+                            blob_type: t,
+                            blobs: entries,
+                        },
+                        size,
+                    ),
+                );
+            }
+            Err(Error::Storage(StorageError::NotFound { .. })) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let extra = IndexFile {
+        supersedes: Vec::new(),
+        packs: headers
+            .values()
+            .filter(|(p, _)| !listed.contains(&p.id))
+            .map(|(p, _)| p.clone())
+            .collect(),
+    };
+    let index = Index::from_files(files.iter().map(|(_, f)| f).chain(std::iter::once(&extra)));
+    Ok((index, headers))
+}
+
+/// Every blob (trees and data) referenced by the snapshots present now.
+fn referenced_blobs(repo: &IndexedRepository) -> Result<(u64, HashSet<Id>)> {
+    let snaps = repo.snapshots()?;
+    let mut used: HashSet<Id> = HashSet::new();
+    for s in &snaps {
+        let mut stack = vec![s.snapshot.tree];
+        while let Some(t) = stack.pop() {
+            if !used.insert(t) {
+                continue;
+            }
+            let tree = repo.load_tree(&t).map_err(|e| {
+                Error::damaged(
+                    "snapshot",
+                    s.id,
+                    format!("tree {t} cannot be read ({e}); prune refuses to guess what it references (hint: lifeboat repair snapshots)"),
+                )
+            })?;
+            for n in tree.nodes {
+                if let Some(sub) = n.subtree {
+                    stack.push(sub);
+                }
+                used.extend(n.content.into_iter().flatten());
+            }
+        }
+    }
+    Ok((snaps.len() as u64, used))
+}
+
+/// Read a pack's header with two ranged reads; returns its type, entries and size.
+///
+/// # Errors
+/// Storage errors, or [`Error::Damaged`] naming the pack.
+pub fn read_pack_header(
+    repo: &Repository,
+    id: &Id,
+) -> Result<(BlobType, Vec<crate::pack::PackEntry>, u64)> {
+    let key = pack_key(id);
+    let size = repo.storage().head(&key)?.size;
+    if size < 4 {
+        return Err(Error::damaged("pack", id, "shorter than its trailer"));
+    }
+    let tail = repo.storage().get(&key, Some(size - 4..size))?;
+    let hlen = u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")) as u64;
+    let start = size
+        .checked_sub(4 + hlen)
+        .ok_or_else(|| Error::damaged("pack", id, "header length points outside the pack"))?;
+    let bytes = repo.storage().get(&key, Some(start..size))?;
+    let header = repo
+        .key()
+        .open(
+            crate::crypto::ObjectKind::PackHeader,
+            &bytes[..bytes.len() - 4],
+        )
+        .map_err(|e| Error::damaged("pack", id, format!("header: {e}")))?;
+    let (t, entries) =
+        crate::pack::decode_header(&header).map_err(|e| Error::damaged("pack", id, e))?;
+    if let Some(last) = entries.last() {
+        if last.offset as u64 + last.length as u64 > start {
+            return Err(Error::damaged("pack", id, "blobs overlap the header"));
+        }
+    }
+    Ok((t, entries, size))
+}
+
+fn delete_pack(repo: &Repository, id: &Id) -> Result<()> {
+    match repo.storage().delete(&pack_key(id)) {
+        Ok(()) | Err(StorageError::NotFound { .. }) => {}
+        Err(e) => return Err(locked_or(e, id)),
+    }
+    match repo.storage().delete(&crate::parity::parity_key(id)) {
+        Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(locked_or(e, id)),
+    }
+}
+
+/// Map a refused delete (S3 Object Lock, a write-once bucket policy) to a clear
+/// error naming the pack.
+pub fn locked_or(e: StorageError, pack: &Id) -> Error {
+    match e {
+        StorageError::PermissionDenied { message, .. } => Error::Other(format!(
+            "pack {pack} cannot be deleted: the storage refused ({message}); it is probably under object lock \
+             retention until its retain-until date. Prune stopped safely: nothing that is still referenced was touched \
+             and the mark stays, so a later prune retries after the retention ends"
+        )),
+        e => Error::Other(format!("deleting pack {pack}: {e}")),
+    }
+}
+
+/// Phase 2.
+fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+    let all = marks(repo)?;
+    if all.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now();
+    let sessions = lock::sessions(repo.storage())?;
+    let mut ready = Vec::new();
+    for (id, m) in all {
+        let age = now
+            .signed_duration_since(m.time)
+            .to_std()
+            .unwrap_or_default();
+        if age < opts.grace {
+            let left = opts.grace - age;
+            report.waiting.push(format!(
+                "mark {} ({} packs): grace period ends in {}s",
+                id.short(),
+                m.packs.len(),
+                left.as_secs()
+            ));
+            continue;
+        }
+        if let Some((key, s)) = sessions
+            .iter()
+            .find(|(_, s)| s.is_alive(now) && s.started < m.time)
+        {
+            report.waiting.push(format!(
+                "mark {} ({} packs): waiting for the {} on host {} (pid {}, {key}) that started {} before the mark",
+                id.short(),
+                m.packs.len(),
+                s.purpose,
+                s.hostname,
+                s.pid,
+                s.started.to_rfc3339()
+            ));
+            continue;
+        }
+        ready.push((id, m));
+    }
+    if ready.is_empty() {
+        return Ok(());
+    }
+    // Snapshots are listed after the session check (see the module docs).
+    let files = repo.index_files()?;
+    let marked: Vec<Id> = ready
+        .iter()
+        .flat_map(|(_, m)| m.packs.iter().copied())
+        .collect();
+    let (index, headers) = index_with_marked(repo, &files, &marked)?;
+    let (_, used) = referenced_blobs(&IndexedRepository::new(repo.clone(), index))?;
+    let mut indexed_in: HashMap<Id, Vec<Id>> = HashMap::new();
+    for (fid, f) in &files {
+        for p in &f.packs {
+            indexed_in.entry(p.id).or_default().push(*fid);
+        }
+    }
+    let mut reindex: Vec<IndexPack> = Vec::new();
+    let mut delete: Vec<(Id, u64)> = Vec::new();
+    let mut seen = HashSet::new();
+    for p in &marked {
+        if !seen.insert(*p) {
+            continue;
+        }
+        // A pack already gone (deleted by an earlier run) is skipped.
+        let Some((ip, size)) = headers.get(p) else {
+            continue;
+        };
+        if ip.blobs.iter().any(|e| used.contains(&e.id)) {
+            if !indexed_in.contains_key(p) {
+                reindex.push(ip.clone());
+            }
+        } else {
+            delete.push((*p, *size));
+        }
+    }
+    report.reindexed_packs = reindex.len() as u64;
+    report.deleted_packs = delete.len() as u64;
+    report.deleted_bytes = delete.iter().map(|(_, s)| s).sum();
+    report.marks_finished = ready.len() as u64;
+    if opts.dry_run {
+        return Ok(());
+    }
+    if !reindex.is_empty() {
+        repo.save_index(&IndexFile {
+            supersedes: Vec::new(),
+            packs: reindex,
+        })?;
+    }
+    // Drop index entries of packs about to be deleted (normally none: phase 1
+    // removed them, unless it crashed between its index rewrite and the mark).
+    let doomed: HashSet<Id> = delete.iter().map(|(p, _)| *p).collect();
+    let stale_files: Vec<Id> = {
+        let mut v: Vec<Id> = doomed
+            .iter()
+            .filter_map(|p| indexed_in.get(p))
+            .flatten()
+            .copied()
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    if !stale_files.is_empty() {
+        let packs = files
+            .iter()
+            .filter(|(fid, _)| stale_files.contains(fid))
+            .flat_map(|(_, f)| f.packs.iter().filter(|p| !doomed.contains(&p.id)).cloned())
+            .collect();
+        repo.save_index(&IndexFile {
+            supersedes: stale_files.clone(),
+            packs,
+        })?;
+        for f in &stale_files {
+            delete_object(repo, "index", f)?;
+        }
+    }
+    for (p, _) in &delete {
+        delete_pack(repo, p)?;
+    }
+    for (id, _) in &ready {
+        delete_object(repo, MARK_PREFIX, id)?;
+    }
+    Ok(())
+}
+
+fn delete_object(repo: &Repository, prefix: &str, id: &Id) -> Result<()> {
+    match repo.storage().delete(&format!("{prefix}/{id}")) {
+        Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct PackUse {
+    total: u64,
+    used: u64,
+}
+
+/// Phase 1.
+fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Result<()> {
+    let pending: Vec<Id> = marks(repo)?
+        .into_iter()
+        .flat_map(|(_, m)| m.packs)
+        .collect();
+    let already: HashSet<Id> = pending.iter().copied().collect();
+    let all_index_ids = repo.list_ids("index")?;
+    let files = repo.index_files()?;
+    let stored: BTreeMap<Id, u64> = repo
+        .storage()
+        .list("data")?
+        .into_iter()
+        .filter_map(|m| Some((m.key.rsplit('/').next()?.parse().ok()?, m.size)))
+        .collect();
+    report.packs = stored.len() as u64;
+    report.pack_bytes = stored.values().sum();
+    // Snapshots may reference blobs in packs of pending marks (phase 2 will
+    // re-index those); walk them through the packs' own headers.
+    let (index, _) = index_with_marked(repo, &files, &pending)?;
+    let indexed = IndexedRepository::new(repo.clone(), index);
+    let (n_snaps, used) = referenced_blobs(&indexed)?;
+    report.snapshots = n_snaps;
+    report.referenced_blobs = used.len() as u64;
+
+    let mut usage: BTreeMap<Id, PackUse> = BTreeMap::new();
+    for (_, f) in &files {
+        for p in &f.packs {
+            let u = usage.entry(p.id).or_insert(PackUse { total: 0, used: 0 });
+            for b in &p.blobs {
+                u.total += b.length as u64;
+                if used.contains(&b.id) {
+                    u.used += b.length as u64;
+                }
+            }
+        }
+    }
+    let mut marked: BTreeMap<Id, u64> = BTreeMap::new();
+    for (p, size) in &stored {
+        if already.contains(p) {
+            continue;
+        }
+        match usage.get(p) {
+            None => {
+                report.marked_unindexed_packs += 1;
+                marked.insert(*p, *size);
+            }
+            Some(u) if u.used == 0 => {
+                report.marked_unused_packs += 1;
+                marked.insert(*p, *size);
+            }
+            _ => {}
+        }
+    }
+    // Repack candidates: partly used packs, most unused first.
+    let total_bytes: u64 = usage.values().map(|u| u.total).sum();
+    let mut partial: Vec<(Id, &PackUse)> = usage
+        .iter()
+        .filter(|(p, u)| {
+            u.used > 0 && u.used < u.total && stored.contains_key(*p) && !already.contains(*p)
+        })
+        .map(|(p, u)| (*p, u))
+        .collect();
+    partial.sort_by(|a, b| {
+        let ra = (a.1.total - a.1.used) as f64 / a.1.total as f64;
+        let rb = (b.1.total - b.1.used) as f64 / b.1.total as f64;
+        rb.total_cmp(&ra).then(a.0.cmp(&b.0))
+    });
+    let mut unused_left: u64 = partial.iter().map(|(_, u)| u.total - u.used).sum();
+    let allowed = (opts.max_unused.max(0.0) * total_bytes as f64) as u64;
+    let mut budget = opts.max_repack.unwrap_or(u64::MAX);
+    let mut repack: Vec<Id> = Vec::new();
+    for (p, u) in &partial {
+        if unused_left <= allowed {
+            break;
+        }
+        let size = stored[p];
+        if size > budget {
+            continue;
+        }
+        budget -= size;
+        unused_left -= u.total - u.used;
+        repack.push(*p);
+    }
+    report.unused_bytes_left = unused_left;
+    if !repack.is_empty() {
+        copy_used_blobs(repo, &files, &repack, &marked, &used, opts, report)?;
+        for p in &repack {
+            marked.insert(*p, stored[p]);
+        }
+        report.repacked_packs = repack.len() as u64;
+    }
+    report.marked_bytes = marked.values().sum();
+    report.to_be_freed_bytes = report
+        .marked_bytes
+        .saturating_sub(report.repack_written_bytes);
+    if marked.is_empty() || opts.dry_run {
+        return Ok(());
+    }
+    // New index without the marked packs, superseding every file read.
+    let superseded: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
+    let keep_listed = files
+        .iter()
+        .any(|(_, f)| f.packs.iter().any(|p| marked.contains_key(&p.id)));
+    if keep_listed {
+        let packs: Vec<IndexPack> = files
+            .iter()
+            .flat_map(|(_, f)| {
+                f.packs
+                    .iter()
+                    .filter(|p| !marked.contains_key(&p.id))
+                    .cloned()
+            })
+            .collect();
+        repo.save_index(&IndexFile {
+            supersedes: superseded.clone(),
+            packs,
+        })?;
+        // The files read now, and files superseded earlier that linger.
+        let mut gone: HashSet<Id> = superseded.into_iter().collect();
+        gone.extend(files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()));
+        for id in all_index_ids.iter().filter(|id| gone.contains(id)) {
+            delete_object(repo, "index", id)?;
+        }
+    }
+    let m = Mark {
+        version: 1,
+        time: Utc::now(),
+        hostname: crate::util::hostname(),
+        packs: marked.keys().copied().collect(),
+    };
+    let json = serde_json::to_vec(&m).expect("marks serialise");
+    let id = Id::of_stored(&json);
+    repo.storage()
+        .put(
+            &format!("{MARK_PREFIX}/{id}"),
+            Bytes::from(json),
+            &PutOptions::create(),
+        )
+        .or_else(|e| match e {
+            StorageError::AlreadyExists { .. } => Ok(()),
+            e => Err(e),
+        })?;
+    report.mark = Some(id);
+    Ok(())
+}
+
+fn copy_used_blobs(
+    repo: &Repository,
+    files: &[(Id, IndexFile)],
+    repack: &[Id],
+    marked: &BTreeMap<Id, u64>,
+    used: &HashSet<Id>,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+) -> Result<()> {
+    let repack_set: HashSet<Id> = repack.iter().copied().collect();
+    // Blobs in packs that stay need no copy.
+    let kept_files: Vec<IndexFile> = files
+        .iter()
+        .map(|(_, f)| IndexFile {
+            supersedes: Vec::new(),
+            packs: f
+                .packs
+                .iter()
+                .filter(|p| !repack_set.contains(&p.id) && !marked.contains_key(&p.id))
+                .cloned()
+                .collect(),
+        })
+        .collect();
+    let kept = Index::from_files(kept_files.iter());
+    let reader = IndexedRepository::new(repo.clone(), Index::default());
+    let writer = BlobWriter::new(
+        repo,
+        Arc::new(kept),
+        &WriterOptions {
+            dry_run: opts.dry_run,
+            ..opts.writer.clone()
+        },
+    );
+    let by_pack: HashMap<Id, &IndexPack> = files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter())
+        .filter(|p| repack_set.contains(&p.id))
+        .map(|p| (p.id, p))
+        .collect();
+    for p in repack {
+        let ip = by_pack[p];
+        let bytes = repo.storage().get(&pack_key(p), None)?;
+        for b in &ip.blobs {
+            if !used.contains(&b.id) || !writer.claim(b.id) {
+                continue;
+            }
+            let end = b.offset as usize + b.length as usize;
+            if end > bytes.len() {
+                return Err(Error::damaged(
+                    "blob",
+                    b.id,
+                    format!("in pack {p}: beyond the end of the pack"),
+                ));
+            }
+            let plain = reader.decode_blob(
+                &b.id,
+                p,
+                b.compression,
+                b.raw_length,
+                &bytes[b.offset as usize..end],
+            )?;
+            writer.store(ip.blob_type, b.id, &plain)?;
+            report.repacked_blobs += 1;
+        }
+    }
+    let stored_bytes = writer
+        .stats()
+        .stored_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    writer.finish()?;
+    report.repack_written_bytes = stored_bytes;
+    Ok(())
+}

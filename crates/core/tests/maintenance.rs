@@ -1,0 +1,666 @@
+//! Maintenance on real repositories in temp dirs: forget and pin, the two
+//! prune phases (including the concurrent-backup cases), repacking, repair of
+//! the index and of snapshots, parity, the verification record, append-only.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{FixedOffset, TimeZone};
+use lifeboat_core::archiver::{self, BackupOptions};
+use lifeboat_core::blob::Id;
+use lifeboat_core::check::{self, CheckOptions, ReadDataSubset};
+use lifeboat_core::chunker::ChunkerParams;
+use lifeboat_core::crypto::KdfParams;
+use lifeboat_core::forget::{self, ForgetOptions};
+use lifeboat_core::lock::Session;
+use lifeboat_core::pack::pack_key;
+use lifeboat_core::parity::{self, ParityParams};
+use lifeboat_core::progress::NoProgress;
+use lifeboat_core::prune::{self, PruneOptions, PruneReport};
+use lifeboat_core::repair;
+use lifeboat_core::repository::{IndexedRepository, InitOptions, Repository};
+use lifeboat_core::restorer::{self, RestoreOptions};
+use lifeboat_core::retention::{GroupBy, RetentionPolicy};
+use lifeboat_storage::{DynStorage, LocalStorage};
+
+const PW: &str = "maintenance test";
+
+fn storage(dir: &Path) -> DynStorage {
+    Arc::new(LocalStorage::new(dir).without_sync())
+}
+
+fn new_repo(dir: &Path) -> Repository {
+    let opts = InitOptions {
+        chunker: ChunkerParams {
+            min_size: 16 * 1024,
+            avg_size: 64 * 1024,
+            max_size: 256 * 1024,
+        },
+        kdf: KdfParams {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        min_pack_size: 256 * 1024,
+        ..InitOptions::default()
+    };
+    Repository::init(storage(dir), PW, &opts).unwrap()
+}
+
+fn open(dir: &Path) -> Repository {
+    Repository::open(storage(dir), PW).unwrap()
+}
+
+fn indexed(dir: &Path) -> IndexedRepository {
+    open(dir).into_indexed().unwrap()
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn backup_with(repo: &IndexedRepository, src: &Path, hour: u32) -> Id {
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        time: Some(
+            FixedOffset::east_opt(0)
+                .unwrap()
+                .with_ymd_and_hms(2026, 1, 1, hour, 0, 0)
+                .unwrap(),
+        ),
+        ..Default::default()
+    };
+    archiver::backup(repo, &opts, &NoProgress)
+        .unwrap()
+        .snapshot_id
+        .unwrap()
+}
+
+fn backup(dir: &Path, src: &Path, hour: u32) -> Id {
+    backup_with(&indexed(dir), src, hour)
+}
+
+/// Restore a snapshot and return the restored copy of `src`.
+fn restore(dir: &Path, id: &Id, target: &Path) -> PathBuf {
+    let repo = indexed(dir);
+    let snap = repo.load_snapshot(id).unwrap();
+    restorer::restore(
+        &repo,
+        id,
+        snap.tree,
+        &RestoreOptions {
+            target: target.to_path_buf(),
+            verify: true,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    target.to_path_buf()
+}
+
+fn restored(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").unwrap())
+}
+
+fn check_all(dir: &Path) -> check::CheckReport {
+    check::check(
+        &open(dir),
+        &CheckOptions {
+            read_data: Some(ReadDataSubset::All),
+        },
+        &NoProgress,
+    )
+    .unwrap()
+}
+
+fn prune_now(dir: &Path) -> PruneReport {
+    prune::prune(
+        &open(dir),
+        &PruneOptions {
+            grace: Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn pack_ids(dir: &Path) -> BTreeSet<Id> {
+    storage(dir)
+        .list("data")
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key.rsplit('/').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn write_src(src: &Path, files: &[(&str, usize, u64)]) {
+    fs::create_dir_all(src).unwrap();
+    for (name, len, seed) in files {
+        fs::write(src.join(name), pseudo_random(*len, *seed)).unwrap();
+    }
+}
+
+#[test]
+fn forget_keeps_pinned_and_reports_reasons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_src(&src, &[("a", 1000, 1)]);
+    let first = backup(&dir, &src, 1);
+    backup(&dir, &src, 2);
+    let third = backup(&dir, &src, 3);
+    let pinned = forget::set_pinned(&open(&dir), &first, true).unwrap();
+    assert_ne!(
+        pinned, first,
+        "pinning rewrites the snapshot under a new id"
+    );
+    assert!(
+        open(&dir).load_snapshot(&first).is_err(),
+        "the unpinned original is gone"
+    );
+
+    let opts = ForgetOptions {
+        policy: RetentionPolicy {
+            keep_last: 1,
+            ..Default::default()
+        },
+        group_by: GroupBy::default(),
+        dry_run: true,
+        ..Default::default()
+    };
+    let dry = forget::forget(&open(&dir), &opts).unwrap();
+    assert!(dry.removed.is_empty());
+    let reasons: Vec<(Id, String)> = dry.groups[0]
+        .snapshots
+        .iter()
+        .map(|d| {
+            (
+                d.snapshot.id,
+                if d.is_kept() {
+                    d.reasons
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                } else {
+                    "remove".into()
+                },
+            )
+        })
+        .collect();
+    assert_eq!(reasons.len(), 3);
+    assert!(
+        reasons
+            .iter()
+            .any(|(id, r)| *id == third && r.contains("last snapshot")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|(id, r)| *id == pinned && r.contains("pinned")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|(_, r)| r == "remove").count(),
+        1,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        open(&dir).snapshots().unwrap().len(),
+        3,
+        "dry run deletes nothing"
+    );
+
+    let done = forget::forget(
+        &open(&dir),
+        &ForgetOptions {
+            dry_run: false,
+            ..opts
+        },
+    )
+    .unwrap();
+    assert_eq!(done.removed.len(), 1);
+    let left: HashSet<Id> = open(&dir)
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(left, [pinned, third].into_iter().collect());
+
+    let unpinned = forget::set_pinned(&open(&dir), &pinned, false).unwrap();
+    assert!(!open(&dir).load_snapshot(&unpinned).unwrap().pinned);
+}
+
+#[test]
+fn prune_marks_first_and_deletes_on_a_later_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, a, b) = (
+        tmp.path().join("repo"),
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+    );
+    new_repo(&dir);
+    write_src(&a, &[("a.bin", 600_000, 1)]);
+    write_src(&b, &[("b.bin", 600_000, 2)]);
+    let snap_a = backup(&dir, &a, 1);
+    let snap_b = backup(&dir, &b, 2);
+    let before = pack_ids(&dir);
+    open(&dir).delete_snapshot(&snap_a).unwrap();
+
+    let dry = prune::prune(
+        &open(&dir),
+        &PruneOptions {
+            grace: Duration::ZERO,
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        dry.marked_unused_packs > 0 && dry.to_be_freed_bytes > 500_000,
+        "{dry:?}"
+    );
+    assert!(dry.mark.is_none());
+    assert_eq!(pack_ids(&dir), before, "dry run changes nothing");
+
+    let first = prune_now(&dir);
+    assert!(
+        first.mark.is_some() && first.marked_unused_packs > 0,
+        "{first:?}"
+    );
+    assert_eq!(first.deleted_packs, 0, "phase 1 deletes nothing");
+    assert_eq!(pack_ids(&dir), before, "marked packs stay until phase 2");
+    assert!(check_all(&dir).ok());
+
+    // A grace period that has not passed keeps the mark waiting.
+    let waiting = prune::prune(
+        &open(&dir),
+        &PruneOptions {
+            grace: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(waiting.deleted_packs, 0);
+    assert!(
+        waiting.waiting.iter().any(|w| w.contains("grace")),
+        "{waiting:?}"
+    );
+
+    let second = prune_now(&dir);
+    assert_eq!(second.marks_finished, 1, "{second:?}");
+    assert_eq!(
+        second.deleted_packs,
+        first.marked_unused_packs + first.marked_unindexed_packs
+    );
+    assert!(pack_ids(&dir).len() < before.len());
+    assert!(prune::marks(&open(&dir)).unwrap().is_empty());
+
+    let report = check_all(&dir);
+    assert!(
+        report.ok() && report.warnings.is_empty(),
+        "{:?} {:?}",
+        report.errors,
+        report.warnings
+    );
+    let t = tmp.path().join("restore");
+    restore(&dir, &snap_b, &t);
+    assert_eq!(
+        fs::read(restored(&t, &b).join("b.bin")).unwrap(),
+        fs::read(b.join("b.bin")).unwrap()
+    );
+}
+
+#[test]
+fn backup_that_deduplicated_against_marked_packs_gets_them_reindexed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, a) = (tmp.path().join("repo"), tmp.path().join("a"));
+    new_repo(&dir);
+    write_src(&a, &[("a.bin", 700_000, 3)]);
+    let snap_a = backup(&dir, &a, 1);
+    // Another host loads the index now (its view contains a.bin's packs)...
+    let other_host = indexed(&dir);
+    // ...meanwhile the only snapshot is forgotten and prune marks its packs.
+    open(&dir).delete_snapshot(&snap_a).unwrap();
+    let first = prune_now(&dir);
+    assert!(first.marked_unused_packs > 0, "{first:?}");
+    // The other host's backup deduplicates against the marked packs.
+    let snap = backup_with(&other_host, &a, 2);
+    let summary = open(&dir).load_snapshot(&snap).unwrap().summary.unwrap();
+    assert_eq!(
+        summary.data_blobs_new, 0,
+        "the backup reused the marked blobs"
+    );
+
+    let second = prune_now(&dir);
+    assert!(second.reindexed_packs > 0, "{second:?}");
+    assert_eq!(second.deleted_packs, 0, "{second:?}");
+    let report = check_all(&dir);
+    assert!(report.ok(), "{:?}", report.errors);
+    let t = tmp.path().join("restore");
+    restore(&dir, &snap, &t);
+    assert_eq!(
+        fs::read(restored(&t, &a).join("a.bin")).unwrap(),
+        fs::read(a.join("a.bin")).unwrap()
+    );
+}
+
+#[test]
+fn live_session_older_than_the_mark_blocks_deletion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, a) = (tmp.path().join("repo"), tmp.path().join("a"));
+    new_repo(&dir);
+    write_src(&a, &[("a.bin", 300_000, 4)]);
+    let snap_a = backup(&dir, &a, 1);
+    let session = Session::start(&storage(&dir), chrono::Utc::now(), "backup").unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    open(&dir).delete_snapshot(&snap_a).unwrap();
+    let first = prune_now(&dir);
+    assert!(first.mark.is_some());
+    let before = pack_ids(&dir);
+    let blocked = prune_now(&dir);
+    assert_eq!(blocked.deleted_packs, 0);
+    assert!(
+        blocked
+            .waiting
+            .iter()
+            .any(|w| w.contains("waiting for the backup")),
+        "{blocked:?}"
+    );
+    assert_eq!(pack_ids(&dir), before);
+    drop(session);
+    let done = prune_now(&dir);
+    assert!(done.deleted_packs > 0, "{done:?}");
+}
+
+#[test]
+fn mostly_unused_packs_are_repacked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    // Small files share one pack.
+    write_src(
+        &src,
+        &[
+            ("keep.bin", 40_000, 5),
+            ("drop1.bin", 60_000, 6),
+            ("drop2.bin", 60_000, 7),
+        ],
+    );
+    let old = backup(&dir, &src, 1);
+    fs::remove_file(src.join("drop1.bin")).unwrap();
+    fs::remove_file(src.join("drop2.bin")).unwrap();
+    let new = backup(&dir, &src, 2);
+    open(&dir).delete_snapshot(&old).unwrap();
+    let first = prune::prune(
+        &open(&dir),
+        &PruneOptions {
+            grace: Duration::ZERO,
+            max_unused: 0.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        first.repacked_packs > 0 && first.repacked_blobs > 0,
+        "{first:?}"
+    );
+    assert!(check_all(&dir).ok());
+    let second = prune_now(&dir);
+    assert!(second.deleted_packs > 0, "{second:?}");
+    let report = check_all(&dir);
+    assert!(report.ok(), "{:?}", report.errors);
+    let t = tmp.path().join("restore");
+    restore(&dir, &new, &t);
+    assert_eq!(
+        fs::read(restored(&t, &src).join("keep.bin")).unwrap(),
+        pseudo_random(40_000, 5)
+    );
+}
+
+#[test]
+fn repair_index_restores_full_function_after_index_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_src(&src, &[("x.bin", 500_000, 8), ("y.bin", 20_000, 9)]);
+    let snap = backup(&dir, &src, 1);
+    for m in storage(&dir).list("index").unwrap() {
+        fs::remove_file(dir.join(&m.key)).unwrap();
+    }
+    assert!(!check_all(&dir).ok(), "the damage is visible");
+    let r = repair::repair_index(&open(&dir), false).unwrap();
+    assert!(r.packs >= 2 && r.damaged_packs.is_empty(), "{r:?}");
+    let report = check_all(&dir);
+    assert!(report.ok(), "{:?}", report.errors);
+    let t = tmp.path().join("restore");
+    restore(&dir, &snap, &t);
+    assert_eq!(
+        fs::read(restored(&t, &src).join("x.bin")).unwrap(),
+        pseudo_random(500_000, 8)
+    );
+}
+
+#[test]
+fn repair_snapshots_keeps_every_unaffected_file_restorable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    // Each ~300 KB random file fills more than a 256 KiB pack: several packs.
+    let files: Vec<(String, usize, u64)> = (0..6)
+        .map(|i| (format!("f{i}.bin"), 300_000, 100 + 2 * i))
+        .collect();
+    let refs: Vec<(&str, usize, u64)> =
+        files.iter().map(|(n, l, s)| (n.as_str(), *l, *s)).collect();
+    write_src(&src, &refs);
+    let snap = backup(&dir, &src, 1);
+    // Corrupt one byte in the middle of one data pack.
+    let repo = indexed(&dir);
+    let data_pack = repo
+        .index()
+        .iter()
+        .find(|(_, l)| l.blob_type == lifeboat_core::blob::BlobType::Data)
+        .map(|(_, l)| l.pack)
+        .unwrap();
+    let path = dir.join(pack_key(&data_pack));
+    let mut bytes = fs::read(&path).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, &bytes).unwrap();
+    let damaged = check_all(&dir);
+    assert!(!damaged.ok());
+
+    let r = repair::repair_snapshots(&open(&dir), false).unwrap();
+    assert_eq!(r.repaired.len(), 1, "{r:?}");
+    let lost: Vec<String> = r.repaired[0].lost.clone();
+    assert!(!lost.is_empty() && lost.len() < files.len(), "{lost:?}");
+    let new: Id = r.repaired[0].new.as_ref().unwrap().parse().unwrap();
+    assert!(
+        open(&dir).load_snapshot(&snap).is_err(),
+        "the damaged snapshot was replaced"
+    );
+    let new_snap = open(&dir).load_snapshot(&new).unwrap();
+    assert!(new_snap.tags.contains(&"repaired".to_string()));
+
+    let t = tmp.path().join("restore");
+    restore(&dir, &new, &t);
+    let back = restored(&t, &src);
+    for (name, len, seed) in &files {
+        let is_lost = lost.iter().any(|p| p.ends_with(&format!("/{name}")));
+        let got = fs::read(back.join(name)).unwrap();
+        if is_lost {
+            assert!(got.is_empty(), "{name} is marked lost and restored empty");
+        } else {
+            assert_eq!(got, pseudo_random(*len, *seed), "{name} must be intact");
+        }
+    }
+    // The lost file carries an error in the repaired tree.
+    let tree = indexed(&dir);
+    let node = lifeboat_core::walk::find_node(
+        &tree,
+        &new,
+        new_snap.tree,
+        &format!("{}/{}", src.display(), lost[0].rsplit('/').next().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        node.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("content lost"),
+        "{node:?}"
+    );
+}
+
+#[test]
+fn parity_rebuilds_a_corrupted_pack_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_src(&src, &[("p.bin", 400_000, 11)]);
+    backup(&dir, &src, 1);
+    let r = parity::create_missing(
+        &open(&dir),
+        ParityParams {
+            data_shards: 10,
+            parity_shards: 2,
+        },
+    )
+    .unwrap();
+    assert_eq!(r.created, r.packs);
+    let overhead = r.parity_bytes as f64 / r.pack_bytes as f64;
+    assert!(overhead > 0.19 && overhead < 0.25, "overhead {overhead}");
+
+    let pack = *pack_ids(&dir)
+        .iter()
+        .max_by_key(|p| fs::metadata(dir.join(pack_key(p))).unwrap().len())
+        .unwrap();
+    let path = dir.join(pack_key(&pack));
+    let original = fs::read(&path).unwrap();
+    let mut bad = original.clone();
+    bad[10] ^= 0x01;
+    let last = bad.len() - 100;
+    bad[last] ^= 0x80;
+    fs::write(&path, &bad).unwrap();
+    assert!(!check_all(&dir).ok());
+
+    let repaired = parity::verify_and_repair(&open(&dir), false).unwrap();
+    assert_eq!(repaired.len(), 1, "{repaired:?}");
+    assert_eq!(repaired[0].outcome, "repaired");
+    assert_eq!(fs::read(&path).unwrap(), original, "bit for bit");
+    assert!(check_all(&dir).ok());
+}
+
+#[test]
+fn read_data_subset_prefers_least_recently_verified_packs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    let files: Vec<(String, usize, u64)> = (0..4)
+        .map(|i| (format!("v{i}.bin"), 300_000, 200 + 2 * i))
+        .collect();
+    let refs: Vec<(&str, usize, u64)> =
+        files.iter().map(|(n, l, s)| (n.as_str(), *l, *s)).collect();
+    write_src(&src, &refs);
+    backup(&dir, &src, 1);
+    let total = pack_ids(&dir).len() as u64;
+    assert!(total >= 4);
+    let mut seen: HashSet<Id> = HashSet::new();
+    // 25% per run: four runs must read every pack exactly once.
+    let mut runs = 0;
+    while (seen.len() as u64) < total && runs < 8 {
+        let r = check::check(
+            &open(&dir),
+            &CheckOptions {
+                read_data: Some(ReadDataSubset::Fraction(0.25)),
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        assert!(r.ok());
+        let (_, record) = lifeboat_core::verified::load(&open(&dir)).unwrap();
+        let newly: HashSet<Id> = record
+            .keys()
+            .copied()
+            .filter(|p| !seen.contains(p))
+            .collect();
+        assert_eq!(
+            newly.len() as u64,
+            r.packs_read,
+            "each run reads packs not read before"
+        );
+        seen.extend(newly);
+        runs += 1;
+    }
+    assert_eq!(seen.len() as u64, total);
+    assert!(runs <= 4, "{runs} runs");
+    assert_eq!(
+        storage(&dir).list("verified").unwrap().len(),
+        1,
+        "records are merged"
+    );
+}
+
+#[test]
+fn append_only_refuses_forget_prune_and_rewrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_src(&src, &[("a", 100, 1)]);
+    let s1 = backup(&dir, &src, 1);
+    backup(&dir, &src, 2);
+    lifeboat_core::protect::set_append_only(&open(&dir), true, false).unwrap();
+    let repo = open(&dir);
+    let forget_opts = ForgetOptions {
+        policy: RetentionPolicy {
+            keep_last: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = forget::forget(&repo, &forget_opts).unwrap_err().to_string();
+    assert!(e.contains("append-only") && e.contains("forget"), "{e}");
+    let e = prune::prune(&repo, &PruneOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("append-only") && e.contains("prune"), "{e}");
+    assert!(forget::set_pinned(&repo, &s1, true)
+        .unwrap_err()
+        .to_string()
+        .contains("append-only"));
+    assert!(repo
+        .remove_key("x")
+        .unwrap_err()
+        .to_string()
+        .contains("append-only"));
+    // Dry runs and backups still work.
+    assert!(forget::forget(
+        &repo,
+        &ForgetOptions {
+            dry_run: true,
+            ..forget_opts
+        }
+    )
+    .is_ok());
+    backup(&dir, &src, 3);
+    // Turning it off needs the explicit flag.
+    let e = lifeboat_core::protect::set_append_only(&repo, false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--allow-disable-append-only"), "{e}");
+    assert_eq!(open(&dir).snapshots().unwrap().len(), 3);
+}
