@@ -29,6 +29,15 @@ if [ -x "$PY" ] && ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need_pkgs+=(python3-venv)
 fi
 
+# Database servers and clients for crates/sources' tests (throwaway instances on free ports).
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need_pkgs+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 && command -v mariadb-dump >/dev/null 2>&1 || need_pkgs+=(mariadb-client)
+command -v redis-server >/dev/null 2>&1 || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_pkgs+=(postgresql-15)
+[ -x /usr/lib/postgresql/15/bin/pg_dump ] || need_pkgs+=(postgresql-client-15)
+command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
+
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "test-deps: installing ${need_pkgs[*]}" >&2
     $SUDO apt-get update -qq

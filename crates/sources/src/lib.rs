@@ -35,6 +35,7 @@
 //! One crate-level [`Error`] enum; every variant says what failed (the tool, the database, the
 //! stream) and [`Error::is_retryable`] says whether trying again can help.
 
+pub mod command;
 mod error;
 mod meta;
 pub mod mysql;

@@ -178,10 +178,17 @@ pub(crate) fn pipe_into(mut cmd: Command, input: &mut dyn Read, secrets: &[Strin
         .wait()
         .map_err(|e| Error::io(format!("waiting for {program}"), e))?;
     let err_text = stderr.finish(secrets);
+    if let Err(e) = copy_result {
+        if e.kind() != io::ErrorKind::BrokenPipe || status.success() {
+            // The input side failed (e.g. the producing tool exited non-zero): that is the
+            // cause; the consumer was stopped because of it.
+            return Err(Error::io(format!("feeding {program}"), e));
+        }
+    }
     if !status.success() {
         return Err(status_error(&program, status, err_text));
     }
-    copy_result.map_err(|e| Error::io(format!("feeding {program}"), e))
+    Ok(())
 }
 
 /// Run `cmd` to completion and return its stdout (trimmed).

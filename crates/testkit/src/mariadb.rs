@@ -54,7 +54,11 @@ impl MariaDbServer {
         check("mariadb-install-db", install.output()?)?;
         let port = free_port()?;
         let p = dir.path();
-        let mut cmd = Command::new("mariadbd");
+        let mariadbd = ["/usr/sbin/mariadbd", "/usr/local/sbin/mariadbd"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("mariadbd");
+        let mut cmd = Command::new(mariadbd);
         cmd.arg("--no-defaults");
         if root {
             cmd.arg("--user=root");
