@@ -24,7 +24,8 @@ pub struct Cli {
 
 #[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
-    /// Repository location: a directory path (more backends: docs/BACKENDS.md)
+    /// Repository: a path, s3://bucket/prefix, s3:https://host/bucket/prefix, gcs://, azure://,
+    /// sftp://user@host/path, webdav(s)://host/path (docs/BACKENDS.md)
     #[arg(short = 'r', long, env = "LIFEBOAT_REPO", global = true)]
     pub repo: Option<String>,
     /// Read the repository password from this file (first line)
@@ -48,6 +49,19 @@ pub struct GlobalArgs {
     /// Never show progress bars
     #[arg(long, global = true)]
     pub no_progress: bool,
+    /// Upload bandwidth limit in KiB/s
+    #[arg(long, value_name = "KIB_S", global = true)]
+    pub limit_upload: Option<u64>,
+    /// Download bandwidth limit in KiB/s
+    #[arg(long, value_name = "KIB_S", global = true)]
+    pub limit_download: Option<u64>,
+    /// Backend option KEY=VALUE (region, endpoint, storage-class, server-side-encryption,
+    /// sse-kms-key-id, addressing, sftp-identity, sftp-known-hosts); see docs/BACKENDS.md
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
+    pub options: Vec<String>,
+    /// Do not use the local metadata cache for remote repositories
+    #[arg(long, global = true)]
+    pub no_cache: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use lifeboat_core::repository::{IndexedRepository, Repository};
 use lifeboat_core::Error as CoreError;
-use lifeboat_storage::{DynStorage, LocalStorage};
+use std::sync::OnceLock;
+
+use lifeboat_storage::{LayerOptions, StatsHandle, StorageStack, StorageStats};
+use lifeboat_storage::{BackendOptions, CacheVerify, DynStorage, LocalCache, RepoUrl};
 
 use crate::args::GlobalArgs;
 
@@ -35,12 +38,44 @@ pub fn repo_location(g: &GlobalArgs) -> Result<String> {
         .ok_or_else(|| anyhow!("no repository given\nhint: pass --repo PATH or set LIFEBOAT_REPO (create one with `lifeboat init --repo PATH`)"))
 }
 
-pub fn open_storage(location: &str) -> Result<DynStorage> {
-    let path = location.strip_prefix("local:").unwrap_or(location);
-    if path.contains("://") || path.starts_with("s3:") {
-        bail!("repository {location:?}: this build only knows local paths (remote backends: docs/BACKENDS.md)");
+static STATS: OnceLock<StatsHandle> = OnceLock::new();
+
+/// Request counters of the storage opened by this process (for `--json` summaries).
+pub fn storage_stats() -> Option<StorageStats> {
+    STATS.get().map(StatsHandle::snapshot)
+}
+
+fn backend_options(g: &GlobalArgs) -> Result<BackendOptions> {
+    let mut map = serde_json::Map::new();
+    for o in &g.options {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| anyhow!("option {o:?} is not KEY=VALUE\nhint: e.g. -o region=eu-west-1"))?;
+        map.insert(k.trim().replace('-', "_"), serde_json::Value::String(v.trim().to_string()));
     }
-    Ok(Arc::new(LocalStorage::new(path)))
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| anyhow!("invalid backend option: {e}\nhint: see docs/BACKENDS.md for the option names"))
+}
+
+/// Open the storage at `location` wrapped in retries, timeouts, the connection
+/// limit, bandwidth limits and request counters.
+pub fn open_storage_with(g: &GlobalArgs, location: &str) -> Result<DynStorage> {
+    let backend = lifeboat_storage::open_storage(location, &backend_options(g)?)?;
+    let stack = StorageStack::build(
+        backend,
+        &LayerOptions {
+            connections: Some(g.connections.max(1)),
+            limit_upload_kib: g.limit_upload,
+            limit_download_kib: g.limit_download,
+            ..LayerOptions::default()
+        },
+    );
+    let _ = STATS.set(stack.stats.clone());
+    Ok(stack.storage)
+}
+
+fn is_remote(location: &str) -> bool {
+    !matches!(RepoUrl::parse(location), Ok(RepoUrl::Local(_)))
 }
 
 /// The password from, in order: --password-file, --password-command,
@@ -107,9 +142,9 @@ fn prompt(text: &str, confirm: bool) -> Result<String> {
 /// Open the repository named by the global arguments.
 pub fn open_repo(g: &GlobalArgs) -> Result<Repository> {
     let location = repo_location(g)?;
-    let storage = open_storage(&location)?;
+    let storage = open_storage_with(g, &location)?;
     let password = password(g, false)?;
-    Repository::open(storage, &password).map_err(|e| match e {
+    let repo = Repository::open(storage.clone(), &password).map_err(|e| match e {
         CoreError::NoRepository { location } => anyhow!(
             "no repository at {location}\nhint: create one with `lifeboat init --repo {location}`, or check --repo / LIFEBOAT_REPO"
         ),
@@ -117,7 +152,16 @@ pub fn open_repo(g: &GlobalArgs) -> Result<Repository> {
             "wrong password or no matching key\nhint: check LIFEBOAT_PASSWORD / --password-file; `lifeboat key list` shows the key slots"
         ),
         e => e.into(),
-    })
+    })?;
+    // Remote repositories keep index and snapshot objects in a local cache,
+    // keyed by repository id and verified against their names before use.
+    if is_remote(&location) && !g.no_cache {
+        if let Some(dir) = lifeboat_storage::cache::default_cache_dir(&repo.config().id) {
+            let cached = LocalCache::new(storage, dir, &["index", "snapshots"], CacheVerify::Blake3Name);
+            return Ok(repo.with_storage(Arc::new(cached)));
+        }
+    }
+    Ok(repo)
 }
 
 pub fn open_indexed(g: &GlobalArgs) -> Result<IndexedRepository> {

@@ -169,6 +169,13 @@ impl Repository {
     pub fn storage(&self) -> &DynStorage {
         &self.storage
     }
+
+    /// The same repository reached through another storage handle (a cache or
+    /// another wrapper around the same objects).
+    pub fn with_storage(mut self, storage: DynStorage) -> Repository {
+        self.storage = storage;
+        self
+    }
     pub fn key(&self) -> &MasterKey {
         &self.key
     }

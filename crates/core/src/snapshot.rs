@@ -72,3 +72,43 @@ pub struct SnapshotEntry {
     #[serde(flatten)]
     pub snapshot: Snapshot,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn snapshot_json_roundtrip(
+            secs in 0i64..4_000_000_000, offset_min in -720i32..=840, host in "[a-z0-9.-]{1,20}",
+            tags in proptest::collection::vec("[a-z]{1,8}", 0..4), pinned in any::<bool>(),
+            tree in any::<[u8; 32]>(), parent in proptest::option::of(any::<[u8; 32]>()),
+            files in any::<u64>(), warnings in proptest::collection::vec(".{0,30}", 0..3),
+        ) {
+            let tz = FixedOffset::east_opt(offset_min * 60).unwrap();
+            let s = Snapshot {
+                version: SNAPSHOT_VERSION,
+                time: chrono::DateTime::from_timestamp(secs, 123_456_789).unwrap().with_timezone(&tz),
+                hostname: host,
+                username: "u".into(),
+                paths: vec!["/a b/ü".into()],
+                tags,
+                source: "files".into(),
+                tree: Id(tree),
+                parent: parent.map(Id),
+                pinned,
+                summary: Some(Summary { total_files: files, warnings, ..Summary::default() }),
+                metadata: Some(serde_json::json!({"engine": "postgres", "rows": {"t": 3}})),
+                program: "lifeboat".into(),
+            };
+            let back: Snapshot = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+            prop_assert_eq!(back, s);
+        }
+
+        #[test]
+        fn snapshot_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = serde_json::from_slice::<Snapshot>(&bytes);
+        }
+    }
+}

@@ -100,6 +100,7 @@ fn print_outcome(g: &GlobalArgs, o: &BackupOutcome, dry_run: bool) {
             "partial": o.is_partial(),
             "parent": o.snapshot.parent,
             "summary": s,
+            "requests": crate::settings::storage_stats(),
         }));
         return;
     }

@@ -13,7 +13,7 @@ use crate::settings;
 
 pub fn init(g: &GlobalArgs, a: &InitArgs) -> Result<Exit> {
     let location = settings::repo_location(g)?;
-    let storage = settings::open_storage(&location)?;
+    let storage = settings::open_storage_with(g, &location)?;
     let mut opts = InitOptions {
         compression: a.compression.parse().map_err(anyhow::Error::msg)?,
         ..InitOptions::default()

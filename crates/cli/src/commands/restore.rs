@@ -38,7 +38,7 @@ pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
     let summary = restorer::restore(&repo, &snap.id, snap.snapshot.tree, &opts, &bar)?;
     bar.finish();
     if g.json {
-        print_json(&json!({"snapshot_id": snap.id, "target": a.target, "dry_run": a.dry_run, "summary": summary}));
+        print_json(&json!({"snapshot_id": snap.id, "target": a.target, "dry_run": a.dry_run, "summary": summary, "requests": settings::storage_stats()}));
     } else if !g.quiet {
         if a.dry_run {
             for p in &summary.planned {
