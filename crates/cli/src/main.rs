@@ -18,8 +18,10 @@ fn main() -> ExitCode {
         Err(e) => {
             // A reader that closed the pipe (`lifeboat dump ... | head`) is not an error
             // worth printing; exit like a process killed by SIGPIPE would.
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
-                || e.to_string().contains("Broken pipe")
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) || e.to_string().contains("Broken pipe")
             {
                 return ExitCode::from(141);
             }

@@ -4,8 +4,10 @@ use serde::Serialize;
 
 pub fn print_error(e: &anyhow::Error) {
     let top = e.to_string();
-    let (mut main, hints): (Vec<String>, Vec<String>) =
-        top.lines().map(String::from).partition(|l| !l.starts_with("hint:"));
+    let (mut main, hints): (Vec<String>, Vec<String>) = top
+        .lines()
+        .map(String::from)
+        .partition(|l| !l.starts_with("hint:"));
     // Append the causes that add information to the message, before the hints.
     for cause in e.chain().skip(1) {
         let c = cause.to_string();
@@ -27,16 +29,27 @@ pub fn print_error(e: &anyhow::Error) {
 fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
     let core = e.downcast_ref::<lifeboat_core::Error>()?;
     match core {
-        lifeboat_core::Error::SnapshotNotFound(_) => Some("`lifeboat snapshots` lists the snapshots and their ids"),
-        lifeboat_core::Error::AmbiguousSnapshot { .. } => Some("give more digits of the snapshot id"),
-        lifeboat_core::Error::Damaged { .. } => Some("run `lifeboat check --read-data` to see everything affected"),
-        lifeboat_core::Error::PathNotFound { .. } => Some("`lifeboat ls SNAPSHOT` lists the paths in a snapshot"),
+        lifeboat_core::Error::SnapshotNotFound(_) => {
+            Some("`lifeboat snapshots` lists the snapshots and their ids")
+        }
+        lifeboat_core::Error::AmbiguousSnapshot { .. } => {
+            Some("give more digits of the snapshot id")
+        }
+        lifeboat_core::Error::Damaged { .. } => {
+            Some("run `lifeboat check --read-data` to see everything affected")
+        }
+        lifeboat_core::Error::PathNotFound { .. } => {
+            Some("`lifeboat ls SNAPSHOT` lists the paths in a snapshot")
+        }
         _ => None,
     }
 }
 
 pub fn print_json<T: Serialize + ?Sized>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable output"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("serialisable output")
+    );
 }
 
 pub fn bytes(n: u64) -> String {

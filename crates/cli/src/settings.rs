@@ -10,8 +10,8 @@ use lifeboat_core::repository::{IndexedRepository, Repository};
 use lifeboat_core::Error as CoreError;
 use std::sync::OnceLock;
 
-use lifeboat_storage::{LayerOptions, StatsHandle, StorageStack, StorageStats};
 use lifeboat_storage::{BackendOptions, CacheVerify, DynStorage, LocalCache, RepoUrl};
+use lifeboat_storage::{LayerOptions, StatsHandle, StorageStack, StorageStats};
 
 use crate::args::GlobalArgs;
 
@@ -22,7 +22,8 @@ pub fn init_tracing(g: &GlobalArgs) {
         (_, 1) => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -48,13 +49,17 @@ pub fn storage_stats() -> Option<StorageStats> {
 fn backend_options(g: &GlobalArgs) -> Result<BackendOptions> {
     let mut map = serde_json::Map::new();
     for o in &g.options {
-        let (k, v) = o
-            .split_once('=')
-            .ok_or_else(|| anyhow!("option {o:?} is not KEY=VALUE\nhint: e.g. -o region=eu-west-1"))?;
-        map.insert(k.trim().replace('-', "_"), serde_json::Value::String(v.trim().to_string()));
+        let (k, v) = o.split_once('=').ok_or_else(|| {
+            anyhow!("option {o:?} is not KEY=VALUE\nhint: e.g. -o region=eu-west-1")
+        })?;
+        map.insert(
+            k.trim().replace('-', "_"),
+            serde_json::Value::String(v.trim().to_string()),
+        );
     }
-    serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| anyhow!("invalid backend option: {e}\nhint: see docs/BACKENDS.md for the option names"))
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+        anyhow!("invalid backend option: {e}\nhint: see docs/BACKENDS.md for the option names")
+    })
 }
 
 /// Open the storage at `location` wrapped in retries, timeouts, the connection
@@ -113,12 +118,14 @@ pub fn new_password(file: Option<&Path>) -> Result<String> {
     if let Ok(p) = std::env::var("LIFEBOAT_NEW_PASSWORD") {
         return Ok(p);
     }
-    prompt("enter new password: ", true)
-        .context("no new password given\nhint: pass --new-password-file FILE or set LIFEBOAT_NEW_PASSWORD")
+    prompt("enter new password: ", true).context(
+        "no new password given\nhint: pass --new-password-file FILE or set LIFEBOAT_NEW_PASSWORD",
+    )
 }
 
 fn read_password_file(f: &Path) -> Result<String> {
-    let s = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
+    let s = std::fs::read_to_string(f)
+        .with_context(|| format!("reading password file {}", f.display()))?;
     Ok(s.lines().next().unwrap_or_default().to_string())
 }
 
@@ -157,7 +164,12 @@ pub fn open_repo(g: &GlobalArgs) -> Result<Repository> {
     // keyed by repository id and verified against their names before use.
     if is_remote(&location) && !g.no_cache {
         if let Some(dir) = lifeboat_storage::cache::default_cache_dir(&repo.config().id) {
-            let cached = LocalCache::new(storage, dir, &["index", "snapshots"], CacheVerify::Blake3Name);
+            let cached = LocalCache::new(
+                storage,
+                dir,
+                &["index", "snapshots"],
+                CacheVerify::Blake3Name,
+            );
             return Ok(repo.with_storage(Arc::new(cached)));
         }
     }
@@ -178,8 +190,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
         Some('T') => (&s[..s.len() - 1], 1 << 40),
         _ => (s, 1),
     };
-    let n: u64 = num.trim().parse().map_err(|_| anyhow!("invalid size {s:?}: expected a number with an optional K, M, G or T suffix"))?;
-    n.checked_mul(mult).ok_or_else(|| anyhow!("size {s:?} is too large"))
+    let n: u64 = num.trim().parse().map_err(|_| {
+        anyhow!("invalid size {s:?}: expected a number with an optional K, M, G or T suffix")
+    })?;
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("size {s:?} is too large"))
 }
 
 pub fn show_progress(g: &GlobalArgs) -> bool {

@@ -14,7 +14,9 @@ struct Env {
 
 impl Env {
     fn new() -> Self {
-        Env { tmp: tempfile::tempdir().unwrap() }
+        Env {
+            tmp: tempfile::tempdir().unwrap(),
+        }
     }
     fn path(&self) -> &Path {
         self.tmp.path()
@@ -41,7 +43,11 @@ impl Env {
     }
     fn ok(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert!(o.status.success(), "lifeboat {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "lifeboat {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8(o.stdout).unwrap()
     }
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -82,7 +88,15 @@ fn settings(env: &Env) -> insta::Settings {
 }
 
 fn regex_escape(s: &str) -> String {
-    s.chars().map(|c| if "\\.+*?()|[]{}^$".contains(c) { format!("\\{c}") } else { c.to_string() }).collect()
+    s.chars()
+        .map(|c| {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                format!("\\{c}")
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -100,7 +114,10 @@ fn first_run_backup_snapshots_diff_restore() {
     settings(&env).bind(|| insta::assert_snapshot!("backup_second", out));
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps.as_array().unwrap().len(), 2);
-    let (first, second) = (snaps[0]["id"].as_str().unwrap().to_string(), snaps[1]["id"].as_str().unwrap().to_string());
+    let (first, second) = (
+        snaps[0]["id"].as_str().unwrap().to_string(),
+        snaps[1]["id"].as_str().unwrap().to_string(),
+    );
     assert_eq!(snaps[1]["parent"], snaps[0]["id"]);
     let table = env.ok(&["snapshots", "--host", "testhost"]);
     settings(&env).bind(|| insta::assert_snapshot!("snapshots_table", table));
@@ -111,25 +128,50 @@ fn first_run_backup_snapshots_diff_restore() {
     let t = target.to_str().unwrap();
     env.ok(&["restore", &first[..10], "--target", t, "--verify"]);
     let back = target.join(src.strip_prefix("/").unwrap());
-    assert_eq!(fs::read_to_string(back.join("docs/b.txt")).unwrap(), "bravo\n");
+    assert_eq!(
+        fs::read_to_string(back.join("docs/b.txt")).unwrap(),
+        "bravo\n"
+    );
     assert!(!back.join("docs/c.txt").exists());
     assert!(back.join("docs/empty").is_dir());
-    assert_eq!(fs::read_link(back.join("link")).unwrap(), PathBuf::from("docs/a.txt"));
+    assert_eq!(
+        fs::read_link(back.join("link")).unwrap(),
+        PathBuf::from("docs/a.txt")
+    );
 
     // Restoring over existing files is refused, with a hint, and changes nothing.
     let o = env.run(&["restore", "latest", "--target", t]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("refusing to overwrite"), "{}", stderr(&o));
-    assert_eq!(fs::read_to_string(back.join("docs/b.txt")).unwrap(), "bravo\n");
+    assert!(
+        stderr(&o).contains("refusing to overwrite"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        fs::read_to_string(back.join("docs/b.txt")).unwrap(),
+        "bravo\n"
+    );
     let r = env.json(&["restore", "latest", "--target", t, "--overwrite"]);
     assert_eq!(r["summary"]["files"], 2, "b changed, c new: {r}");
     assert_eq!(r["summary"]["files_skipped_identical"], 2);
-    assert_eq!(fs::read_to_string(back.join("docs/b.txt")).unwrap(), "bravo changed\n");
+    assert_eq!(
+        fs::read_to_string(back.join("docs/b.txt")).unwrap(),
+        "bravo changed\n"
+    );
 
     // --at picks the newest snapshot at or before a time; --include restores one file.
     let at = snaps[0]["time"].as_str().unwrap().to_string();
     let t2 = env.path().join("one-file");
-    env.ok(&["restore", "latest", "--at", &at, "--target", t2.to_str().unwrap(), "--include", "a.txt"]);
+    env.ok(&[
+        "restore",
+        "latest",
+        "--at",
+        &at,
+        "--target",
+        t2.to_str().unwrap(),
+        "--include",
+        "a.txt",
+    ]);
     let b2 = t2.join(src.strip_prefix("/").unwrap());
     assert!(b2.join("docs/a.txt").exists());
     assert!(!b2.join("docs/b.txt").exists() && !b2.join("big.bin").exists());
@@ -137,13 +179,22 @@ fn first_run_backup_snapshots_diff_restore() {
     // ls, dump, stats, cat, check.
     let ls = env.ok(&["ls", "latest", &format!("{s}/docs")]);
     settings(&env).bind(|| insta::assert_snapshot!("ls", ls));
-    assert_eq!(env.ok(&["dump", "latest", &format!("{s}/docs/c.txt")]), "charlie\n");
-    let tar = env.cmd(&["dump", "latest", &format!("{s}/docs")]).output().unwrap();
+    assert_eq!(
+        env.ok(&["dump", "latest", &format!("{s}/docs/c.txt")]),
+        "charlie\n"
+    );
+    let tar = env
+        .cmd(&["dump", "latest", &format!("{s}/docs")])
+        .output()
+        .unwrap();
     assert!(tar.status.success());
     assert_eq!(&tar.stdout[257..262], b"ustar", "a directory dumps as tar");
     let stats = env.json(&["stats"]);
     assert!(stats["dedup_ratio"].as_f64().unwrap() > 1.5, "{stats}");
-    assert!(stats["compression_ratio"].as_f64().unwrap() > 10.0, "3 MiB of one byte compresses: {stats}");
+    assert!(
+        stats["compression_ratio"].as_f64().unwrap() > 10.0,
+        "3 MiB of one byte compresses: {stats}"
+    );
     let cfg = env.json(&["cat", "config"]);
     assert_eq!(cfg["chunker"]["avg_size"], 1 << 20);
     assert_eq!(cfg["compression"], "zstd:3");
@@ -172,7 +223,11 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     // Wrong password: clear message, nothing written.
     let before = list(&env.repo());
     let src = env.sample();
-    let o = env.cmd(&["backup", src.to_str().unwrap()]).env("LIFEBOAT_PASSWORD", "wrong").output().unwrap();
+    let o = env
+        .cmd(&["backup", src.to_str().unwrap()])
+        .env("LIFEBOAT_PASSWORD", "wrong")
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 1);
     settings(&env).bind(|| insta::assert_snapshot!("wrong_password", stderr(&o)));
     assert_eq!(before, list(&env.repo()), "a wrong password writes nothing");
@@ -184,13 +239,26 @@ fn bad_input_gets_clear_errors_and_exit_codes() {
     assert_eq!(code(&o), 2, "usage errors are clap's: {}", stderr(&o));
     let o = env.run(&["backup", "/definitely/not/here"]);
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("/definitely/not/here"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/definitely/not/here"),
+        "{}",
+        stderr(&o)
+    );
     let o = env.run(&["backup", src.to_str().unwrap(), "--exclude", "a[b"]);
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("a[b"), "{}", stderr(&o));
-    let o = env.cmd(&["snapshots"]).env_remove("LIFEBOAT_PASSWORD").stdin(std::process::Stdio::null()).output().unwrap();
+    let o = env
+        .cmd(&["snapshots"])
+        .env_remove("LIFEBOAT_PASSWORD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("hint: set LIFEBOAT_PASSWORD"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("hint: set LIFEBOAT_PASSWORD"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(before, list(&env.repo()), "failed commands wrote nothing");
 }
 
@@ -215,13 +283,22 @@ fn damaged_pack_names_the_affected_snapshot_via_the_cli() {
     let env = Env::new();
     let src = env.sample();
     let mut x: u32 = 1;
-    let noise: Vec<u8> = (0..2 << 20).map(|_| { x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223); (x >> 24) as u8 }).collect();
+    let noise: Vec<u8> = (0..2 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (x >> 24) as u8
+        })
+        .collect();
     fs::write(src.join("random.bin"), noise).unwrap();
     env.ok(&["init"]);
     let b = env.json(&["backup", src.to_str().unwrap()]);
     let id = b["snapshot_id"].as_str().unwrap().to_string();
     // Flip one byte in the middle of the largest pack (the data pack).
-    let mut packs: Vec<PathBuf> = list(&env.repo().join("data")).into_iter().map(PathBuf::from).filter(|p| p.is_file()).collect();
+    let mut packs: Vec<PathBuf> = list(&env.repo().join("data"))
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .collect();
     packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
     let pack = packs.last().unwrap();
     let mut bytes = fs::read(pack).unwrap();
@@ -233,7 +310,10 @@ fn damaged_pack_names_the_affected_snapshot_via_the_cli() {
     let o = env.run(&["check", "--read-data"]);
     assert_eq!(code(&o), 1);
     let err = stderr(&o);
-    assert!(err.contains(&format!("snapshot {} ", &id[..8])) && err.contains("random.bin"), "{err}");
+    assert!(
+        err.contains(&format!("snapshot {} ", &id[..8])) && err.contains("random.bin"),
+        "{err}"
+    );
     let pack_name = pack.file_name().unwrap().to_str().unwrap();
     assert!(err.contains(pack_name), "names the pack: {err}");
 }
@@ -243,35 +323,82 @@ fn stdin_backup_and_keys() {
     let env = Env::new();
     env.ok(&["init"]);
     let mut child = env
-        .cmd(&["backup", "--stdin", "--stdin-filename", "dump.sql", "--json"])
+        .cmd(&[
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "dump.sql",
+            "--json",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"create table t(x int);\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"create table t(x int);\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(env.ok(&["dump", "latest", "dump.sql"]), "create table t(x int);\n");
+    assert_eq!(
+        env.ok(&["dump", "latest", "dump.sql"]),
+        "create table t(x int);\n"
+    );
     let snaps = env.json(&["snapshots"]);
     assert_eq!(snaps[0]["source"], "stdin");
 
-    let o = env.cmd(&["key", "add"]).env("LIFEBOAT_NEW_PASSWORD", "second").output().unwrap();
+    let o = env
+        .cmd(&["key", "add"])
+        .env("LIFEBOAT_NEW_PASSWORD", "second")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let keys = env.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
-    let other = keys.as_array().unwrap().iter().find(|k| k["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
-    let o = env.cmd(&["snapshots"]).env("LIFEBOAT_PASSWORD", "second").output().unwrap();
+    let other = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["current"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = env
+        .cmd(&["snapshots"])
+        .env("LIFEBOAT_PASSWORD", "second")
+        .output()
+        .unwrap();
     assert!(o.status.success());
     env.ok(&["key", "remove", &other[..8]]);
-    let o = env.cmd(&["snapshots"]).env("LIFEBOAT_PASSWORD", "second").output().unwrap();
+    let o = env
+        .cmd(&["snapshots"])
+        .env("LIFEBOAT_PASSWORD", "second")
+        .output()
+        .unwrap();
     assert_eq!(code(&o), 1);
     // Password from a file and from a command.
     let pwf = env.path().join("pw");
     fs::write(&pwf, format!("{PW}\n")).unwrap();
-    let o = env.cmd(&["snapshots"]).env_remove("LIFEBOAT_PASSWORD").env("LIFEBOAT_PASSWORD_FILE", &pwf).output().unwrap();
+    let o = env
+        .cmd(&["snapshots"])
+        .env_remove("LIFEBOAT_PASSWORD")
+        .env("LIFEBOAT_PASSWORD_FILE", &pwf)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = env.cmd(&["snapshots", "--password-command", &format!("cat {}", pwf.display())]).env_remove("LIFEBOAT_PASSWORD").output().unwrap();
+    let o = env
+        .cmd(&[
+            "snapshots",
+            "--password-command",
+            &format!("cat {}", pwf.display()),
+        ])
+        .env_remove("LIFEBOAT_PASSWORD")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -280,7 +407,11 @@ fn unreadable_files_make_a_partial_snapshot_with_exit_code_3() {
     let env = Env::new();
     let src = env.sample();
     fs::write(src.join("docs/secret.txt"), "top secret").unwrap();
-    fs::set_permissions(src.join("docs/secret.txt"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(
+        src.join("docs/secret.txt"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
     let is_root = nix::unistd::geteuid().is_root();
     // Root reads everything: run the backup as `nobody` so the mode bites.
     let bin = env.path().join("lifeboat");
@@ -289,7 +420,9 @@ fn unreadable_files_make_a_partial_snapshot_with_exit_code_3() {
     env.ok(&["init"]);
     let mut cmd = env.cmd(&["backup", src.to_str().unwrap(), "--json"]);
     if is_root {
-        let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("a nobody user");
         chown_r(&env.repo(), nobody.uid.as_raw(), nobody.gid.as_raw());
         use std::os::unix::process::CommandExt;
         cmd = Command::new(&bin);
@@ -306,7 +439,12 @@ fn unreadable_files_make_a_partial_snapshot_with_exit_code_3() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["partial"], true);
     let warnings = v["summary"]["warnings"].as_array().unwrap();
-    assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("secret.txt")), "{warnings:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("secret.txt")),
+        "{warnings:?}"
+    );
     // The snapshot exists and holds everything else.
     let listing = env.ok(&["ls", "latest"]);
     assert!(listing.contains("docs/a.txt") && !listing.contains("secret.txt"));
@@ -327,7 +465,10 @@ fn quickstart_runs_the_whole_loop() {
     let dir = env.path().join("qs");
     let v = env.json(&["quickstart", "--dir", dir.to_str().unwrap()]);
     assert_eq!(v["entries_compared"].as_u64().unwrap() > 50, true, "{v}");
-    assert_eq!(v["second_backup"]["files_unmodified"].as_u64().unwrap() > 50, true);
+    assert_eq!(
+        v["second_backup"]["files_unmodified"].as_u64().unwrap() > 50,
+        true
+    );
     assert!(v["check"]["errors"].as_array().unwrap().is_empty());
     let o = env.run(&["quickstart", "--dir", dir.to_str().unwrap()]);
     assert_eq!(code(&o), 1, "refuses a non-empty dir");

@@ -78,7 +78,11 @@ impl Excludes {
         for (pattern, icase) in patterns {
             let p = pattern.trim_end_matches('/');
             let (set, glob) = if p.contains('/') {
-                let g = if p.starts_with('/') { p.to_string() } else { format!("**/{p}") };
+                let g = if p.starts_with('/') {
+                    p.to_string()
+                } else {
+                    format!("**/{p}")
+                };
                 (&mut by_path, g)
             } else {
                 (&mut by_name, p.to_string())
@@ -91,8 +95,12 @@ impl Excludes {
             set.add(glob);
         }
         Ok(Self {
-            by_name: by_name.build().map_err(|e| Error::invalid("exclude pattern", e))?,
-            by_path: by_path.build().map_err(|e| Error::invalid("exclude pattern", e))?,
+            by_name: by_name
+                .build()
+                .map_err(|e| Error::invalid("exclude pattern", e))?,
+            by_path: by_path
+                .build()
+                .map_err(|e| Error::invalid("exclude pattern", e))?,
             if_present: opts.exclude_if_present.clone(),
             larger_than: opts.exclude_larger_than,
         })
@@ -247,7 +255,11 @@ impl Pipeline {
     }
 
     /// Returns the chunk ids and the byte count, or the I/O error of the reader.
-    fn chunk_stream(&self, reader: impl Read, progress: &dyn Progress) -> std::io::Result<(Vec<Id>, u64)> {
+    fn chunk_stream(
+        &self,
+        reader: impl Read,
+        progress: &dyn Progress,
+    ) -> std::io::Result<(Vec<Id>, u64)> {
         let key = self.writer.repository().key();
         let mut ids = Vec::new();
         let mut total = 0u64;
@@ -280,12 +292,14 @@ impl Pipeline {
     fn finish(mut self) -> Result<Vec<crate::index::IndexPack>> {
         drop(self.compress_tx.take());
         for h in self.compressors.drain(..) {
-            h.join().map_err(|_| Error::Other("compressor thread panicked".into()))?;
+            h.join()
+                .map_err(|_| Error::Other("compressor thread panicked".into()))?;
         }
         if let Some(e) = self.error.lock().take() {
             return Err(e);
         }
-        let writer = Arc::try_unwrap(self.writer).map_err(|_| Error::Other("blob writer still in use".into()))?;
+        let writer = Arc::try_unwrap(self.writer)
+            .map_err(|_| Error::Other("blob writer still in use".into()))?;
         writer.finish()
     }
 }
@@ -407,29 +421,55 @@ pub fn backup(
         return Err(Error::invalid("backup", "no paths given"));
     }
     // Visible to prune until the snapshot is saved (see crate::lock).
-    let _session = if opts.dry_run { None } else { Some(crate::lock::Session::start(repo.storage(), repo.loaded_at(), "backup")?) };
+    let _session = if opts.dry_run {
+        None
+    } else {
+        Some(crate::lock::Session::start(
+            repo.storage(),
+            repo.loaded_at(),
+            "backup",
+        )?)
+    };
     let excludes = Excludes::new(&opts.excludes)?;
     let paths = absolute_paths(&opts.paths)?;
     for p in &paths {
         std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
     }
-    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     let parent = find_parent(repo, opts, &path_strings)?;
     let parent_root = match &parent {
         Some(p) if !opts.force => Some(repo.load_tree(&p.snapshot.tree)?),
         _ => None,
     };
 
-    let writer_opts = WriterOptions { dry_run: opts.dry_run || opts.writer.dry_run, ..opts.writer.clone() };
+    let writer_opts = WriterOptions {
+        dry_run: opts.dry_run || opts.writer.dry_run,
+        ..opts.writer.clone()
+    };
     let pipeline = Pipeline::new(repo, &writer_opts);
     let counters = Counters::default();
     let scan_stop = AtomicBool::new(false);
     let walked: Result<(Id, Vec<String>)> = std::thread::scope(|scope| {
         // Scanner: totals for the progress bar's ETA.
-        scope.spawn(|| scan_totals(&paths, &excludes, opts.one_file_system, &scan_stop, progress));
+        scope.spawn(|| {
+            scan_totals(
+                &paths,
+                &excludes,
+                opts.one_file_system,
+                &scan_stop,
+                progress,
+            )
+        });
         let (job_tx, job_rx) = bounded::<FileJob>(256);
         let (ev_tx, ev_rx) = bounded::<Event>(4096);
-        let readers = if opts.readers == 0 { cores().max(2) } else { opts.readers };
+        let readers = if opts.readers == 0 {
+            cores().max(2)
+        } else {
+            opts.readers
+        };
         for _ in 0..readers {
             let job_rx = job_rx.clone();
             let (pipeline, counters) = (&pipeline, &counters);
@@ -524,8 +564,15 @@ pub fn backup(
         metadata: None,
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
     };
-    let snapshot_id = if opts.dry_run { None } else { Some(repo.save_snapshot(&snapshot)?) };
-    Ok(BackupOutcome { snapshot_id, snapshot })
+    let snapshot_id = if opts.dry_run {
+        None
+    } else {
+        Some(repo.save_snapshot(&snapshot)?)
+    };
+    Ok(BackupOutcome {
+        snapshot_id,
+        snapshot,
+    })
 }
 
 fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
@@ -557,7 +604,11 @@ fn absolute_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(kept)
 }
 
-fn find_parent(repo: &IndexedRepository, opts: &BackupOptions, paths: &[String]) -> Result<Option<SnapshotEntry>> {
+fn find_parent(
+    repo: &IndexedRepository,
+    opts: &BackupOptions,
+    paths: &[String],
+) -> Result<Option<SnapshotEntry>> {
     match &opts.parent {
         ParentChoice::None => Ok(None),
         ParentChoice::Id(id) => Ok(Some(SnapshotEntry {
@@ -566,7 +617,11 @@ fn find_parent(repo: &IndexedRepository, opts: &BackupOptions, paths: &[String])
         })),
         ParentChoice::Auto => {
             let mut snaps = repo.snapshots()?;
-            snaps.retain(|s| s.snapshot.hostname == opts.hostname && s.snapshot.paths == paths && s.snapshot.source == "files");
+            snaps.retain(|s| {
+                s.snapshot.hostname == opts.hostname
+                    && s.snapshot.paths == paths
+                    && s.snapshot.source == "files"
+            });
             Ok(snaps.pop())
         }
     }
@@ -646,7 +701,14 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn visit(&self, path: &Path, name: &OsStr, meta: &Metadata, parent: Option<&Tree>, dev: Option<u64>) -> Result<()> {
+    fn visit(
+        &self,
+        path: &Path,
+        name: &OsStr,
+        meta: &Metadata,
+        parent: Option<&Tree>,
+        dev: Option<u64>,
+    ) -> Result<()> {
         if self.pipeline.aborted() {
             return Err(Error::Other("backup aborted".into()));
         }
@@ -669,8 +731,12 @@ impl Walker<'_> {
                     if content.iter().all(|id| self.repo.index().contains(id)) {
                         let mut n = node;
                         n.content = Some(content);
-                        self.counters.files_unmodified.fetch_add(1, Ordering::Relaxed);
-                        self.counters.total_bytes.fetch_add(n.size, Ordering::Relaxed);
+                        self.counters
+                            .files_unmodified
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .total_bytes
+                            .fetch_add(n.size, Ordering::Relaxed);
                         self.progress.add_files(1);
                         self.progress.add_bytes(n.size);
                         return self.emit(Event::Leaf(n));
@@ -722,7 +788,12 @@ impl Walker<'_> {
     }
 }
 
-fn read_file(pipeline: &Pipeline, path: &Path, mut node: Node, progress: &dyn Progress) -> FileResult {
+fn read_file(
+    pipeline: &Pipeline,
+    path: &Path,
+    mut node: Node,
+    progress: &dyn Progress,
+) -> FileResult {
     progress.current(path);
     let file = open_noatime(path).map_err(|e| format!("{}: {e}", path.display()))?;
     // Describe the file as opened, not as listed: it may have changed in between.
@@ -757,7 +828,11 @@ fn open_noatime(path: &Path) -> std::io::Result<File> {
 }
 
 /// Builds trees in walk order; returns the root tree id and the warnings.
-fn assemble(pipeline: &Pipeline, events: Receiver<Event>, progress: &dyn Progress) -> Result<(Id, Vec<String>)> {
+fn assemble(
+    pipeline: &Pipeline,
+    events: Receiver<Event>,
+    progress: &dyn Progress,
+) -> Result<(Id, Vec<String>)> {
     let mut stack: Vec<(Option<Node>, Tree)> = vec![(None, Tree::default())];
     let mut warnings = Vec::new();
     let fail = |e: Error| {
@@ -774,7 +849,15 @@ fn assemble(pipeline: &Pipeline, events: Receiver<Event>, progress: &dyn Progres
                     progress.warning(&w);
                     warnings.push(w);
                 }
-                Err(_) => return Err(fail(pipeline.error.lock().take().unwrap_or_else(|| Error::Other("backup aborted".into())))),
+                Err(_) => {
+                    return Err(fail(
+                        pipeline
+                            .error
+                            .lock()
+                            .take()
+                            .unwrap_or_else(|| Error::Other("backup aborted".into())),
+                    ))
+                }
             },
             Event::Warning(w) => warnings.push(w),
             Event::LeaveDir => {
@@ -793,14 +876,22 @@ fn assemble(pipeline: &Pipeline, events: Receiver<Event>, progress: &dyn Progres
     Ok((id, warnings))
 }
 
-fn scan_totals(paths: &[PathBuf], excludes: &Excludes, ofs: bool, stop: &AtomicBool, progress: &dyn Progress) {
+fn scan_totals(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    ofs: bool,
+    stop: &AtomicBool,
+    progress: &dyn Progress,
+) {
     let (mut files, mut bytes) = (0u64, 0u64);
     let mut stack: Vec<(PathBuf, Option<u64>)> = paths.iter().map(|p| (p.clone(), None)).collect();
     while let Some((p, dev)) = stack.pop() {
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if dev.is_some() && excludes.excludes(&p, &meta) {
             continue;
         }
@@ -863,8 +954,18 @@ pub struct StreamSnapshotWriter<'a> {
 }
 
 impl<'a> StreamSnapshotWriter<'a> {
-    pub fn new(repo: &'a IndexedRepository, opts: StreamBackupOptions, progress: &'a dyn Progress) -> Self {
-        let pipeline = Pipeline::new(repo, &WriterOptions { dry_run: opts.dry_run || opts.writer.dry_run, ..opts.writer.clone() });
+    pub fn new(
+        repo: &'a IndexedRepository,
+        opts: StreamBackupOptions,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        let pipeline = Pipeline::new(
+            repo,
+            &WriterOptions {
+                dry_run: opts.dry_run || opts.writer.dry_run,
+                ..opts.writer.clone()
+            },
+        );
         let session = if opts.dry_run {
             None
         } else {
@@ -891,7 +992,10 @@ impl<'a> StreamSnapshotWriter<'a> {
     /// The reader's I/O error (the snapshot is not written), or a storage error.
     pub fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> Result<u64> {
         if name.is_empty() || name.contains('/') || self.root.nodes.iter().any(|n| n.name == name) {
-            return Err(Error::invalid("stream name", format!("{name:?} is empty, has a '/', or is used twice")));
+            return Err(Error::invalid(
+                "stream name",
+                format!("{name:?} is empty, has a '/', or is used twice"),
+            ));
         }
         let (ids, size) = self
             .pipeline
@@ -962,7 +1066,14 @@ impl<'a> StreamSnapshotWriter<'a> {
             metadata,
             program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
         };
-        let snapshot_id = if self.opts.dry_run { None } else { Some(self.repo.save_snapshot(&snapshot)?) };
-        Ok(BackupOutcome { snapshot_id, snapshot })
+        let snapshot_id = if self.opts.dry_run {
+            None
+        } else {
+            Some(self.repo.save_snapshot(&snapshot)?)
+        };
+        Ok(BackupOutcome {
+            snapshot_id,
+            snapshot,
+        })
     }
 }

@@ -173,7 +173,10 @@ mod tests {
 
     #[test]
     fn compression_parse() {
-        assert_eq!("zstd:19".parse::<Compression>().unwrap(), Compression::Zstd(19));
+        assert_eq!(
+            "zstd:19".parse::<Compression>().unwrap(),
+            Compression::Zstd(19)
+        );
         assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
         assert!("zstd:0".parse::<Compression>().is_err());
         assert!("gzip".parse::<Compression>().is_err());
@@ -207,7 +210,10 @@ pub fn decompress(code: u8, data: Vec<u8>, raw_length: usize) -> Result<Vec<u8>,
         c => return Err(format!("unknown compression code {c}")),
     };
     if out.len() != raw_length {
-        return Err(format!("decompressed to {} bytes, index says {raw_length}", out.len()));
+        return Err(format!(
+            "decompressed to {} bytes, index says {raw_length}",
+            out.len()
+        ));
     }
     Ok(out)
 }

@@ -43,7 +43,10 @@ impl std::str::FromStr for ReadDataSubset {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if let Some(p) = s.strip_suffix('%') {
-            let f: f64 = p.trim().parse().map_err(|_| format!("invalid percentage {s:?}"))?;
+            let f: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("invalid percentage {s:?}"))?;
             if !(0.0..=100.0).contains(&f) {
                 return Err(format!("percentage {s:?} is outside 0..100"));
             }
@@ -57,7 +60,9 @@ impl std::str::FromStr for ReadDataSubset {
             }
             return Ok(ReadDataSubset::Bucket(n, m));
         }
-        Err(format!("invalid subset {s:?}: expected n/m or a percentage like 10%"))
+        Err(format!(
+            "invalid subset {s:?}: expected n/m or a percentage like 10%"
+        ))
     }
 }
 
@@ -119,7 +124,11 @@ pub fn expected_pack_size(blobs: &[crate::pack::PackEntry]) -> u64 {
 /// # Errors
 /// Only when the check itself cannot run (storage unreachable); damage is
 /// reported in the [`CheckReport`].
-pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
+pub fn check(
+    repo: &Repository,
+    opts: &CheckOptions,
+    progress: &dyn Progress,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
 
     // Index files, one by one so one damaged file does not hide the rest.
@@ -131,11 +140,16 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             .and_then(|b| IndexFile::decode(&b).map_err(|e| Error::damaged("index file", id, e)))
         {
             Ok(f) => files.push((*id, f)),
-            Err(e) => report.errors.push(format!("{e} (hint: lifeboat repair index)")),
+            Err(e) => report
+                .errors
+                .push(format!("{e} (hint: lifeboat repair index)")),
         }
     }
     report.index_files = files.len() as u64;
-    let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    let superseded: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
     // Superseded files (prune, repair) may linger until deleted; readers ignore them.
     let files: Vec<IndexFile> = files
         .into_iter()
@@ -162,17 +176,24 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
     for (id, size) in &expected {
         match stored.get(id) {
             None => {
-                report.errors.push(format!("pack {id} is missing (listed in the index)"));
+                report
+                    .errors
+                    .push(format!("pack {id} is missing (listed in the index)"));
                 bad_packs.insert(*id);
             }
             Some(s) if s != size => {
-                report.errors.push(format!("pack {id} has {s} bytes, the index implies {size}"));
+                report
+                    .errors
+                    .push(format!("pack {id} has {s} bytes, the index implies {size}"));
                 bad_packs.insert(*id);
             }
             _ => {}
         }
     }
-    let unindexed = stored.keys().filter(|id| !expected.contains_key(id)).count();
+    let unindexed = stored
+        .keys()
+        .filter(|id| !expected.contains_key(id))
+        .count();
     if unindexed > 0 {
         report.warnings.push(format!(
             "{unindexed} pack(s) are not in any index (left by an interrupted backup; `lifeboat prune` removes them)"
@@ -207,7 +228,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                     continue;
                 }
                 Some(l) if l.blob_type != BlobType::Tree => {
-                    report.errors.push(format!("blob {t} is used as a tree but indexed as data"));
+                    report
+                        .errors
+                        .push(format!("blob {t} is used as a tree but indexed as data"));
                     damaged.insert(t);
                     continue;
                 }
@@ -227,7 +250,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
                             if data_refs.insert(*c) {
                                 match repo.index().get(c) {
                                     None => {
-                                        report.errors.push(format!("data blob {c} is not in the index"));
+                                        report
+                                            .errors
+                                            .push(format!("data blob {c} is not in the index"));
                                         damaged.insert(*c);
                                     }
                                     Some(l) if bad_packs.contains(&l.pack) => {
@@ -258,10 +283,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         // A percentage reads the least recently verified packs (crate::verified).
         let least_recent = match subset {
             ReadDataSubset::Fraction(f) => {
-                let record = crate::verified::load(&repo).map(|(_, r)| r).unwrap_or_default();
-                let candidates: Vec<Id> = by_pack.keys().filter(|p| !bad_packs.contains(p)).copied().collect();
+                let record = crate::verified::load(&repo)
+                    .map(|(_, r)| r)
+                    .unwrap_or_default();
+                let candidates: Vec<Id> = by_pack
+                    .keys()
+                    .filter(|p| !bad_packs.contains(p))
+                    .copied()
+                    .collect();
                 let n = (f * candidates.len() as f64).ceil() as usize;
-                let chosen: HashSet<Id> = crate::verified::least_recently_verified(&candidates, &record, n).into_iter().collect();
+                let chosen: HashSet<Id> =
+                    crate::verified::least_recently_verified(&candidates, &record, n)
+                        .into_iter()
+                        .collect();
                 Some(chosen)
             }
             _ => None,
@@ -269,11 +303,17 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
         let selected: Vec<(Id, Vec<(Id, crate::index::BlobLocation)>)> = by_pack
             .into_iter()
             .filter(|(p, _)| {
-                !bad_packs.contains(p) && least_recent.as_ref().map_or_else(|| subset.selects(p), |c| c.contains(p))
+                !bad_packs.contains(p)
+                    && least_recent
+                        .as_ref()
+                        .map_or_else(|| subset.selects(p), |c| c.contains(p))
             })
             .collect();
         let intact = Mutex::new(Vec::new());
-        let total: u64 = selected.iter().map(|(p, _)| expected.get(p).copied().unwrap_or(0)).sum();
+        let total: u64 = selected
+            .iter()
+            .map(|(p, _)| expected.get(p).copied().unwrap_or(0))
+            .sum();
         progress.set_totals(selected.len() as u64, total);
         let errors = Mutex::new(Vec::new());
         let bad_blobs = Mutex::new(Vec::new());
@@ -293,7 +333,9 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             if whole_ok {
                 intact.lock().push(*pack);
             } else {
-                errors.lock().push(format!("pack {pack} is damaged: content does not match its name"));
+                errors.lock().push(format!(
+                    "pack {pack} is damaged: content does not match its name"
+                ));
             }
             if let Err(e) = pack::read_header(repo.key(), pack, &bytes) {
                 errors.lock().push(e.to_string());
@@ -301,9 +343,19 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             for (id, loc) in blobs {
                 let end = loc.offset as usize + loc.length as usize;
                 let r = if end > bytes.len() {
-                    Err(Error::damaged("blob", id, format!("in pack {pack}: beyond the end of the pack")))
+                    Err(Error::damaged(
+                        "blob",
+                        id,
+                        format!("in pack {pack}: beyond the end of the pack"),
+                    ))
                 } else {
-                    repo.decode_blob(id, pack, loc.compression, loc.raw_length, &bytes[loc.offset as usize..end])
+                    repo.decode_blob(
+                        id,
+                        pack,
+                        loc.compression,
+                        loc.raw_length,
+                        &bytes[loc.offset as usize..end],
+                    )
                 };
                 blobs_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = r {
@@ -313,8 +365,14 @@ pub fn check(repo: &Repository, opts: &CheckOptions, progress: &dyn Progress) ->
             }
         });
         report.packs_read = selected.len() as u64;
-        if let Err(e) = crate::verified::record(&repo, &intact.into_inner(), &stored.keys().copied().collect()) {
-            report.warnings.push(format!("could not update the verification record: {e}"));
+        if let Err(e) = crate::verified::record(
+            &repo,
+            &intact.into_inner(),
+            &stored.keys().copied().collect(),
+        ) {
+            report
+                .warnings
+                .push(format!("could not update the verification record: {e}"));
         }
         report.blobs_read = blobs_read.into_inner();
         report.errors.extend(errors.into_inner());
@@ -341,7 +399,14 @@ pub fn affected(
         if damaged.contains(&snap.tree) {
             paths.push("/ (root directory unreadable)".to_string());
         } else {
-            affected_in(repo, &snap.tree, Path::new("/"), damaged, &mut paths, MAX_PATHS);
+            affected_in(
+                repo,
+                &snap.tree,
+                Path::new("/"),
+                damaged,
+                &mut paths,
+                MAX_PATHS,
+            );
         }
         if !paths.is_empty() {
             out.push(AffectedSnapshot {
@@ -354,7 +419,14 @@ pub fn affected(
     out
 }
 
-fn affected_in(repo: &IndexedRepository, tree: &Id, dir: &Path, damaged: &BTreeSet<Id>, out: &mut Vec<String>, max: usize) {
+fn affected_in(
+    repo: &IndexedRepository,
+    tree: &Id,
+    dir: &Path,
+    damaged: &BTreeSet<Id>,
+    out: &mut Vec<String>,
+    max: usize,
+) {
     let Ok(t) = repo.load_tree(tree) else { return };
     for n in &t.nodes {
         if out.len() >= max {
@@ -367,7 +439,9 @@ fn affected_in(repo: &IndexedRepository, tree: &Id, dir: &Path, damaged: &BTreeS
             } else {
                 affected_in(repo, &sub, &p, damaged, out, max);
             }
-        } else if n.kind == NodeKind::File && n.content.iter().flatten().any(|c| damaged.contains(c)) {
+        } else if n.kind == NodeKind::File
+            && n.content.iter().flatten().any(|c| damaged.contains(c))
+        {
             out.push(p.display().to_string());
         }
     }

@@ -39,7 +39,11 @@ impl ChunkerParams {
     /// A message when the sizes are outside FastCDC's limits or out of order.
     pub fn validate(&self) -> Result<(), String> {
         use fastcdc::v2020::*;
-        let (min, avg, max) = (self.min_size as usize, self.avg_size as usize, self.max_size as usize);
+        let (min, avg, max) = (
+            self.min_size as usize,
+            self.avg_size as usize,
+            self.max_size as usize,
+        );
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
@@ -51,7 +55,9 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(format!("chunker sizes {min}/{avg}/{max} are outside FastCDC's limits"))
+            Err(format!(
+                "chunker sizes {min}/{avg}/{max} are outside FastCDC's limits"
+            ))
         }
     }
 }
@@ -200,7 +206,13 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         ChunkerParams::default().validate().unwrap();
-        assert!(ChunkerParams { min_size: 10, avg_size: 5, max_size: 1 }.validate().is_err());
+        assert!(ChunkerParams {
+            min_size: 10,
+            avg_size: 5,
+            max_size: 1
+        }
+        .validate()
+        .is_err());
     }
 
     #[test]
@@ -212,14 +224,24 @@ mod tests {
         let a: Vec<_> = cfg.chunker(&data[..]).map(|c| c.unwrap()).collect();
         let b: Vec<_> = cfg.chunker(&edited[..]).map(|c| c.unwrap()).collect();
         let common = a.iter().filter(|c| b.contains(c)).count();
-        assert!(common + 3 >= a.len(), "only chunks around the edit change: {common}/{}", a.len());
+        assert!(
+            common + 3 >= a.len(),
+            "only chunks around the edit change: {common}/{}",
+            a.len()
+        );
     }
 
     #[test]
     fn seed_changes_boundaries() {
         let data = pseudo_random(300_000, 9);
-        let a: Vec<usize> = ChunkerConfig::new(small(), 1).chunker(&data[..]).map(|c| c.unwrap().len()).collect();
-        let b: Vec<usize> = ChunkerConfig::new(small(), 2).chunker(&data[..]).map(|c| c.unwrap().len()).collect();
+        let a: Vec<usize> = ChunkerConfig::new(small(), 1)
+            .chunker(&data[..])
+            .map(|c| c.unwrap().len())
+            .collect();
+        let b: Vec<usize> = ChunkerConfig::new(small(), 2)
+            .chunker(&data[..])
+            .map(|c| c.unwrap().len())
+            .collect();
         assert_ne!(a, b);
     }
 

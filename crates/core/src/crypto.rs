@@ -203,7 +203,8 @@ impl KdfParams {
     fn derive(&self, password: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
         let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
             .map_err(|e| Error::invalid("key derivation parameters", e))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(password, salt, &mut out)
@@ -266,7 +267,11 @@ impl KeySlot {
     /// [`Error::Damaged`] if the slot itself cannot be parsed.
     pub fn unlock(&self, password: &[u8], slot_id: &str) -> Result<Option<MasterKey>> {
         if self.kdf != "argon2id" {
-            return Err(Error::damaged("key", slot_id, format!("unknown kdf {:?}", self.kdf)));
+            return Err(Error::damaged(
+                "key",
+                slot_id,
+                format!("unknown kdf {:?}", self.kdf),
+            ));
         }
         let salt = B64
             .decode(&self.salt)
@@ -279,10 +284,9 @@ impl KeySlot {
         kek.zeroize();
         match wrapper.open(ObjectKind::KeySlot, &sealed) {
             Ok(mut secret) => {
-                let arr: [u8; 32] = secret
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::damaged("key", slot_id, "master secret has wrong length"))?;
+                let arr: [u8; 32] = secret.as_slice().try_into().map_err(|_| {
+                    Error::damaged("key", slot_id, "master secret has wrong length")
+                })?;
                 secret.zeroize();
                 Ok(Some(MasterKey::from_secret(arr)))
             }
@@ -301,11 +305,20 @@ mod tests {
         let sealed = k.seal(ObjectKind::Blob, b"hello world");
         assert_eq!(sealed.len(), 11 + SEAL_OVERHEAD);
         assert_eq!(k.open(ObjectKind::Blob, &sealed).unwrap(), b"hello world");
-        assert_eq!(k.open(ObjectKind::Index, &sealed), Err(CryptoError::Authentication));
+        assert_eq!(
+            k.open(ObjectKind::Index, &sealed),
+            Err(CryptoError::Authentication)
+        );
         let mut bad = sealed.clone();
         bad[20] ^= 1;
-        assert_eq!(k.open(ObjectKind::Blob, &bad), Err(CryptoError::Authentication));
-        assert_eq!(k.open(ObjectKind::Blob, &sealed[..10]), Err(CryptoError::Truncated));
+        assert_eq!(
+            k.open(ObjectKind::Blob, &bad),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            k.open(ObjectKind::Blob, &sealed[..10]),
+            Err(CryptoError::Truncated)
+        );
         let other = MasterKey::generate();
         assert!(other.open(ObjectKind::Blob, &sealed).is_err());
     }

@@ -45,7 +45,8 @@ impl IndexFile {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.blob_count() * ENTRY_LEN + self.packs.len() * 40);
+        let mut out =
+            Vec::with_capacity(16 + self.blob_count() * ENTRY_LEN + self.packs.len() * 40);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
@@ -89,10 +90,14 @@ impl IndexFile {
         for _ in 0..np {
             let id = r.id()?;
             let t = r.u8()?;
-            let blob_type = BlobType::from_code(t).ok_or_else(|| format!("unknown blob type {t}"))?;
+            let blob_type =
+                BlobType::from_code(t).ok_or_else(|| format!("unknown blob type {t}"))?;
             let nb = r.u32()? as usize;
             if nb.saturating_mul(ENTRY_LEN) > bytes.len() - r.pos {
-                return Err(format!("pack {} claims {nb} blobs beyond the end", id.short()));
+                return Err(format!(
+                    "pack {} claims {nb} blobs beyond the end",
+                    id.short()
+                ));
             }
             let mut blobs = Vec::with_capacity(nb);
             for _ in 0..nb {
@@ -108,7 +113,11 @@ impl IndexFile {
                     raw_length: r.u32()?,
                 });
             }
-            packs.push(IndexPack { id, blob_type, blobs });
+            packs.push(IndexPack {
+                id,
+                blob_type,
+                blobs,
+            });
         }
         if r.pos != bytes.len() {
             return Err("trailing bytes after index".into());
@@ -124,7 +133,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|e| *e <= self.b.len()).ok_or("index truncated")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.b.len())
+            .ok_or("index truncated")?;
         let s = &self.b[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -133,7 +146,9 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn id(&mut self) -> Result<Id, String> {
         Ok(Id::from_slice(self.take(32)?).expect("32 bytes"))
@@ -207,7 +222,8 @@ impl Index {
     }
 
     fn finish(&mut self) {
-        self.entries.sort_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
+        self.entries
+            .sort_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
         self.entries.dedup_by(|b, a| a.id == b.id);
         self.entries.shrink_to_fit();
     }
@@ -275,8 +291,7 @@ impl Index {
 
     /// Approximate heap bytes used (for the scale figures in docs/PERFORMANCE.md).
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.packs.capacity() * (32 + 8)
+        self.entries.capacity() * std::mem::size_of::<Entry>() + self.packs.capacity() * (32 + 8)
     }
 }
 
@@ -293,14 +308,32 @@ mod tests {
                     id: Id([1; 32]),
                     blob_type: BlobType::Data,
                     blobs: vec![
-                        PackEntry { id: Id([5; 32]), compression: 1, offset: 0, length: 10, raw_length: 20 },
-                        PackEntry { id: Id([3; 32]), compression: 0, offset: 10, length: 7, raw_length: 7 },
+                        PackEntry {
+                            id: Id([5; 32]),
+                            compression: 1,
+                            offset: 0,
+                            length: 10,
+                            raw_length: 20,
+                        },
+                        PackEntry {
+                            id: Id([3; 32]),
+                            compression: 0,
+                            offset: 10,
+                            length: 7,
+                            raw_length: 7,
+                        },
                     ],
                 },
                 IndexPack {
                     id: Id([2; 32]),
                     blob_type: BlobType::Tree,
-                    blobs: vec![PackEntry { id: Id([4; 32]), compression: 2, offset: 0, length: 1, raw_length: 9 }],
+                    blobs: vec![PackEntry {
+                        id: Id([4; 32]),
+                        compression: 2,
+                        offset: 0,
+                        length: 1,
+                        raw_length: 9,
+                    }],
                 },
             ],
         }

@@ -47,5 +47,5 @@ pub mod verified;
 pub use error::{Error, Result};
 pub use repository::Repository;
 pub mod util;
-pub mod writer;
 pub mod walk;
+pub mod writer;

@@ -134,11 +134,19 @@ pub fn decode_header(h: &[u8]) -> Result<(BlobType, Vec<PackEntry>), String> {
     if h[4] != VERSION {
         return Err(format!("unknown pack version {}", h[4]));
     }
-    let blob_type = BlobType::from_code(h[5]).ok_or_else(|| format!("unknown blob type {}", h[5]))?;
+    let blob_type =
+        BlobType::from_code(h[5]).ok_or_else(|| format!("unknown blob type {}", h[5]))?;
     let count = u32::from_le_bytes(h[6..10].try_into().expect("4 bytes")) as usize;
     let body = &h[10..];
-    if body.len() != count.checked_mul(ENTRY_LEN).ok_or("entry count overflows")? {
-        return Err(format!("pack header claims {count} entries but has {} bytes", body.len()));
+    if body.len()
+        != count
+            .checked_mul(ENTRY_LEN)
+            .ok_or("entry count overflows")?
+    {
+        return Err(format!(
+            "pack header claims {count} entries but has {} bytes",
+            body.len()
+        ));
     }
     let mut offset: u64 = 0;
     let mut entries = Vec::with_capacity(count);
@@ -169,7 +177,11 @@ pub fn decode_header(h: &[u8]) -> Result<(BlobType, Vec<PackEntry>), String> {
 ///
 /// # Errors
 /// [`Error::Damaged`] naming the pack when the trailer or header is malformed.
-pub fn read_header(key: &MasterKey, pack_id: &Id, bytes: &[u8]) -> Result<(BlobType, Vec<PackEntry>)> {
+pub fn read_header(
+    key: &MasterKey,
+    pack_id: &Id,
+    bytes: &[u8],
+) -> Result<(BlobType, Vec<PackEntry>)> {
     let damaged = |r: &str| Error::damaged("pack", pack_id, r);
     if bytes.len() < 4 {
         return Err(damaged("shorter than its trailer"));
@@ -223,7 +235,10 @@ mod tests {
         w.add(key.blob_id(b"x"), 0, &key.seal(ObjectKind::Blob, b"x"), 1);
         let p = w.finish(&key);
         for cut in [0, 3, 10, p.bytes.len() - 1] {
-            assert!(matches!(read_header(&key, &p.id, &p.bytes[..cut]), Err(Error::Damaged { .. })));
+            assert!(matches!(
+                read_header(&key, &p.id, &p.bytes[..cut]),
+                Err(Error::Damaged { .. })
+            ));
         }
     }
 

@@ -108,7 +108,13 @@ impl Repository {
             .validate()
             .map_err(|m| Error::invalid("chunker parameters", m))?;
         let key = MasterKey::generate();
-        let slot = KeySlot::create(&key, password.as_bytes(), opts.kdf, &opts.hostname, &opts.username)?;
+        let slot = KeySlot::create(
+            &key,
+            password.as_bytes(),
+            opts.kdf,
+            &opts.hostname,
+            &opts.username,
+        )?;
         let key_id = write_key_slot(&storage, &slot)?;
         let mut rid = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rid);
@@ -121,7 +127,10 @@ impl Repository {
             min_pack_size: opts.min_pack_size,
             append_only: false,
         };
-        let sealed = key.seal(ObjectKind::Config, &serde_json::to_vec(&config).expect("config serialises"));
+        let sealed = key.seal(
+            ObjectKind::Config,
+            &serde_json::to_vec(&config).expect("config serialises"),
+        );
         storage.put("config", Bytes::from(sealed), &PutOptions::create())?;
         Ok(Self::assemble(storage, key, key_id, config))
     }
@@ -145,11 +154,16 @@ impl Repository {
         let config: Config = key
             .open(ObjectKind::Config, &sealed_config)
             .map_err(|e| Error::damaged("config", "config", e))
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| Error::damaged("config", "config", e)))?;
+            .and_then(|b| {
+                serde_json::from_slice(&b).map_err(|e| Error::damaged("config", "config", e))
+            })?;
         if config.version != FORMAT_VERSION {
             return Err(Error::invalid(
                 "repository",
-                format!("format version {} is not supported (this build reads {FORMAT_VERSION})", config.version),
+                format!(
+                    "format version {} is not supported (this build reads {FORMAT_VERSION})",
+                    config.version
+                ),
             ));
         }
         Ok(Self::assemble(storage, key, key_id, config))
@@ -193,10 +207,11 @@ impl Repository {
     pub fn save_object(&self, prefix: &str, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
         let sealed = self.key.seal(kind, plaintext);
         let id = Id::of_stored(&sealed);
-        match self
-            .storage
-            .put(&format!("{prefix}/{id}"), Bytes::from(sealed), &PutOptions::create())
-        {
+        match self.storage.put(
+            &format!("{prefix}/{id}"),
+            Bytes::from(sealed),
+            &PutOptions::create(),
+        ) {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(id),
             Err(e) => Err(e.into()),
         }
@@ -209,7 +224,11 @@ impl Repository {
     pub fn load_object(&self, prefix: &'static str, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.storage.get(&format!("{prefix}/{id}"), None)?;
         if Id::of_stored(&bytes) != *id {
-            return Err(Error::damaged(object_name(prefix), id, "content does not match its name"));
+            return Err(Error::damaged(
+                object_name(prefix),
+                id,
+                "content does not match its name",
+            ));
         }
         self.key
             .open(kind, &bytes)
@@ -291,9 +310,14 @@ impl Repository {
                 r => break r?,
             }
         };
-        let superseded: std::collections::HashSet<Id> =
-            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
-        Ok(files.into_iter().filter(|(id, _)| !superseded.contains(id)).collect())
+        let superseded: std::collections::HashSet<Id> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        Ok(files
+            .into_iter()
+            .filter(|(id, _)| !superseded.contains(id))
+            .collect())
     }
 
     pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
@@ -320,7 +344,8 @@ impl Repository {
         for m in self.storage.list("keys")? {
             let id = m.key.rsplit('/').next().unwrap_or_default().to_string();
             let b = self.storage.get(&m.key, None)?;
-            let slot: KeySlot = serde_json::from_slice(&b).map_err(|e| Error::damaged("key", &id, e))?;
+            let slot: KeySlot =
+                serde_json::from_slice(&b).map_err(|e| Error::damaged("key", &id, e))?;
             out.push((id, slot));
         }
         out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
@@ -329,7 +354,13 @@ impl Repository {
 
     /// Add a key slot for another password; returns its id.
     pub fn add_key(&self, password: &str, kdf: KdfParams) -> Result<String> {
-        let slot = KeySlot::create(&self.key, password.as_bytes(), kdf, &crate::util::hostname(), &crate::util::username())?;
+        let slot = KeySlot::create(
+            &self.key,
+            password.as_bytes(),
+            kdf,
+            &crate::util::hostname(),
+            &crate::util::username(),
+        )?;
         write_key_slot(&self.storage, &slot)
     }
 
@@ -337,14 +368,30 @@ impl Repository {
     pub fn remove_key(&self, id_prefix: &str) -> Result<String> {
         self.refuse_if_append_only("remove a key")?;
         let slots = self.key_slots()?;
-        let matches: Vec<_> = slots.iter().filter(|(id, _)| id.starts_with(id_prefix)).collect();
+        let matches: Vec<_> = slots
+            .iter()
+            .filter(|(id, _)| id.starts_with(id_prefix))
+            .collect();
         let id = match matches.as_slice() {
-            [] => return Err(Error::invalid("key", format!("no key matches {id_prefix:?}"))),
+            [] => {
+                return Err(Error::invalid(
+                    "key",
+                    format!("no key matches {id_prefix:?}"),
+                ))
+            }
             [(id, _)] => id.clone(),
-            _ => return Err(Error::invalid("key", format!("key prefix {id_prefix:?} is ambiguous"))),
+            _ => {
+                return Err(Error::invalid(
+                    "key",
+                    format!("key prefix {id_prefix:?} is ambiguous"),
+                ))
+            }
         };
         if id == self.key_id {
-            return Err(Error::invalid("key", "refusing to remove the key in use; open the repository with another key"));
+            return Err(Error::invalid(
+                "key",
+                "refusing to remove the key in use; open the repository with another key",
+            ));
         }
         if slots.len() <= 1 {
             return Err(Error::invalid("key", "refusing to remove the last key"));
@@ -374,7 +421,11 @@ fn object_name(prefix: &str) -> &'static str {
 fn write_key_slot(storage: &DynStorage, slot: &KeySlot) -> Result<String> {
     let json = serde_json::to_vec_pretty(slot).expect("key slots serialise");
     let id = Id::of_stored(&json).to_hex();
-    storage.put(&format!("keys/{id}"), Bytes::from(json), &PutOptions::create())?;
+    storage.put(
+        &format!("keys/{id}"),
+        Bytes::from(json),
+        &PutOptions::create(),
+    )?;
     Ok(id)
 }
 
@@ -460,7 +511,14 @@ impl IndexedRepository {
     }
 
     /// Decrypt, decompress and verify sealed blob bytes read from `pack`.
-    pub fn decode_blob(&self, id: &Id, pack: &Id, compression: u8, raw_length: u32, sealed: &[u8]) -> Result<Vec<u8>> {
+    pub fn decode_blob(
+        &self,
+        id: &Id,
+        pack: &Id,
+        compression: u8,
+        raw_length: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
         let damaged = |r: String| Error::damaged("blob", id, format!("in pack {pack}: {r}"));
         let plain = self
             .key()

@@ -79,7 +79,11 @@ fn compile(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
     for pattern in patterns {
         let p = pattern.trim_end_matches('/');
         let (set, glob) = if p.contains('/') {
-            let g = if p.starts_with('/') { p.to_string() } else { format!("**/{p}") };
+            let g = if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("**/{p}")
+            };
             (&mut by_path, g)
         } else {
             (&mut by_name, p.to_string())
@@ -127,7 +131,12 @@ pub fn restore(
     let start = walk::find_node(repo, snapshot, root, opts.subpath.as_deref().unwrap_or("/"))?;
     let include = compile(&opts.include)?;
     let exclude = compile(&opts.exclude)?;
-    let snap_base = PathBuf::from("/").join(opts.subpath.as_deref().unwrap_or("/").trim_start_matches('/'));
+    let snap_base = PathBuf::from("/").join(
+        opts.subpath
+            .as_deref()
+            .unwrap_or("/")
+            .trim_start_matches('/'),
+    );
 
     // 1. Plan.
     let mut items: Vec<Item> = Vec::new();
@@ -150,7 +159,10 @@ pub fn restore(
             }
             let inherited = stack.last().map_or(opts.include.is_empty(), |d| d.1);
             let included = inherited || matches(&include, &snap_path);
-            items.push(Item { rel: rel.to_path_buf(), node: node.clone() });
+            items.push(Item {
+                rel: rel.to_path_buf(),
+                node: node.clone(),
+            });
             included_flags.push(included);
             if node.kind == NodeKind::Dir {
                 stack.push((rel.to_path_buf(), included));
@@ -181,7 +193,11 @@ pub fn restore(
                 summary.bytes_total += it.node.size;
                 match std::fs::symlink_metadata(&path) {
                     Ok(_) if !opts.overwrite => return Err(Error::WouldOverwrite(path)),
-                    Ok(m) if m.is_file() && m.len() == it.node.size && identical(repo, &path, &it.node) => {
+                    Ok(m)
+                        if m.is_file()
+                            && m.len() == it.node.size
+                            && identical(repo, &path, &it.node) =>
+                    {
                         summary.files_skipped_identical += 1;
                         continue;
                     }
@@ -228,10 +244,16 @@ pub fn restore(
         }
         create_empty(&path, it.node.size)?;
         let t = targets.len();
-        targets.push(FileTarget { path, size: it.node.size });
+        targets.push(FileTarget {
+            path,
+            size: it.node.size,
+        });
         let mut offset = 0u64;
         for id in it.node.content.iter().flatten() {
-            let loc = repo.index().get(id).ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+            let loc = repo
+                .index()
+                .get(id)
+                .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
             uses.entry(*id).or_default().push((t, offset));
             offset += loc.raw_length as u64;
         }
@@ -244,7 +266,11 @@ pub fn restore(
     }
     summary.packs_read = by_pack.len() as u64;
     let written = AtomicU64::new(0);
-    let threads = if opts.connections == 0 { 4 } else { opts.connections };
+    let threads = if opts.connections == 0 {
+        4
+    } else {
+        opts.connections
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -267,7 +293,9 @@ pub fn restore(
     summary.bytes_written = written.load(Ordering::Relaxed);
 
     // 3. Links, special files, metadata.
-    let owners = opts.owners.unwrap_or_else(|| nix::unistd::geteuid().is_root());
+    let owners = opts
+        .owners
+        .unwrap_or_else(|| nix::unistd::geteuid().is_root());
     for (first, link) in &hardlinks {
         remove_existing(link)?;
         std::fs::hard_link(first, link).map_err(|e| Error::io(link, e))?;
@@ -284,12 +312,18 @@ pub fn restore(
             }
             NodeKind::Fifo => {
                 remove_existing(&path)?;
-                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777))
-                    .map_err(|e| Error::io(&path, e.into()))?;
+                nix::unistd::mkfifo(
+                    &path,
+                    nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777),
+                )
+                .map_err(|e| Error::io(&path, e.into()))?;
             }
             NodeKind::Chardev | NodeKind::Blockdev => {
                 if !owners {
-                    summary.warnings.push(format!("{}: device files are only recreated as root", path.display()));
+                    summary.warnings.push(format!(
+                        "{}: device files are only recreated as root",
+                        path.display()
+                    ));
                     continue;
                 }
                 remove_existing(&path)?;
@@ -298,11 +332,18 @@ pub fn restore(
                 } else {
                     nix::sys::stat::SFlag::S_IFBLK
                 };
-                nix::sys::stat::mknod(&path, kind, nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777), it.node.rdev)
-                    .map_err(|e| Error::io(&path, e.into()))?;
+                nix::sys::stat::mknod(
+                    &path,
+                    kind,
+                    nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777),
+                    it.node.rdev,
+                )
+                .map_err(|e| Error::io(&path, e.into()))?;
             }
             NodeKind::Socket => {
-                summary.warnings.push(format!("{}: sockets are not restored", path.display()));
+                summary
+                    .warnings
+                    .push(format!("{}: sockets are not restored", path.display()));
                 continue;
             }
             _ => {}
@@ -311,8 +352,17 @@ pub fn restore(
             apply_metadata(&path, &it.node, owners, &mut summary.warnings);
         }
     }
-    for it in items.iter().rev().filter(|it| it.node.kind == NodeKind::Dir) {
-        apply_metadata(&opts.target.join(&it.rel), &it.node, owners, &mut summary.warnings);
+    for it in items
+        .iter()
+        .rev()
+        .filter(|it| it.node.kind == NodeKind::Dir)
+    {
+        apply_metadata(
+            &opts.target.join(&it.rel),
+            &it.node,
+            owners,
+            &mut summary.warnings,
+        );
     }
 
     // 4. Verify.
@@ -321,7 +371,11 @@ pub fn restore(
             let it = &items[i];
             let path = opts.target.join(&it.rel);
             if !identical(repo, &path, &it.node) {
-                return Err(Error::damaged("restored file", path.display(), "content does not match the snapshot after restore"));
+                return Err(Error::damaged(
+                    "restored file",
+                    path.display(),
+                    "content does not match the snapshot after restore",
+                ));
             }
             summary.files_verified += 1;
         }
@@ -364,7 +418,10 @@ fn restore_pack(
         let start = blobs[i].1.offset as u64;
         let mut end = start + blobs[i].1.length as u64;
         let mut j = i + 1;
-        while j < blobs.len() && (blobs[j].1.offset as u64) <= end + MAX_GAP && end - start < 64 << 20 {
+        while j < blobs.len()
+            && (blobs[j].1.offset as u64) <= end + MAX_GAP
+            && end - start < 64 << 20
+        {
             end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
             j += 1;
         }
@@ -377,8 +434,12 @@ fn restore_pack(
             for (t, offset) in &uses[id] {
                 let target = &targets[*t];
                 if !zero {
-                    let f = File::options().write(true).open(&target.path).map_err(|e| Error::io(&target.path, e))?;
-                    f.write_all_at(&plain, *offset).map_err(|e| Error::io(&target.path, e))?;
+                    let f = File::options()
+                        .write(true)
+                        .open(&target.path)
+                        .map_err(|e| Error::io(&target.path, e))?;
+                    f.write_all_at(&plain, *offset)
+                        .map_err(|e| Error::io(&target.path, e))?;
                 }
                 debug_assert!(*offset + plain.len() as u64 <= target.size);
                 written.fetch_add(plain.len() as u64, Ordering::Relaxed);
@@ -392,7 +453,9 @@ fn restore_pack(
 
 /// Whether the file at `path` has exactly the node's content (chunk by chunk).
 fn identical(repo: &IndexedRepository, path: &Path, node: &Node) -> bool {
-    let Ok(f) = File::open(path) else { return false };
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
     let Ok(meta) = f.metadata() else { return false };
     if meta.len() != node.size {
         return false;
@@ -400,7 +463,9 @@ fn identical(repo: &IndexedRepository, path: &Path, node: &Node) -> bool {
     let mut offset = 0u64;
     let mut buf = Vec::new();
     for id in node.content.iter().flatten() {
-        let Some(loc) = repo.index().get(id) else { return false };
+        let Some(loc) = repo.index().get(id) else {
+            return false;
+        };
         buf.resize(loc.raw_length as usize, 0);
         if f.read_exact_at(&mut buf, offset).is_err() || repo.key().blob_id(&buf) != *id {
             return false;
@@ -413,7 +478,9 @@ fn identical(repo: &IndexedRepository, path: &Path, node: &Node) -> bool {
 fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<String>) {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
-    let mut warn = |what: &str, e: &dyn std::fmt::Display| warnings.push(format!("{}: {what}: {e}", path.display()));
+    let mut warn = |what: &str, e: &dyn std::fmt::Display| {
+        warnings.push(format!("{}: {what}: {e}", path.display()))
+    };
     if owners {
         // Prefer the name recorded at backup time when it exists here.
         let uid = crate::util::uid_of(&node.user).unwrap_or(node.uid);
@@ -430,7 +497,9 @@ fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<Str
     }
     if node.kind != NodeKind::Symlink {
         use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+        if let Err(e) =
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+        {
             warn("chmod", &e);
         }
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -442,7 +511,10 @@ fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<Str
             }
         }
     }
-    let ts = TimeSpec::new(node.mtime_ns.div_euclid(1_000_000_000), node.mtime_ns.rem_euclid(1_000_000_000));
+    let ts = TimeSpec::new(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000),
+    );
     if let Err(e) = utimensat(None, path, &ts, &ts, UtimensatFlags::NoFollowSymlink) {
         warn("set mtime", &e);
     }

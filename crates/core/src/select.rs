@@ -21,16 +21,24 @@ impl SnapshotFilter {
     pub fn matches(&self, s: &Snapshot) -> bool {
         (self.hosts.is_empty() || self.hosts.contains(&s.hostname))
             && (self.tags.is_empty()
-                || self
-                    .tags
+                || self.tags.iter().any(|set| {
+                    set.split(',')
+                        .filter(|t| !t.is_empty())
+                        .all(|t| s.tags.iter().any(|x| x == t))
+                }))
+            && self.paths.iter().all(|p| {
+                s.paths
                     .iter()
-                    .any(|set| set.split(',').filter(|t| !t.is_empty()).all(|t| s.tags.iter().any(|x| x == t))))
-            && self.paths.iter().all(|p| s.paths.iter().any(|x| x == p.trim_end_matches('/') || x == p))
+                    .any(|x| x == p.trim_end_matches('/') || x == p)
+            })
             && self.source.as_ref().is_none_or(|src| &s.source == src)
     }
 
     pub fn apply(&self, snaps: Vec<SnapshotEntry>) -> Vec<SnapshotEntry> {
-        snaps.into_iter().filter(|s| self.matches(&s.snapshot)).collect()
+        snaps
+            .into_iter()
+            .filter(|s| self.matches(&s.snapshot))
+            .collect()
     }
 }
 
@@ -70,13 +78,20 @@ pub fn resolve(
         ));
     }
     let spec_l = spec.to_ascii_lowercase();
-    let found: Vec<&&SnapshotEntry> = candidates.iter().filter(|s| s.id.to_hex().starts_with(&spec_l)).collect();
+    let found: Vec<&&SnapshotEntry> = candidates
+        .iter()
+        .filter(|s| s.id.to_hex().starts_with(&spec_l))
+        .collect();
     match found.as_slice() {
         [] => Err(Error::SnapshotNotFound(spec.to_string())),
         [one] => Ok((**one).clone()),
         many => Err(Error::AmbiguousSnapshot {
             prefix: spec.to_string(),
-            matches: many.iter().map(|s| s.id.short()).collect::<Vec<_>>().join(", "),
+            matches: many
+                .iter()
+                .map(|s| s.id.short())
+                .collect::<Vec<_>>()
+                .join(", "),
         }),
     }
 }
@@ -90,7 +105,12 @@ pub fn parse_time(s: &str) -> Result<DateTime<FixedOffset>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t);
     }
-    for fmt in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(n) = NaiveDateTime::parse_from_str(s, fmt) {
             if let Some(t) = Local.from_local_datetime(&n).earliest() {
                 return Ok(t.fixed_offset());
@@ -143,16 +163,40 @@ mod tests {
             snap(0xbb, "2026-11-21T10:00:00+00:00", "a", &["daily", "db"]),
         ];
         let f = SnapshotFilter::default();
-        assert_eq!(resolve(&snaps, "latest", &f, None).unwrap().id, Id([0xbb; 32]));
+        assert_eq!(
+            resolve(&snaps, "latest", &f, None).unwrap().id,
+            Id([0xbb; 32])
+        );
         let at = parse_time("2026-11-20T12:00:00+00:00").unwrap();
-        assert_eq!(resolve(&snaps, "latest", &f, Some(at)).unwrap().id, Id([0xab; 32]));
-        let host_a = SnapshotFilter { hosts: vec!["a".into()], ..Default::default() };
-        assert_eq!(resolve(&snaps, "latest", &host_a, Some(at)).unwrap().id, Id([0xaa; 32]));
-        let tagged = SnapshotFilter { tags: vec!["daily,db".into()], ..Default::default() };
-        assert_eq!(resolve(&snaps, "latest", &tagged, None).unwrap().id, Id([0xbb; 32]));
-        assert_eq!(resolve(&snaps, "bbbb", &f, None).unwrap().id, Id([0xbb; 32]));
+        assert_eq!(
+            resolve(&snaps, "latest", &f, Some(at)).unwrap().id,
+            Id([0xab; 32])
+        );
+        let host_a = SnapshotFilter {
+            hosts: vec!["a".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&snaps, "latest", &host_a, Some(at)).unwrap().id,
+            Id([0xaa; 32])
+        );
+        let tagged = SnapshotFilter {
+            tags: vec!["daily,db".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&snaps, "latest", &tagged, None).unwrap().id,
+            Id([0xbb; 32])
+        );
+        assert_eq!(
+            resolve(&snaps, "bbbb", &f, None).unwrap().id,
+            Id([0xbb; 32])
+        );
         assert!(matches!(resolve(&snaps, "aaaa", &f, None), Ok(_)));
-        assert!(matches!(resolve(&snaps, "cccc", &f, None), Err(Error::SnapshotNotFound(_))));
+        assert!(matches!(
+            resolve(&snaps, "cccc", &f, None),
+            Err(Error::SnapshotNotFound(_))
+        ));
         let early = parse_time("2026-01-01").unwrap();
         assert!(resolve(&snaps, "latest", &f, Some(early)).is_err());
         assert!(resolve(&snaps, "xyz!", &f, None).is_err());

@@ -94,7 +94,10 @@ pub struct Node {
 fn encode_name(bytes: &[u8]) -> (String, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (s.to_string(), None),
-        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(B64.encode(bytes))),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(B64.encode(bytes)),
+        ),
     }
 }
 
@@ -208,7 +211,10 @@ mod tests {
     fn serialisation_is_canonical() {
         let a = Node::new(OsStr::new("a"), NodeKind::File);
         let b = Node::new(OsStr::new("b"), NodeKind::Dir);
-        let t1 = Tree { nodes: vec![a.clone(), b.clone()] }.serialize();
+        let t1 = Tree {
+            nodes: vec![a.clone(), b.clone()],
+        }
+        .serialize();
         let t2 = Tree { nodes: vec![b, a] }.serialize();
         assert_eq!(t1, t2);
     }

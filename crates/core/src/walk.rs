@@ -28,7 +28,10 @@ pub fn find_node(repo: &IndexedRepository, snapshot: &Id, root: Id, path: &str) 
             Component::Normal(n) => n,
             Component::RootDir | Component::CurDir => continue,
             _ => {
-                return Err(Error::invalid("path", format!("{path:?} must not contain '..'")));
+                return Err(Error::invalid(
+                    "path",
+                    format!("{path:?} must not contain '..'"),
+                ));
             }
         };
         let not_found = || Error::PathNotFound {
@@ -116,42 +119,48 @@ pub fn dump_tar(repo: &IndexedRepository, node: &Node, out: &mut dyn std::io::Wr
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let io = |e: std::io::Error| Error::io("<stdout>", e);
-    let append = |path: &Path, n: &Node, b: &mut tar::Builder<&mut dyn std::io::Write>| -> Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(n.mode & 0o7777);
-        h.set_uid(n.uid as u64);
-        h.set_gid(n.gid as u64);
-        h.set_mtime(n.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
-        let _ = h.set_username(&n.user);
-        let _ = h.set_groupname(&n.group);
-        let p: PathBuf = if path.as_os_str().is_empty() { PathBuf::from(".") } else { path.to_path_buf() };
-        match n.kind {
-            NodeKind::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_size(0);
-                b.append_data(&mut h, &p, std::io::empty()).map_err(io)
+    let append =
+        |path: &Path, n: &Node, b: &mut tar::Builder<&mut dyn std::io::Write>| -> Result<()> {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(n.mode & 0o7777);
+            h.set_uid(n.uid as u64);
+            h.set_gid(n.gid as u64);
+            h.set_mtime(n.mtime_ns.div_euclid(1_000_000_000).max(0) as u64);
+            let _ = h.set_username(&n.user);
+            let _ = h.set_groupname(&n.group);
+            let p: PathBuf = if path.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                path.to_path_buf()
+            };
+            match n.kind {
+                NodeKind::Dir => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    b.append_data(&mut h, &p, std::io::empty()).map_err(io)
+                }
+                NodeKind::File => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_size(n.size);
+                    b.append_data(&mut h, &p, ContentReader::new(repo, n))
+                        .map_err(io)
+                }
+                NodeKind::Symlink => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    let target = n.os_link_target().unwrap_or_default();
+                    b.append_link(&mut h, &p, target).map_err(io)
+                }
+                NodeKind::Fifo => {
+                    h.set_entry_type(tar::EntryType::Fifo);
+                    h.set_size(0);
+                    b.append_data(&mut h, &p, std::io::empty()).map_err(io)
+                }
+                // Sockets and devices cannot be meaningfully archived by a non-root
+                // reader; they are listed by `ls` and recreated by `restore`.
+                _ => Ok(()),
             }
-            NodeKind::File => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_size(n.size);
-                b.append_data(&mut h, &p, ContentReader::new(repo, n)).map_err(io)
-            }
-            NodeKind::Symlink => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_size(0);
-                let target = n.os_link_target().unwrap_or_default();
-                b.append_link(&mut h, &p, target).map_err(io)
-            }
-            NodeKind::Fifo => {
-                h.set_entry_type(tar::EntryType::Fifo);
-                h.set_size(0);
-                b.append_data(&mut h, &p, std::io::empty()).map_err(io)
-            }
-            // Sockets and devices cannot be meaningfully archived by a non-root
-            // reader; they are listed by `ls` and recreated by `restore`.
-            _ => Ok(()),
-        }
-    };
+        };
     let name = node.os_name();
     let base = Path::new(&name);
     append(base, node, &mut builder)?;

@@ -162,8 +162,12 @@ impl BlobWriter {
             BlobType::Data => stats.data_blobs.fetch_add(1, Ordering::Relaxed),
             BlobType::Tree => stats.tree_blobs.fetch_add(1, Ordering::Relaxed),
         };
-        stats.raw_bytes.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        stats.stored_bytes.fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        stats
+            .raw_bytes
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        stats
+            .stored_bytes
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let full = {
             let mut packer = self.packers[blob_type.code() as usize].lock();
             packer.add(id, code, &sealed, plaintext.len() as u32);
@@ -223,7 +227,8 @@ impl BlobWriter {
         }
         drop(self.upload_tx.take());
         for h in self.uploaders.drain(..) {
-            h.join().map_err(|_| Error::Other("pack uploader panicked".into()))?;
+            h.join()
+                .map_err(|_| Error::Other("pack uploader panicked".into()))?;
         }
         self.check_error()?;
         self.shared.write_pending_index()?;

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use lifeboat_core::archiver::{self, BackupOptions, ExcludeOptions, StreamBackupOptions, StreamSnapshotWriter};
+use lifeboat_core::archiver::{
+    self, BackupOptions, ExcludeOptions, StreamBackupOptions, StreamSnapshotWriter,
+};
 use lifeboat_core::check::{self, CheckOptions, ReadDataSubset};
 use lifeboat_core::chunker::ChunkerParams;
 use lifeboat_core::crypto::KdfParams;
@@ -21,18 +23,28 @@ use lifeboat_core::restorer::{self, RestoreOptions};
 use lifeboat_core::walk;
 use lifeboat_core::writer::WriterOptions;
 use lifeboat_core::Error;
-use lifeboat_storage::{DynStorage, LocalStorage, ObjectMeta, PutOptions, Storage, StorageError, StorageResult};
+use lifeboat_storage::{
+    DynStorage, LocalStorage, ObjectMeta, PutOptions, Storage, StorageError, StorageResult,
+};
 
 const PW: &str = "correct horse battery staple";
 
 fn small_chunks() -> ChunkerParams {
-    ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 }
+    ChunkerParams {
+        min_size: 16 * 1024,
+        avg_size: 64 * 1024,
+        max_size: 256 * 1024,
+    }
 }
 
 fn init_opts() -> InitOptions {
     InitOptions {
         chunker: small_chunks(),
-        kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 },
+        kdf: KdfParams {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        },
         min_pack_size: 256 * 1024,
         ..InitOptions::default()
     }
@@ -45,7 +57,10 @@ fn new_repo(dir: &Path) -> Repository {
 
 fn indexed(dir: &Path) -> IndexedRepository {
     let storage: DynStorage = Arc::new(LocalStorage::new(dir).without_sync());
-    Repository::open(storage, PW).unwrap().into_indexed().unwrap()
+    Repository::open(storage, PW)
+        .unwrap()
+        .into_indexed()
+        .unwrap()
 }
 
 fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
@@ -62,17 +77,28 @@ fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
 
 fn backup(dir: &Path, paths: &[PathBuf]) -> archiver::BackupOutcome {
     let repo = indexed(dir);
-    let opts = BackupOptions { paths: paths.to_vec(), ..Default::default() };
+    let opts = BackupOptions {
+        paths: paths.to_vec(),
+        ..Default::default()
+    };
     archiver::backup(&repo, &opts, &NoProgress).unwrap()
 }
 
-fn restore_all(dir: &Path, outcome: &archiver::BackupOutcome, target: &Path) -> restorer::RestoreSummary {
+fn restore_all(
+    dir: &Path,
+    outcome: &archiver::BackupOutcome,
+    target: &Path,
+) -> restorer::RestoreSummary {
     let repo = indexed(dir);
     restorer::restore(
         &repo,
         &outcome.snapshot_id.unwrap(),
         outcome.snapshot.tree,
-        &RestoreOptions { target: target.to_path_buf(), verify: true, ..Default::default() },
+        &RestoreOptions {
+            target: target.to_path_buf(),
+            verify: true,
+            ..Default::default()
+        },
         &NoProgress,
     )
     .unwrap()
@@ -86,7 +112,11 @@ fn awkward_tree(src: &Path) {
     fs::write(src.join("a/b/c/d/deep.txt"), b"deep").unwrap();
     let long = "L".repeat(255);
     fs::write(src.join(&long), b"long name").unwrap();
-    fs::write(src.join(OsStr::from_bytes(b"caf\xe9-latin1")), b"non-utf8 name").unwrap();
+    fs::write(
+        src.join(OsStr::from_bytes(b"caf\xe9-latin1")),
+        b"non-utf8 name",
+    )
+    .unwrap();
     fs::write(src.join("unicode-\u{1F6DF}.txt"), "lifebuoy".as_bytes()).unwrap();
     std::os::unix::fs::symlink("a/b/c/d/deep.txt", src.join("link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", src.join("dangling")).unwrap();
@@ -102,7 +132,11 @@ fn awkward_tree(src: &Path) {
     drop(f);
     fs::write(src.join("private.txt"), b"mode 0640").unwrap();
     fs::set_permissions(src.join("private.txt"), fs::Permissions::from_mode(0o640)).unwrap();
-    nix::unistd::mkfifo(&src.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    nix::unistd::mkfifo(
+        &src.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     let _ = xattr::set(src.join("big.bin"), "user.lifeboat", b"xattr value");
 }
 
@@ -141,7 +175,11 @@ fn describe(root: &Path) -> BTreeMap<PathBuf, Entry> {
                     kind: kind.into(),
                     mode: m.mode(),
                     size: if ft.is_file() { m.len() } else { 0 },
-                    mtime: if ft.is_symlink() || ft.is_dir() { 0 } else { m.mtime() * 1_000_000_000 + m.mtime_nsec() },
+                    mtime: if ft.is_symlink() || ft.is_dir() {
+                        0
+                    } else {
+                        m.mtime() * 1_000_000_000 + m.mtime_nsec()
+                    },
                     content: ft.is_file().then(|| fs::read(&p).unwrap()),
                     link: ft.is_symlink().then(|| fs::read_link(&p).unwrap()),
                 },
@@ -158,7 +196,11 @@ fn restored_root(target: &Path, src: &Path) -> PathBuf {
 #[test]
 fn awkward_tree_round_trips_exactly() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, repo, target) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("restore"));
+    let (src, repo, target) = (
+        tmp.path().join("src"),
+        tmp.path().join("repo"),
+        tmp.path().join("restore"),
+    );
     awkward_tree(&src);
     new_repo(&repo);
     let out = backup(&repo, &[src.clone()]);
@@ -169,40 +211,83 @@ fn awkward_tree_round_trips_exactly() {
     assert_eq!(describe(&src), describe(&back));
 
     // Hard links come back as links.
-    assert_eq!(fs::metadata(back.join("hard1")).unwrap().ino(), fs::metadata(back.join("hard2")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(back.join("hard1")).unwrap().ino(),
+        fs::metadata(back.join("hard2")).unwrap().ino()
+    );
     // Sparse files stay sparse: far fewer blocks than their length.
     let blocks = fs::metadata(back.join("sparse.img")).unwrap().blocks() * 512;
     assert!(blocks < 8 << 20, "sparse file allocated {blocks} bytes");
     // Extended attributes (when the file system supports user xattrs).
-    if xattr::get(src.join("big.bin"), "user.lifeboat").ok().flatten().is_some() {
-        assert_eq!(xattr::get(back.join("big.bin"), "user.lifeboat").unwrap().unwrap(), b"xattr value");
+    if xattr::get(src.join("big.bin"), "user.lifeboat")
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        assert_eq!(
+            xattr::get(back.join("big.bin"), "user.lifeboat")
+                .unwrap()
+                .unwrap(),
+            b"xattr value"
+        );
     }
     // The sparse file's 64 MiB of zeros dedupe down to a few blobs.
     let s = out.snapshot.summary.unwrap();
-    assert!(s.data_added_stored < 3 << 20, "stored {} bytes", s.data_added_stored);
+    assert!(
+        s.data_added_stored < 3 << 20,
+        "stored {} bytes",
+        s.data_added_stored
+    );
 
     let repo_i = indexed(&repo);
-    let report = check::check(&repo_i, &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    let report = check::check(
+        &repo_i,
+        &CheckOptions {
+            read_data: Some(ReadDataSubset::All),
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert!(report.ok(), "{:?}", report.errors);
 }
 
 #[test]
 fn default_chunker_handles_files_over_twice_the_max_chunk() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, repo_dir, target) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("restore"));
+    let (src, repo_dir, target) = (
+        tmp.path().join("src"),
+        tmp.path().join("repo"),
+        tmp.path().join("restore"),
+    );
     fs::create_dir_all(&src).unwrap();
     let data = pseudo_random(20 << 20, 11);
     fs::write(src.join("twenty-mib.bin"), &data).unwrap();
     let storage: DynStorage = Arc::new(LocalStorage::new(&repo_dir).without_sync());
-    let opts = InitOptions { kdf: KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 }, ..InitOptions::default() };
+    let opts = InitOptions {
+        kdf: KdfParams {
+            m_cost: 256,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        ..InitOptions::default()
+    };
     Repository::init(storage, PW, &opts).unwrap();
     let out = backup(&repo_dir, &[src.clone()]);
     restore_all(&repo_dir, &out, &target);
     assert!(fs::read(restored_root(&target, &src).join("twenty-mib.bin")).unwrap() == data);
     let repo = indexed(&repo_dir);
-    let node = walk::find_node(&repo, &out.snapshot_id.unwrap(), out.snapshot.tree, &format!("{}/twenty-mib.bin", src.display())).unwrap();
+    let node = walk::find_node(
+        &repo,
+        &out.snapshot_id.unwrap(),
+        out.snapshot.tree,
+        &format!("{}/twenty-mib.bin", src.display()),
+    )
+    .unwrap();
     let n = node.content.unwrap().len();
-    assert!((3..=40).contains(&n), "{n} chunks for 20 MiB with 512K/1M/8M");
+    assert!(
+        (3..=40).contains(&n),
+        "{n} chunks for 20 MiB with 512K/1M/8M"
+    );
 }
 
 #[test]
@@ -224,8 +309,14 @@ fn incremental_backup_reuses_unchanged_files_and_both_snapshots_restore() {
     let second = backup(&repo, &[src.clone()]);
     let s = second.snapshot.summary.clone().unwrap();
     assert_eq!(second.snapshot.parent, first.snapshot_id);
-    assert_eq!((s.files_new, s.files_changed, s.files_unmodified), (1, 1, 18));
-    assert_eq!(s.bytes_read, 100_003, "only the changed and new files are read");
+    assert_eq!(
+        (s.files_new, s.files_changed, s.files_unmodified),
+        (1, 1, 18)
+    );
+    assert_eq!(
+        s.bytes_read, 100_003,
+        "only the changed and new files are read"
+    );
 
     let t1 = tmp.path().join("r1");
     restore_all(&repo, &first, &t1);
@@ -236,7 +327,16 @@ fn incremental_backup_reuses_unchanged_files_and_both_snapshots_restore() {
 
     // --force rereads everything but adds nothing new.
     let r = indexed(&repo);
-    let forced = archiver::backup(&r, &BackupOptions { paths: vec![src.clone()], force: true, ..Default::default() }, &NoProgress).unwrap();
+    let forced = archiver::backup(
+        &r,
+        &BackupOptions {
+            paths: vec![src.clone()],
+            force: true,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     let f = forced.snapshot.summary.unwrap();
     assert_eq!(f.files_unmodified, 0);
     assert_eq!(f.data_blobs_new, 0);
@@ -261,17 +361,35 @@ fn excludes_and_dry_run() {
     let opts = BackupOptions {
         paths: vec![src.clone()],
         excludes: ExcludeOptions {
-            exclude: vec!["*.log".into(), "node_modules".into(), format!("{}/cache", src.display())],
+            exclude: vec![
+                "*.log".into(),
+                "node_modules".into(),
+                format!("{}/cache", src.display()),
+            ],
             iexclude: vec!["*.LOG".into()],
             exclude_if_present: vec![".nobackup".into()],
             exclude_larger_than: Some(5000),
         },
         ..Default::default()
     };
-    let dry = archiver::backup(&repo, &BackupOptions { dry_run: true, ..opts.clone() }, &NoProgress).unwrap();
+    let dry = archiver::backup(
+        &repo,
+        &BackupOptions {
+            dry_run: true,
+            ..opts.clone()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert!(dry.snapshot_id.is_none());
-    assert!(repo.snapshots().unwrap().is_empty(), "dry run writes no snapshot");
-    assert!(repo.storage().list("data").unwrap().is_empty(), "dry run writes no pack");
+    assert!(
+        repo.snapshots().unwrap().is_empty(),
+        "dry run writes no snapshot"
+    );
+    assert!(
+        repo.storage().list("data").unwrap().is_empty(),
+        "dry run writes no pack"
+    );
     let out = archiver::backup(&repo, &opts, &NoProgress).unwrap();
     let repo = indexed(&repo_dir);
     let mut paths = Vec::new();
@@ -295,25 +413,43 @@ fn stream_snapshots_round_trip() {
     new_repo(tmp.path());
     let repo = indexed(tmp.path());
     let dump = pseudo_random(900_000, 5);
-    let mut w = StreamSnapshotWriter::new(&repo, StreamBackupOptions { source: "postgres".into(), ..Default::default() }, &NoProgress);
+    let mut w = StreamSnapshotWriter::new(
+        &repo,
+        StreamBackupOptions {
+            source: "postgres".into(),
+            ..Default::default()
+        },
+        &NoProgress,
+    );
     w.add_stream("db.sql", &mut &dump[..]).unwrap();
     w.add_bytes("metadata.json", br#"{"rows":1}"#).unwrap();
-    assert!(w.add_bytes("db.sql", b"dup").is_err(), "duplicate names are refused");
-    let out = w.finish(Some(serde_json::json!({"engine": "postgres"}))).unwrap();
+    assert!(
+        w.add_bytes("db.sql", b"dup").is_err(),
+        "duplicate names are refused"
+    );
+    let out = w
+        .finish(Some(serde_json::json!({"engine": "postgres"})))
+        .unwrap();
     let repo = indexed(tmp.path());
     let snap = repo.load_snapshot(&out.snapshot_id.unwrap()).unwrap();
     assert_eq!(snap.source, "postgres");
     assert_eq!(snap.metadata.unwrap()["engine"], "postgres");
     let node = walk::find_node(&repo, &out.snapshot_id.unwrap(), snap.tree, "/db.sql").unwrap();
     let mut back = Vec::new();
-    walk::ContentReader::new(&repo, &node).read_to_end(&mut back).unwrap();
+    walk::ContentReader::new(&repo, &node)
+        .read_to_end(&mut back)
+        .unwrap();
     assert!(back == dump);
 }
 
 #[test]
 fn restore_refuses_to_overwrite_and_skips_identical_files() {
     let tmp = tempfile::tempdir().unwrap();
-    let (src, repo, target) = (tmp.path().join("src"), tmp.path().join("repo"), tmp.path().join("t"));
+    let (src, repo, target) = (
+        tmp.path().join("src"),
+        tmp.path().join("repo"),
+        tmp.path().join("t"),
+    );
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a"), b"aaa").unwrap();
     fs::write(src.join("b"), b"bbb").unwrap();
@@ -324,10 +460,35 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
     fs::write(back.join("b"), b"local change").unwrap();
     let r = indexed(&repo);
     let id = out.snapshot_id.unwrap();
-    let err = restorer::restore(&r, &id, out.snapshot.tree, &RestoreOptions { target: target.clone(), ..Default::default() }, &NoProgress).unwrap_err();
+    let err = restorer::restore(
+        &r,
+        &id,
+        out.snapshot.tree,
+        &RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::WouldOverwrite(_)), "{err}");
-    assert_eq!(fs::read(back.join("b")).unwrap(), b"local change", "a refused restore writes nothing");
-    let s = restorer::restore(&r, &id, out.snapshot.tree, &RestoreOptions { target: target.clone(), overwrite: true, ..Default::default() }, &NoProgress).unwrap();
+    assert_eq!(
+        fs::read(back.join("b")).unwrap(),
+        b"local change",
+        "a refused restore writes nothing"
+    );
+    let s = restorer::restore(
+        &r,
+        &id,
+        out.snapshot.tree,
+        &RestoreOptions {
+            target: target.clone(),
+            overwrite: true,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert_eq!((s.files, s.files_skipped_identical), (1, 1));
     assert_eq!(fs::read(back.join("b")).unwrap(), b"bbb");
     // Include a single file: only it (and its parent dirs) come back.
@@ -336,7 +497,11 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
         &r,
         &id,
         out.snapshot.tree,
-        &RestoreOptions { target: t2.clone(), include: vec!["a".into()], ..Default::default() },
+        &RestoreOptions {
+            target: t2.clone(),
+            include: vec!["a".into()],
+            ..Default::default()
+        },
         &NoProgress,
     )
     .unwrap();
@@ -345,7 +510,18 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
     assert!(!restored_root(&t2, &src).join("b").exists());
     // Dry run writes nothing.
     let t3 = tmp.path().join("t3");
-    let s = restorer::restore(&r, &id, out.snapshot.tree, &RestoreOptions { target: t3.clone(), dry_run: true, ..Default::default() }, &NoProgress).unwrap();
+    let s = restorer::restore(
+        &r,
+        &id,
+        out.snapshot.tree,
+        &RestoreOptions {
+            target: t3.clone(),
+            dry_run: true,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert_eq!(s.files, 2);
     assert!(!t3.exists());
 }
@@ -364,7 +540,13 @@ fn damaged_pack_is_reported_with_the_affected_snapshots_and_files() {
     let safe = backup(&repo_dir, &[s2.clone()]);
     let repo = indexed(&repo_dir);
     // The data pack holding the victim's first chunk.
-    let node = walk::find_node(&repo, &hit.snapshot_id.unwrap(), hit.snapshot.tree, &format!("{}/victim.bin", s1.display())).unwrap();
+    let node = walk::find_node(
+        &repo,
+        &hit.snapshot_id.unwrap(),
+        hit.snapshot.tree,
+        &format!("{}/victim.bin", s1.display()),
+    )
+    .unwrap();
     let loc = repo.index().get(&node.content.unwrap()[0]).unwrap();
     let hex = loc.pack.to_hex();
     let pack_path = repo_dir.join("data").join(&hex[..2]).join(&hex);
@@ -373,19 +555,59 @@ fn damaged_pack_is_reported_with_the_affected_snapshots_and_files() {
     fs::write(&pack_path, bytes).unwrap();
 
     let plain = check::check(&repo, &CheckOptions::default(), &NoProgress).unwrap();
-    assert!(plain.ok(), "a structural check does not read data: {:?}", plain.errors);
-    let deep = check::check(&repo, &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    assert!(
+        plain.ok(),
+        "a structural check does not read data: {:?}",
+        plain.errors
+    );
+    let deep = check::check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(ReadDataSubset::All),
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert!(!deep.ok());
-    assert!(deep.errors.iter().any(|e| e.contains(&hex)), "errors name the pack: {:?}", deep.errors);
-    assert_eq!(deep.affected_snapshots.len(), 1, "{:?}", deep.affected_snapshots);
+    assert!(
+        deep.errors.iter().any(|e| e.contains(&hex)),
+        "errors name the pack: {:?}",
+        deep.errors
+    );
+    assert_eq!(
+        deep.affected_snapshots.len(),
+        1,
+        "{:?}",
+        deep.affected_snapshots
+    );
     let a = &deep.affected_snapshots[0];
     assert_eq!(a.snapshot, hit.snapshot_id.unwrap().to_hex());
     assert_eq!(a.paths, vec![format!("{}/victim.bin", s1.display())]);
 
     // The other snapshot still restores; the damaged one fails naming the blob.
     let t = tmp.path().join("t");
-    restorer::restore(&repo, &safe.snapshot_id.unwrap(), safe.snapshot.tree, &RestoreOptions { target: t.clone(), ..Default::default() }, &NoProgress).unwrap();
-    let err = restorer::restore(&repo, &hit.snapshot_id.unwrap(), hit.snapshot.tree, &RestoreOptions { target: tmp.path().join("t2"), ..Default::default() }, &NoProgress).unwrap_err();
+    restorer::restore(
+        &repo,
+        &safe.snapshot_id.unwrap(),
+        safe.snapshot.tree,
+        &RestoreOptions {
+            target: t.clone(),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    let err = restorer::restore(
+        &repo,
+        &hit.snapshot_id.unwrap(),
+        hit.snapshot.tree,
+        &RestoreOptions {
+            target: tmp.path().join("t2"),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Damaged { .. }), "{err}");
     assert!(err.to_string().contains(&hex), "{err}");
 }
@@ -401,11 +623,20 @@ fn wrong_password_writes_nothing_and_init_refuses_an_existing_repository() {
     };
     let before = listing(tmp.path());
     let storage: DynStorage = Arc::new(LocalStorage::new(tmp.path()));
-    assert!(matches!(Repository::open(storage.clone(), "nope"), Err(Error::WrongPassword)));
-    assert!(matches!(Repository::init(storage.clone(), PW, &init_opts()), Err(Error::RepositoryExists { .. })));
+    assert!(matches!(
+        Repository::open(storage.clone(), "nope"),
+        Err(Error::WrongPassword)
+    ));
+    assert!(matches!(
+        Repository::init(storage.clone(), PW, &init_opts()),
+        Err(Error::RepositoryExists { .. })
+    ));
     assert_eq!(before, listing(tmp.path()));
     let empty: DynStorage = Arc::new(LocalStorage::new(tmp.path().join("nothing")));
-    assert!(matches!(Repository::open(empty, PW), Err(Error::NoRepository { .. })));
+    assert!(matches!(
+        Repository::open(empty, PW),
+        Err(Error::NoRepository { .. })
+    ));
 }
 
 fn walkdir(p: &Path) -> Vec<PathBuf> {
@@ -425,15 +656,25 @@ fn key_slots_add_remove_and_passwd() {
     let tmp = tempfile::tempdir().unwrap();
     new_repo(tmp.path());
     let storage: DynStorage = Arc::new(LocalStorage::new(tmp.path()));
-    let kdf = KdfParams { m_cost: 256, t_cost: 1, p_cost: 1 };
+    let kdf = KdfParams {
+        m_cost: 256,
+        t_cost: 1,
+        p_cost: 1,
+    };
     let mut repo = Repository::open(storage.clone(), PW).unwrap();
     let second = repo.add_key("second password", kdf).unwrap();
     assert_eq!(repo.key_slots().unwrap().len(), 2);
-    assert!(repo.remove_key(repo.key_id()).is_err(), "cannot remove the key in use");
+    assert!(
+        repo.remove_key(repo.key_id()).is_err(),
+        "cannot remove the key in use"
+    );
     let other = Repository::open(storage.clone(), "second password").unwrap();
     assert_eq!(other.config().id, repo.config().id);
     repo.change_password("third", kdf).unwrap();
-    assert!(Repository::open(storage.clone(), PW).is_err(), "old password no longer opens");
+    assert!(
+        Repository::open(storage.clone(), PW).is_err(),
+        "old password no longer opens"
+    );
     Repository::open(storage.clone(), "third").unwrap();
     repo.remove_key(&second[..8]).unwrap();
     assert!(Repository::open(storage.clone(), "second password").is_err());
@@ -455,7 +696,12 @@ impl Storage for FailAfter {
     }
     fn put(&self, key: &str, data: Bytes, o: &PutOptions) -> StorageResult<()> {
         if key.starts_with("data/") && self.puts.fetch_add(1, Ordering::SeqCst) >= self.allow {
-            return Err(StorageError::Backend { key: key.into(), location: "test".into(), message: "connection lost".into(), retryable: false });
+            return Err(StorageError::Backend {
+                key: key.into(),
+                location: "test".into(),
+                message: "connection lost".into(),
+                retryable: false,
+            });
         }
         self.inner.put(key, data, o)
     }
@@ -479,26 +725,70 @@ fn interrupted_backup_leaves_a_valid_repository_and_a_rerun_reuses_uploaded_pack
     let (src, repo_dir) = (tmp.path().join("src"), tmp.path().join("repo"));
     fs::create_dir_all(&src).unwrap();
     for i in 0..40 {
-        fs::write(src.join(format!("f{i:02}")), pseudo_random(200_000, 100 + i)).unwrap();
+        fs::write(
+            src.join(format!("f{i:02}")),
+            pseudo_random(200_000, 100 + i),
+        )
+        .unwrap();
     }
     new_repo(&repo_dir);
-    let failing: DynStorage = Arc::new(FailAfter { inner: LocalStorage::new(&repo_dir).without_sync(), allow: 12, puts: AtomicUsize::new(0) });
-    let repo = Repository::open(failing, PW).unwrap().into_indexed().unwrap();
+    let failing: DynStorage = Arc::new(FailAfter {
+        inner: LocalStorage::new(&repo_dir).without_sync(),
+        allow: 12,
+        puts: AtomicUsize::new(0),
+    });
+    let repo = Repository::open(failing, PW)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
     let opts = BackupOptions {
         paths: vec![src.clone()],
-        writer: WriterOptions { checkpoint_packs: 2, connections: 1, ..Default::default() },
+        writer: WriterOptions {
+            checkpoint_packs: 2,
+            connections: 1,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let err = archiver::backup(&repo, &opts, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("connection lost"), "{err}");
     let repo = indexed(&repo_dir);
     assert!(repo.snapshots().unwrap().is_empty());
-    let report = check::check(&repo, &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    let report = check::check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(ReadDataSubset::All),
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert!(report.ok(), "{:?}", report.errors);
-    assert!(!repo.index().is_empty(), "checkpointed index files survive the interruption");
-    let rerun = archiver::backup(&repo, &BackupOptions { paths: vec![src.clone()], ..Default::default() }, &NoProgress).unwrap();
+    assert!(
+        !repo.index().is_empty(),
+        "checkpointed index files survive the interruption"
+    );
+    let rerun = archiver::backup(
+        &repo,
+        &BackupOptions {
+            paths: vec![src.clone()],
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
     let s = rerun.snapshot.summary.unwrap();
-    assert!(s.data_added < 8_000_000 - 1_000_000, "a rerun reuses what was uploaded: added {}", s.data_added);
-    let report = check::check(&indexed(&repo_dir), &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress).unwrap();
+    assert!(
+        s.data_added < 8_000_000 - 1_000_000,
+        "a rerun reuses what was uploaded: added {}",
+        s.data_added
+    );
+    let report = check::check(
+        &indexed(&repo_dir),
+        &CheckOptions {
+            read_data: Some(ReadDataSubset::All),
+        },
+        &NoProgress,
+    )
+    .unwrap();
     assert!(report.ok(), "{:?}", report.errors);
 }

@@ -1,7 +1,10 @@
 //! `backup PATH...` and `backup --stdin`.
 
 use anyhow::{bail, Context, Result};
-use lifeboat_core::archiver::{self, BackupOptions, BackupOutcome, ExcludeOptions, ParentChoice, StreamBackupOptions, StreamSnapshotWriter};
+use lifeboat_core::archiver::{
+    self, BackupOptions, BackupOutcome, ExcludeOptions, ParentChoice, StreamBackupOptions,
+    StreamSnapshotWriter,
+};
 use lifeboat_core::writer::WriterOptions;
 use serde_json::json;
 
@@ -22,10 +25,15 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
         exclude: a.exclude.clone(),
         iexclude: a.iexclude.clone(),
         exclude_if_present: a.exclude_if_present.clone(),
-        exclude_larger_than: a.exclude_larger_than.as_deref().map(settings::parse_size).transpose()?,
+        exclude_larger_than: a
+            .exclude_larger_than
+            .as_deref()
+            .map(settings::parse_size)
+            .transpose()?,
     };
     for f in &a.exclude_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading exclude file {}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading exclude file {}", f.display()))?;
         excludes.exclude.extend(
             text.lines()
                 .map(str::trim)
@@ -49,9 +57,19 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
         dry_run: a.dry_run,
         ..WriterOptions::default()
     };
-    let tags: Vec<String> = a.tag.iter().flat_map(|t| t.split(',')).filter(|t| !t.is_empty()).map(String::from).collect();
+    let tags: Vec<String> = a
+        .tag
+        .iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect();
     let hostname = a.host.clone().unwrap_or_else(lifeboat_core::util::hostname);
-    let time = a.time.as_deref().map(lifeboat_core::select::parse_time).transpose()?;
+    let time = a
+        .time
+        .as_deref()
+        .map(lifeboat_core::select::parse_time)
+        .transpose()?;
     let bar = Bar::new(settings::show_progress(g), !g.quiet && !g.json, "backup");
     let outcome = if a.stdin {
         let opts = StreamBackupOptions {
@@ -69,7 +87,9 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
     } else {
         let parent = match &a.parent {
             None => ParentChoice::Auto,
-            Some(spec) => ParentChoice::Id(super::pick_snapshot(&repo, spec, &Default::default(), None)?.id),
+            Some(spec) => {
+                ParentChoice::Id(super::pick_snapshot(&repo, spec, &Default::default(), None)?.id)
+            }
         };
         let opts = BackupOptions {
             paths: a.paths.clone(),
@@ -88,7 +108,11 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
     };
     bar.finish();
     print_outcome(g, &outcome, a.dry_run);
-    Ok(if outcome.is_partial() { Exit::Partial } else { Exit::Ok })
+    Ok(if outcome.is_partial() {
+        Exit::Partial
+    } else {
+        Exit::Ok
+    })
 }
 
 fn print_outcome(g: &GlobalArgs, o: &BackupOutcome, dry_run: bool) {
@@ -122,13 +146,20 @@ fn print_outcome(g: &GlobalArgs, o: &BackupOutcome, dry_run: bool) {
         s.data_blobs_new,
         s.tree_blobs_new
     );
-    println!("Processed {} files, {} in {secs:.2}s", s.total_files, bytes(s.total_bytes));
+    println!(
+        "Processed {} files, {} in {secs:.2}s",
+        s.total_files,
+        bytes(s.total_bytes)
+    );
     match &o.snapshot_id {
         Some(id) => println!("snapshot {} saved", id.short()),
         None => println!("dry run: nothing was written"),
     }
     if !s.warnings.is_empty() {
-        eprintln!("warning: {} entries could not be backed up (the snapshot is partial, exit code 3):", s.warnings.len());
+        eprintln!(
+            "warning: {} entries could not be backed up (the snapshot is partial, exit code 3):",
+            s.warnings.len()
+        );
         for w in &s.warnings {
             eprintln!("  {w}");
         }

@@ -16,7 +16,11 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Exit> {
         (None, false) => None,
     };
     let repo = settings::open_repo(g)?;
-    let bar = Bar::new(settings::show_progress(g) && subset.is_some(), false, "check");
+    let bar = Bar::new(
+        settings::show_progress(g) && subset.is_some(),
+        false,
+        "check",
+    );
     let report = check::check(&repo, &CheckOptions { read_data: subset }, &bar)?;
     bar.finish();
     if g.json {
@@ -42,12 +46,27 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Exit> {
                 report.data_blobs_referenced,
                 report.index_files,
                 report.packs,
-                if subset.is_some() { format!("; read {} packs, {} blobs", report.packs_read, report.blobs_read) } else { String::new() }
+                if subset.is_some() {
+                    format!(
+                        "; read {} packs, {} blobs",
+                        report.packs_read, report.blobs_read
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
     }
     if !report.ok() {
-        bail!("the repository has {} error(s){}", report.errors.len(), if report.affected_snapshots.is_empty() { String::new() } else { format!("; {} snapshot(s) affected", report.affected_snapshots.len()) });
+        bail!(
+            "the repository has {} error(s){}",
+            report.errors.len(),
+            if report.affected_snapshots.is_empty() {
+                String::new()
+            } else {
+                format!("; {} snapshot(s) affected", report.affected_snapshots.len())
+            }
+        );
     }
     if !g.json && !g.quiet {
         println!("no errors were found");

@@ -36,12 +36,25 @@ pub fn snapshots(g: &GlobalArgs, a: &SnapshotsArgs) -> Result<Exit> {
                 sn.source.clone(),
                 sn.tags.join(","),
                 sn.paths.join(","),
-                sn.summary.as_ref().map(|x| bytes(x.total_bytes)).unwrap_or_default(),
-                if sn.summary.as_ref().is_some_and(|x| !x.warnings.is_empty()) { "partial".into() } else { String::new() },
+                sn.summary
+                    .as_ref()
+                    .map(|x| bytes(x.total_bytes))
+                    .unwrap_or_default(),
+                if sn.summary.as_ref().is_some_and(|x| !x.warnings.is_empty()) {
+                    "partial".into()
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
-    print!("{}", table(&["ID", "Time", "Host", "Source", "Tags", "Paths", "Size", "Note"], &rows));
+    print!(
+        "{}",
+        table(
+            &["ID", "Time", "Host", "Source", "Tags", "Paths", "Size", "Note"],
+            &rows
+        )
+    );
     println!("{} snapshots", snaps.len());
     Ok(Exit::Ok)
 }
@@ -67,15 +80,26 @@ fn mode_string(n: &Node) -> String {
     let bits = ['r', 'w', 'x'];
     let mut s = String::from(t);
     for i in (0..9).rev() {
-        s.push(if m & (1 << i) != 0 { bits[(8 - i) % 3] } else { '-' });
+        s.push(if m & (1 << i) != 0 {
+            bits[(8 - i) % 3]
+        } else {
+            '-'
+        });
     }
     s
 }
 
 fn time_string(ns: i64) -> String {
-    chrono::DateTime::from_timestamp(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000) as u32)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_default()
+    chrono::DateTime::from_timestamp(
+        ns.div_euclid(1_000_000_000),
+        ns.rem_euclid(1_000_000_000) as u32,
+    )
+    .map(|t| {
+        t.with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    })
+    .unwrap_or_default()
 }
 
 pub fn ls(g: &GlobalArgs, a: &LsArgs) -> Result<Exit> {
@@ -98,18 +122,35 @@ pub fn ls(g: &GlobalArgs, a: &LsArgs) -> Result<Exit> {
         })?;
     }
     if g.json {
-        let v: Vec<LsEntry> = entries.iter().map(|(p, n)| LsEntry { path: p.to_string_lossy().into_owned(), node: n }).collect();
+        let v: Vec<LsEntry> = entries
+            .iter()
+            .map(|(p, n)| LsEntry {
+                path: p.to_string_lossy().into_owned(),
+                node: n,
+            })
+            .collect();
         print_json(&v);
         return Ok(Exit::Ok);
     }
     for (p, n) in &entries {
         if a.long {
-            let target = n.os_link_target().map(|t| format!(" -> {}", t.to_string_lossy())).unwrap_or_default();
+            let target = n
+                .os_link_target()
+                .map(|t| format!(" -> {}", t.to_string_lossy()))
+                .unwrap_or_default();
             println!(
                 "{} {:>8} {:>8} {:>12} {} {}{}",
                 mode_string(n),
-                if n.user.is_empty() { n.uid.to_string() } else { n.user.clone() },
-                if n.group.is_empty() { n.gid.to_string() } else { n.group.clone() },
+                if n.user.is_empty() {
+                    n.uid.to_string()
+                } else {
+                    n.user.clone()
+                },
+                if n.group.is_empty() {
+                    n.gid.to_string()
+                } else {
+                    n.group.clone()
+                },
                 n.size,
                 time_string(n.mtime_ns),
                 p.display(),
@@ -128,13 +169,30 @@ struct Change {
     path: String,
 }
 
-fn diff_trees(repo: &IndexedRepository, a: Option<Id>, b: Option<Id>, dir: &Path, out: &mut Vec<Change>) -> Result<()> {
+fn diff_trees(
+    repo: &IndexedRepository,
+    a: Option<Id>,
+    b: Option<Id>,
+    dir: &Path,
+    out: &mut Vec<Change>,
+) -> Result<()> {
     if a == b {
         return Ok(());
     }
-    let ta = a.map(|id| repo.load_tree(&id)).transpose()?.unwrap_or_default();
-    let tb = b.map(|id| repo.load_tree(&id)).transpose()?.unwrap_or_default();
-    let mut names: Vec<std::ffi::OsString> = ta.nodes.iter().chain(&tb.nodes).map(|n| n.os_name()).collect();
+    let ta = a
+        .map(|id| repo.load_tree(&id))
+        .transpose()?
+        .unwrap_or_default();
+    let tb = b
+        .map(|id| repo.load_tree(&id))
+        .transpose()?
+        .unwrap_or_default();
+    let mut names: Vec<std::ffi::OsString> = ta
+        .nodes
+        .iter()
+        .chain(&tb.nodes)
+        .map(|n| n.os_name())
+        .collect();
     names.sort();
     names.dedup();
     for name in names {
@@ -142,15 +200,34 @@ fn diff_trees(repo: &IndexedRepository, a: Option<Id>, b: Option<Id>, dir: &Path
         let (na, nb) = (ta.find(&name), tb.find(&name));
         let (subtree_a, subtree_b) = (na.and_then(|n| n.subtree), nb.and_then(|n| n.subtree));
         match (na, nb) {
-            (Some(_), None) => out.push(Change { change: "-", path: p.display().to_string() }),
-            (None, Some(_)) => out.push(Change { change: "+", path: p.display().to_string() }),
+            (Some(_), None) => out.push(Change {
+                change: "-",
+                path: p.display().to_string(),
+            }),
+            (None, Some(_)) => out.push(Change {
+                change: "+",
+                path: p.display().to_string(),
+            }),
             (Some(x), Some(y)) => {
                 if x.kind != y.kind {
-                    out.push(Change { change: "T", path: p.display().to_string() });
+                    out.push(Change {
+                        change: "T",
+                        path: p.display().to_string(),
+                    });
                 } else if x.content != y.content || x.link_target != y.link_target {
-                    out.push(Change { change: "M", path: p.display().to_string() });
-                } else if x.mode != y.mode || x.uid != y.uid || x.gid != y.gid || (x.kind != NodeKind::Dir && x.mtime_ns != y.mtime_ns) {
-                    out.push(Change { change: "U", path: p.display().to_string() });
+                    out.push(Change {
+                        change: "M",
+                        path: p.display().to_string(),
+                    });
+                } else if x.mode != y.mode
+                    || x.uid != y.uid
+                    || x.gid != y.gid
+                    || (x.kind != NodeKind::Dir && x.mtime_ns != y.mtime_ns)
+                {
+                    out.push(Change {
+                        change: "U",
+                        path: p.display().to_string(),
+                    });
                 }
             }
             (None, None) => {}
@@ -169,7 +246,13 @@ pub fn diff(g: &GlobalArgs, a: &DiffArgs) -> Result<Exit> {
     let s1 = super::pick_snapshot(&repo, &a.first, &none, None)?;
     let s2 = super::pick_snapshot(&repo, &a.second, &none, None)?;
     let mut changes = Vec::new();
-    diff_trees(&repo, Some(s1.snapshot.tree), Some(s2.snapshot.tree), Path::new("/"), &mut changes)?;
+    diff_trees(
+        &repo,
+        Some(s1.snapshot.tree),
+        Some(s2.snapshot.tree),
+        Path::new("/"),
+        &mut changes,
+    )?;
     if g.json {
         print_json(&json!({"first": s1.id, "second": s2.id, "changes": changes}));
     } else {
@@ -219,13 +302,28 @@ pub fn stats(g: &GlobalArgs, a: &StatsArgs) -> Result<Exit> {
     } else {
         a.snapshots
             .iter()
-            .map(|s| Ok(lifeboat_core::select::resolve(&all, s, &Default::default(), None)?))
+            .map(|s| {
+                Ok(lifeboat_core::select::resolve(
+                    &all,
+                    s,
+                    &Default::default(),
+                    None,
+                )?)
+            })
             .collect::<Result<_>>()?
     };
-    let mut st = Stats { snapshots: selected.len(), ..Default::default() };
+    let mut st = Stats {
+        snapshots: selected.len(),
+        ..Default::default()
+    };
     let mut tree_sizes: HashMap<Id, (u64, u64)> = HashMap::new();
     let mut blobs: HashSet<Id> = HashSet::new();
-    fn visit(repo: &IndexedRepository, id: Id, memo: &mut HashMap<Id, (u64, u64)>, blobs: &mut HashSet<Id>) -> Result<(u64, u64)> {
+    fn visit(
+        repo: &IndexedRepository,
+        id: Id,
+        memo: &mut HashMap<Id, (u64, u64)>,
+        blobs: &mut HashSet<Id>,
+    ) -> Result<(u64, u64)> {
         if let Some(v) = memo.get(&id) {
             return Ok(*v);
         }
@@ -265,7 +363,13 @@ pub fn stats(g: &GlobalArgs, a: &StatsArgs) -> Result<Exit> {
         }
         st.repository_bytes += list.iter().map(|m| m.size).sum::<u64>();
     }
-    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { (a as f64 / b as f64 * 100.0).round() / 100.0 };
+    let ratio = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            (a as f64 / b as f64 * 100.0).round() / 100.0
+        }
+    };
     st.dedup_ratio = ratio(st.logical_bytes, st.unique_raw_bytes);
     st.compression_ratio = ratio(st.unique_raw_bytes, st.unique_stored_bytes);
     st.space_saving_ratio = ratio(st.logical_bytes, st.unique_stored_bytes);
@@ -275,9 +379,17 @@ pub fn stats(g: &GlobalArgs, a: &StatsArgs) -> Result<Exit> {
         println!("Snapshots:             {}", st.snapshots);
         println!("Files (all snapshots): {}", st.total_files);
         println!("Logical size:          {}", bytes(st.logical_bytes));
-        println!("Unique data:           {} in {} blobs", bytes(st.unique_raw_bytes), st.unique_blobs);
+        println!(
+            "Unique data:           {} in {} blobs",
+            bytes(st.unique_raw_bytes),
+            st.unique_blobs
+        );
         println!("Stored (compressed):   {}", bytes(st.unique_stored_bytes));
-        println!("Repository on storage: {} in {} packs", bytes(st.repository_bytes), st.packs);
+        println!(
+            "Repository on storage: {} in {} packs",
+            bytes(st.repository_bytes),
+            st.packs
+        );
         println!("Dedup ratio:           {:.2}x", st.dedup_ratio);
         println!("Compression ratio:     {:.2}x", st.compression_ratio);
         println!("Overall saving:        {:.2}x", st.space_saving_ratio);
@@ -287,7 +399,10 @@ pub fn stats(g: &GlobalArgs, a: &StatsArgs) -> Result<Exit> {
 
 pub fn cat(g: &GlobalArgs, a: &CatArgs) -> Result<Exit> {
     let _ = g;
-    let need_id = || a.id.clone().ok_or_else(|| anyhow::anyhow!("`cat {}` needs an id", a.kind));
+    let need_id = || {
+        a.id.clone()
+            .ok_or_else(|| anyhow::anyhow!("`cat {}` needs an id", a.kind))
+    };
     match a.kind.as_str() {
         "config" => {
             let repo = settings::open_repo(g)?;
@@ -302,7 +417,8 @@ pub fn cat(g: &GlobalArgs, a: &CatArgs) -> Result<Exit> {
         "index" => {
             let repo = settings::open_repo(g)?;
             let id: Id = need_id()?.parse()?;
-            let f = IndexFile::decode(&repo.load_object("index", ObjectKind::Index, &id)?).map_err(anyhow::Error::msg)?;
+            let f = IndexFile::decode(&repo.load_object("index", ObjectKind::Index, &id)?)
+                .map_err(anyhow::Error::msg)?;
             let packs: Vec<_> = f
                 .packs
                 .iter()
@@ -325,7 +441,9 @@ pub fn cat(g: &GlobalArgs, a: &CatArgs) -> Result<Exit> {
             let id: Id = need_id()?.parse()?;
             print_json(&repo.load_tree(&id)?);
         }
-        other => bail!("unknown object kind {other:?}\nhint: one of config, snapshot, index, key, tree"),
+        other => {
+            bail!("unknown object kind {other:?}\nhint: one of config, snapshot, index, key, tree")
+        }
     }
     Ok(Exit::Ok)
 }

@@ -19,9 +19,17 @@ pub fn init(g: &GlobalArgs, a: &InitArgs) -> Result<Exit> {
         ..InitOptions::default()
     };
     if let Some(c) = &a.chunker {
-        let v: Vec<u32> = c.split('/').map(|x| x.parse()).collect::<Result<_, _>>().context("--chunker MIN/AVG/MAX")?;
+        let v: Vec<u32> = c
+            .split('/')
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()
+            .context("--chunker MIN/AVG/MAX")?;
         anyhow::ensure!(v.len() == 3, "--chunker takes MIN/AVG/MAX");
-        opts.chunker = ChunkerParams { min_size: v[0], avg_size: v[1], max_size: v[2] };
+        opts.chunker = ChunkerParams {
+            min_size: v[0],
+            avg_size: v[1],
+            max_size: v[2],
+        };
     }
     if storage.exists("config")? {
         anyhow::bail!("a repository already exists at {location}\nhint: use it with --repo {location}, or choose another location");
@@ -34,9 +42,14 @@ pub fn init(g: &GlobalArgs, a: &InitArgs) -> Result<Exit> {
         e => e.into(),
     })?;
     if g.json {
-        print_json(&json!({"repository": location, "id": repo.config().id, "config": repo.config()}));
+        print_json(
+            &json!({"repository": location, "id": repo.config().id, "config": repo.config()}),
+        );
     } else if !g.quiet {
-        println!("created repository {} at {location}", &repo.config().id[..8]);
+        println!(
+            "created repository {} at {location}",
+            &repo.config().id[..8]
+        );
         println!("keep the password safe: without it the data cannot be read.");
     }
     Ok(Exit::Ok)
@@ -58,7 +71,11 @@ pub fn key(g: &GlobalArgs, cmd: KeyCommand) -> Result<Exit> {
                     .iter()
                     .map(|(id, s)| {
                         vec![
-                            format!("{}{}", if id == repo.key_id() { "*" } else { " " }, &id[..8]),
+                            format!(
+                                "{}{}",
+                                if id == repo.key_id() { "*" } else { " " },
+                                &id[..8]
+                            ),
                             s.username.clone(),
                             s.hostname.clone(),
                             s.created.format("%Y-%m-%d %H:%M:%S").to_string(),

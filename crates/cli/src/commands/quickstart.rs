@@ -27,7 +27,10 @@ fn default_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("lifeboat").join(format!("quickstart-{}", chrono::Local::now().format("%Y%m%d-%H%M%S")))
+    base.join("lifeboat").join(format!(
+        "quickstart-{}",
+        chrono::Local::now().format("%Y%m%d-%H%M%S")
+    ))
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<()> {
@@ -36,10 +39,16 @@ fn write(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 fn make_sample(src: &Path) -> Result<()> {
-    write(&src.join("README.txt"), b"Sample data for the Lifeboat quickstart.\n")?;
+    write(
+        &src.join("README.txt"),
+        b"Sample data for the Lifeboat quickstart.\n",
+    )?;
     for i in 0..50 {
         let text = format!("note {i}\n").repeat(200 + i * 10);
-        write(&src.join(format!("notes/2026/note-{i:02}.txt")), text.as_bytes())?;
+        write(
+            &src.join(format!("notes/2026/note-{i:02}.txt")),
+            text.as_bytes(),
+        )?;
     }
     // 24 MiB of incompressible data: spans several chunks.
     let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -56,7 +65,10 @@ fn make_sample(src: &Path) -> Result<()> {
     std::fs::create_dir_all(src.join("empty-dir"))?;
     std::os::unix::fs::symlink("README.txt", src.join("link-to-readme"))?;
     std::fs::hard_link(src.join("README.txt"), src.join("hardlink-to-readme"))?;
-    std::fs::set_permissions(src.join("notes/2026/note-00.txt"), std::fs::Permissions::from_mode(0o640))?;
+    std::fs::set_permissions(
+        src.join("notes/2026/note-00.txt"),
+        std::fs::Permissions::from_mode(0o640),
+    )?;
     Ok(())
 }
 
@@ -66,7 +78,10 @@ fn compare(a: &Path, b: &Path) -> Result<u64> {
     for entry in std::fs::read_dir(a)? {
         let entry = entry?;
         let (pa, pb) = (entry.path(), b.join(entry.file_name()));
-        let (ma, mb) = (std::fs::symlink_metadata(&pa)?, std::fs::symlink_metadata(&pb).with_context(|| format!("{} missing", pb.display()))?);
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa)?,
+            std::fs::symlink_metadata(&pb).with_context(|| format!("{} missing", pb.display()))?,
+        );
         if ma.file_type() != mb.file_type() || ma.permissions().mode() != mb.permissions().mode() {
             bail!("{} differs in type or mode", pb.display());
         }
@@ -87,7 +102,10 @@ fn compare(a: &Path, b: &Path) -> Result<u64> {
 pub fn run(g: &GlobalArgs, a: &QuickstartArgs) -> Result<Exit> {
     let dir = a.dir.clone().unwrap_or_else(default_dir);
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
-        bail!("{} is not empty\nhint: pass --dir with a new or empty directory", dir.display());
+        bail!(
+            "{} is not empty\nhint: pass --dir with a new or empty directory",
+            dir.display()
+        );
     }
     let say = |s: String| {
         if !g.json && !g.quiet {
@@ -107,12 +125,24 @@ pub fn run(g: &GlobalArgs, a: &QuickstartArgs) -> Result<Exit> {
         b.iter().map(|x| format!("{x:02x}")).collect()
     };
     let pw_file = dir.join("password");
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&pw_file)?.write_all(password.as_bytes())?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&pw_file)?
+        .write_all(password.as_bytes())?;
     let storage = Arc::new(LocalStorage::new(&repo_dir));
     let repo = Repository::init(storage, &password, &InitOptions::default())?;
-    say(format!("2. repository created in {} (password in {})", repo_dir.display(), pw_file.display()));
+    say(format!(
+        "2. repository created in {} (password in {})",
+        repo_dir.display(),
+        pw_file.display()
+    ));
 
-    let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
     let t1 = Instant::now();
     let first = archiver::backup(&repo.clone().into_indexed()?, &opts, &NoProgress)?;
     let first_secs = t1.elapsed().as_secs_f64();
@@ -125,7 +155,10 @@ pub fn run(g: &GlobalArgs, a: &QuickstartArgs) -> Result<Exit> {
         bytes(s1.data_added_stored)
     ));
 
-    write(&src.join("notes/2026/note-01.txt"), b"edited after the first backup\n")?;
+    write(
+        &src.join("notes/2026/note-01.txt"),
+        b"edited after the first backup\n",
+    )?;
     write(&src.join("notes/new.txt"), b"a new file\n")?;
     let t2 = Instant::now();
     let second = archiver::backup(&repo.clone().into_indexed()?, &opts, &NoProgress)?;
@@ -140,11 +173,20 @@ pub fn run(g: &GlobalArgs, a: &QuickstartArgs) -> Result<Exit> {
         t2.elapsed().as_secs_f64()
     ));
 
-    let report = check::check(&repo, &CheckOptions { read_data: Some(ReadDataSubset::All) }, &NoProgress)?;
+    let report = check::check(
+        &repo,
+        &CheckOptions {
+            read_data: Some(ReadDataSubset::All),
+        },
+        &NoProgress,
+    )?;
     if !report.ok() {
         bail!("check found errors: {:?}", report.errors);
     }
-    say(format!("5. check --read-data: {} blobs in {} packs verified, no errors", report.blobs_read, report.packs_read));
+    say(format!(
+        "5. check --read-data: {} blobs in {} packs verified, no errors",
+        report.blobs_read, report.packs_read
+    ));
 
     let indexed = repo.into_indexed()?;
     let id = second.snapshot_id.expect("not a dry run");
@@ -153,7 +195,11 @@ pub fn run(g: &GlobalArgs, a: &QuickstartArgs) -> Result<Exit> {
         &indexed,
         &id,
         second.snapshot.tree,
-        &RestoreOptions { target: restore_dir.clone(), verify: true, ..Default::default() },
+        &RestoreOptions {
+            target: restore_dir.clone(),
+            verify: true,
+            ..Default::default()
+        },
         &NoProgress,
     )?;
     let restored_src = restore_dir.join(src.strip_prefix("/").unwrap_or(&src));
@@ -174,10 +220,21 @@ pub fn run(g: &GlobalArgs, a: &QuickstartArgs) -> Result<Exit> {
             "entries_compared": compared, "seconds": t.elapsed().as_secs_f64(),
         }));
     } else if !g.quiet {
-        println!("\nAll good in {:.1}s. Continue with:", t.elapsed().as_secs_f64());
-        println!("  export LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={}", repo_dir.display(), pw_file.display());
+        println!(
+            "\nAll good in {:.1}s. Continue with:",
+            t.elapsed().as_secs_f64()
+        );
+        println!(
+            "  export LIFEBOAT_REPO={} LIFEBOAT_PASSWORD_FILE={}",
+            repo_dir.display(),
+            pw_file.display()
+        );
         println!("  lifeboat snapshots");
-        println!("  lifeboat diff {} {}", first.snapshot_id.map(|i| i.short()).unwrap_or_default(), id.short());
+        println!(
+            "  lifeboat diff {} {}",
+            first.snapshot_id.map(|i| i.short()).unwrap_or_default(),
+            id.short()
+        );
         println!("  lifeboat backup ~/your/folder");
     }
     Ok(Exit::Ok)

@@ -38,7 +38,9 @@ pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
     let summary = restorer::restore(&repo, &snap.id, snap.snapshot.tree, &opts, &bar)?;
     bar.finish();
     if g.json {
-        print_json(&json!({"snapshot_id": snap.id, "target": a.target, "dry_run": a.dry_run, "summary": summary, "requests": settings::storage_stats()}));
+        print_json(
+            &json!({"snapshot_id": snap.id, "target": a.target, "dry_run": a.dry_run, "summary": summary, "requests": settings::storage_stats()}),
+        );
     } else if !g.quiet {
         if a.dry_run {
             for p in &summary.planned {
@@ -82,7 +84,8 @@ pub fn dump(g: &GlobalArgs, a: &DumpArgs) -> Result<Exit> {
     match node.kind {
         NodeKind::File => {
             let mut r = walk::ContentReader::new(&repo, &node);
-            std::io::copy(&mut r, &mut out).map_err(|e| anyhow::anyhow!("dumping {}: {e}", a.path))?;
+            std::io::copy(&mut r, &mut out)
+                .map_err(|e| anyhow::anyhow!("dumping {}: {e}", a.path))?;
         }
         _ => walk::dump_tar(&repo, &node, &mut out)?,
     }
