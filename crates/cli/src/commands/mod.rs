@@ -53,7 +53,12 @@ pub(crate) fn pick_snapshot(
 ) -> Result<lifeboat_core::snapshot::SnapshotEntry> {
     let snaps = repo.snapshots()?;
     let at = at.map(lifeboat_core::select::parse_time).transpose()?;
-    Ok(lifeboat_core::select::resolve(&snaps, spec, &to_filter(filter), at)?)
+    Ok(lifeboat_core::select::resolve(
+        &snaps,
+        spec,
+        &to_filter(filter),
+        at,
+    )?)
 }
 
 pub(crate) fn to_filter(f: &crate::args::FilterArgs) -> lifeboat_core::select::SnapshotFilter {
