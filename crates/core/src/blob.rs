@@ -160,29 +160,6 @@ impl FromStr for Compression {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn id_hex_roundtrip() {
-        let id = Id::of_stored(b"x");
-        assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
-        assert!("zz".parse::<Id>().is_err());
-    }
-
-    #[test]
-    fn compression_parse() {
-        assert_eq!(
-            "zstd:19".parse::<Compression>().unwrap(),
-            Compression::Zstd(19)
-        );
-        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
-        assert!("zstd:0".parse::<Compression>().is_err());
-        assert!("gzip".parse::<Compression>().is_err());
-    }
-}
-
 /// Compress `data`; returns the algorithm code actually used (0 when compression
 /// did not shrink the data) and the bytes to seal.
 pub fn compress(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
@@ -216,4 +193,27 @@ pub fn decompress(code: u8, data: Vec<u8>, raw_length: usize) -> Result<Vec<u8>,
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_hex_roundtrip() {
+        let id = Id::of_stored(b"x");
+        assert_eq!(id.to_hex().parse::<Id>().unwrap(), id);
+        assert!("zz".parse::<Id>().is_err());
+    }
+
+    #[test]
+    fn compression_parse() {
+        assert_eq!(
+            "zstd:19".parse::<Compression>().unwrap(),
+            Compression::Zstd(19)
+        );
+        assert_eq!("lz4".parse::<Compression>().unwrap(), Compression::Lz4);
+        assert!("zstd:0".parse::<Compression>().is_err());
+        assert!("gzip".parse::<Compression>().is_err());
+    }
 }

@@ -72,7 +72,7 @@ impl ReadDataSubset {
             ReadDataSubset::All => true,
             ReadDataSubset::Bucket(n, m) => {
                 let v = u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes")) as u64;
-                (v * m as u64 >> 32) as u32 == n - 1
+                ((v * m as u64) >> 32) as u32 == n - 1
             }
             ReadDataSubset::Fraction(f) => rand::random::<f64>() < f,
         }

@@ -348,7 +348,7 @@ impl Repository {
                 serde_json::from_slice(&b).map_err(|e| Error::damaged("key", &id, e))?;
             out.push((id, slot));
         }
-        out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+        out.sort_by_key(|a| a.1.created);
         Ok(out)
     }
 
