@@ -91,6 +91,22 @@ pub enum Command {
     Key(KeyCommand),
     /// Try Lifeboat on a sample folder: init, backup, change, backup, check, restore, compare
     Quickstart(QuickstartArgs),
+    /// Remove snapshots by a retention policy (data is reclaimed by prune)
+    Forget(ForgetArgs),
+    /// Protect a snapshot from every retention policy (rewrites it: its id changes)
+    Pin(PinArgs),
+    /// Remove the protection of `pin` (rewrites the snapshot: its id changes)
+    Unpin(PinArgs),
+    /// Reclaim space: mark unused packs, delete marked ones after a grace period (safe with concurrent backups)
+    Prune(PruneArgs),
+    /// Rebuild the index from the packs, or rewrite damaged snapshots
+    #[command(subcommand)]
+    Repair(RepairCommand),
+    /// Show or change repository settings (append-only mode)
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write Reed-Solomon parity sidecars for packs that have none (`check --repair` uses them)
+    Parity(ParityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +117,9 @@ pub struct InitArgs {
     /// Chunker sizes MIN/AVG/MAX in bytes (default 524288/1048576/8388608)
     #[arg(long, hide = true)]
     pub chunker: Option<String>,
+    /// Create the repository in append-only mode (forget, prune and key remove refuse)
+    #[arg(long)]
+    pub append_only: bool,
 }
 
 #[derive(Debug, Args, Default, Clone)]
@@ -258,6 +277,9 @@ pub struct CheckArgs {
     /// Read only a subset of packs: n/m (bucket n of m) or a percentage like 10%
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<String>,
+    /// First rebuild damaged packs from their parity sidecars (see `lifeboat parity`)
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -283,4 +305,129 @@ pub struct QuickstartArgs {
     /// Working directory for the sample data, repository and restore
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots (N, -1 or `unlimited`)
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_last: Option<String>,
+    /// Keep the newest snapshot of each of the last N hours
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_hourly: Option<String>,
+    /// Keep the newest snapshot of each of the last N days
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_daily: Option<String>,
+    /// Keep the newest snapshot of each of the last N ISO weeks
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_weekly: Option<String>,
+    /// Keep the newest snapshot of each of the last N months
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_monthly: Option<String>,
+    /// Keep the newest snapshot of each of the last N years
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    pub keep_yearly: Option<String>,
+    /// Keep every snapshot within DURATION (e.g. 2y5m7d3h) of the group's newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep hourly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<String>,
+    /// Keep daily snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<String>,
+    /// Keep weekly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<String>,
+    /// Keep monthly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<String>,
+    /// Keep yearly snapshots within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep snapshots with these tags (comma-separated: all of them; repeatable)
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    pub keep_tags: Vec<String>,
+    /// Never remove the newest N snapshots of a group (the floor; default 1)
+    #[arg(long, value_name = "N")]
+    pub keep_newest_min: Option<u32>,
+    /// Group by these fields: host, paths, tags, source (comma-separated; default host,paths,source)
+    #[arg(long, value_name = "FIELDS")]
+    pub group_by: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Print every snapshot with the rules that keep it, or "remove"; delete nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Run prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_opts: PruneOptionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// Snapshot id prefix or `latest`
+    pub snapshot: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PruneOptionArgs {
+    /// Delete marked packs only once their mark is this old (e.g. 24h, 30m, 0)
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub grace: String,
+    /// Repack partly used packs until at most this share of pack bytes is unused
+    #[arg(long, value_name = "PERCENT", default_value = "5%")]
+    pub max_unused: String,
+    /// Repack at most SIZE of packs per run (e.g. 10G)
+    #[arg(long, value_name = "SIZE")]
+    pub max_repack: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub opts: PruneOptionArgs,
+    /// Show what would be marked, repacked and freed; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index by reading every pack's header (supersedes the old index files)
+    Index {
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
+    /// Rewrite snapshots that reference lost data, without the lost files (marked with an error)
+    Snapshots {
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the repository configuration
+    Show,
+    /// Change a setting: `append-only true|false`
+    Set {
+        key: String,
+        value: String,
+        /// Required to turn append-only mode off
+        #[arg(long)]
+        allow_disable_append_only: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ParityArgs {
+    /// Data shards per pack
+    #[arg(long, default_value_t = 20)]
+    pub data_shards: u8,
+    /// Parity shards per pack (that many damaged shards are repairable)
+    #[arg(long, default_value_t = 2)]
+    pub parity_shards: u8,
 }

@@ -9,6 +9,7 @@ mod backup;
 mod check;
 mod inspect;
 mod keys;
+mod maintenance;
 mod quickstart;
 mod restore;
 
@@ -29,7 +30,13 @@ impl From<Exit> for std::process::ExitCode {
 pub fn run(cli: Cli) -> Result<Exit> {
     let g = &cli.global;
     match cli.command {
-        Command::Init(a) => keys::init(g, &a),
+        Command::Init(a) => keys::init(g, &a).and_then(|e| {
+            if a.append_only {
+                maintenance::enable_append_only_after_init(g).map(|()| e)
+            } else {
+                Ok(e)
+            }
+        }),
         Command::Backup(a) => backup::run(g, &a),
         Command::Restore(a) => restore::restore(g, &a),
         Command::Dump(a) => restore::dump(g, &a),
@@ -38,9 +45,18 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Diff(a) => inspect::diff(g, &a),
         Command::Stats(a) => inspect::stats(g, &a),
         Command::Cat(a) => inspect::cat(g, &a),
-        Command::Check(a) => check::run(g, &a),
+        Command::Check(a) => {
+            maintenance::parity_repair_before_check(g, &a).and_then(|()| check::run(g, &a))
+        }
         Command::Key(k) => keys::key(g, k),
         Command::Quickstart(a) => quickstart::run(g, &a),
+        Command::Forget(a) => maintenance::forget(g, &a),
+        Command::Pin(a) => maintenance::pin(g, &a, true),
+        Command::Unpin(a) => maintenance::pin(g, &a, false),
+        Command::Prune(a) => maintenance::prune(g, &a.opts, a.dry_run),
+        Command::Repair(c) => maintenance::repair(g, c),
+        Command::Config(c) => maintenance::config(g, c),
+        Command::Parity(a) => maintenance::parity(g, &a),
     }
 }
 
