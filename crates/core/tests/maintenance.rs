@@ -600,8 +600,8 @@ fn read_data_subset_prefers_least_recently_verified_packs() {
             .collect();
         assert_eq!(
             newly.len() as u64,
-            r.packs_read,
-            "each run reads packs not read before"
+            r.packs_read.min(total - seen.len() as u64),
+            "each run reads packs not read before first"
         );
         seen.extend(newly);
         runs += 1;
