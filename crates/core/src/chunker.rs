@@ -112,48 +112,51 @@ impl ChunkerConfig {
         Chunker {
             config: self,
             reader,
-            buf: Vec::with_capacity(cap),
+            buf: Vec::new(),
             cap,
             start: 0,
+            end: 0,
             eof: false,
         }
     }
 }
 
 /// Iterator over the chunks of a stream.
+///
+/// `buf[start..end]` holds the bytes read but not yet chunked. The buffer grows
+/// on demand (doubling, from 64 KiB up to twice the maximum chunk size), so a
+/// small file never pays for a large buffer, and it is never re-zeroed.
 pub struct Chunker<'a, R> {
     config: &'a ChunkerConfig,
     reader: R,
     buf: Vec<u8>,
     cap: usize,
     start: usize,
+    end: usize,
     eof: bool,
 }
 
 impl<R: Read> Chunker<'_, R> {
     fn fill(&mut self) -> io::Result<()> {
         let max = self.config.params.max_size as usize;
-        if self.eof || self.buf.len() - self.start >= max {
+        if self.eof || self.end - self.start >= max {
             return Ok(());
         }
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.buf.len() < self.cap {
-            let len = self.buf.len();
-            self.buf.resize(self.cap, 0);
-            match self.reader.read(&mut self.buf[len..]) {
-                Ok(0) => {
-                    self.buf.truncate(len);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(len + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(len),
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
+        while !self.eof && self.end < self.cap {
+            if self.end == self.buf.len() {
+                let grown = (self.buf.len() * 2).max(64 * 1024).min(self.cap);
+                self.buf.resize(grown, 0);
+            }
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(())
@@ -167,7 +170,7 @@ impl<R: Read> Iterator for Chunker<'_, R> {
         if let Err(e) = self.fill() {
             return Some(Err(e));
         }
-        let avail = &self.buf[self.start..];
+        let avail = &self.buf[self.start..self.end];
         if avail.is_empty() {
             return None;
         }

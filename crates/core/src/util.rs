@@ -46,18 +46,37 @@ pub fn group_name(gid: u32) -> Option<String> {
         .clone()
 }
 
-/// uid for a user name on this system.
+static UIDS: Mutex<Option<HashMap<String, Option<u32>>>> = Mutex::new(None);
+static GIDS: Mutex<Option<HashMap<String, Option<u32>>>> = Mutex::new(None);
+
+/// uid for a user name on this system, cached (restore asks once per entry).
 pub fn uid_of(name: &str) -> Option<u32> {
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
+    if name.is_empty() {
+        return None;
+    }
+    let mut g = UIDS.lock();
+    *g.get_or_insert_with(HashMap::new)
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        })
 }
 
-/// gid for a group name on this system.
+/// gid for a group name on this system, cached.
 pub fn gid_of(name: &str) -> Option<u32> {
-    nix::unistd::Group::from_name(name)
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
+    if name.is_empty() {
+        return None;
+    }
+    let mut g = GIDS.lock();
+    *g.get_or_insert_with(HashMap::new)
+        .entry(name.to_string())
+        .or_insert_with(|| {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw())
+        })
 }

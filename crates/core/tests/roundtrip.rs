@@ -203,7 +203,7 @@ fn awkward_tree_round_trips_exactly() {
     );
     awkward_tree(&src);
     new_repo(&repo);
-    let out = backup(&repo, &[src.clone()]);
+    let out = backup(&repo, std::slice::from_ref(&src));
     assert!(!out.is_partial(), "{:?}", out.snapshot.summary);
     let summary = restore_all(&repo, &out, &target);
     assert!(summary.files_verified > 0);
@@ -272,7 +272,7 @@ fn default_chunker_handles_files_over_twice_the_max_chunk() {
         ..InitOptions::default()
     };
     Repository::init(storage, PW, &opts).unwrap();
-    let out = backup(&repo_dir, &[src.clone()]);
+    let out = backup(&repo_dir, std::slice::from_ref(&src));
     restore_all(&repo_dir, &out, &target);
     assert!(fs::read(restored_root(&target, &src).join("twenty-mib.bin")).unwrap() == data);
     let repo = indexed(&repo_dir);
@@ -299,14 +299,14 @@ fn incremental_backup_reuses_unchanged_files_and_both_snapshots_restore() {
         fs::write(src.join(format!("d/f{i}")), pseudo_random(100_000, i)).unwrap();
     }
     new_repo(&repo);
-    let first = backup(&repo, &[src.clone()]);
+    let first = backup(&repo, std::slice::from_ref(&src));
     let before = describe(&src);
     // Change one file in place (same size), add one, remove one.
     std::thread::sleep(std::time::Duration::from_millis(20));
     fs::write(src.join("d/f3"), pseudo_random(100_000, 999)).unwrap();
     fs::write(src.join("d/new"), b"new").unwrap();
     fs::remove_file(src.join("d/f7")).unwrap();
-    let second = backup(&repo, &[src.clone()]);
+    let second = backup(&repo, std::slice::from_ref(&src));
     let s = second.snapshot.summary.clone().unwrap();
     assert_eq!(second.snapshot.parent, first.snapshot_id);
     assert_eq!(
@@ -454,7 +454,7 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
     fs::write(src.join("a"), b"aaa").unwrap();
     fs::write(src.join("b"), b"bbb").unwrap();
     new_repo(&repo);
-    let out = backup(&repo, &[src.clone()]);
+    let out = backup(&repo, std::slice::from_ref(&src));
     restore_all(&repo, &out, &target);
     let back = restored_root(&target, &src);
     fs::write(back.join("b"), b"local change").unwrap();
@@ -536,8 +536,8 @@ fn damaged_pack_is_reported_with_the_affected_snapshots_and_files() {
     fs::write(s1.join("victim.bin"), pseudo_random(300_000, 1)).unwrap();
     fs::write(s2.join("bystander.bin"), pseudo_random(300_000, 2)).unwrap();
     new_repo(&repo_dir);
-    let hit = backup(&repo_dir, &[s1.clone()]);
-    let safe = backup(&repo_dir, &[s2.clone()]);
+    let hit = backup(&repo_dir, std::slice::from_ref(&s1));
+    let safe = backup(&repo_dir, std::slice::from_ref(&s2));
     let repo = indexed(&repo_dir);
     // The data pack holding the victim's first chunk.
     let node = walk::find_node(
