@@ -192,7 +192,7 @@ fn prune_running_repeatedly_during_a_backup_loop_loses_nothing() {
             pseudo_random(150_000 + i as usize * 1000, 100 + i),
             "snapshot {tag}"
         );
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             assert_eq!(
                 fs::read(back.join("common.bin")).unwrap(),
                 pseudo_random(400_000, 1),
