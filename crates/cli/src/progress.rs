@@ -9,6 +9,7 @@ use lifeboat_core::progress::Progress;
 pub struct Bar {
     bar: ProgressBar,
     warnings: bool,
+    visible: bool,
 }
 
 impl Bar {
@@ -27,7 +28,11 @@ impl Bar {
         );
         bar.set_prefix(prefix.to_string());
         bar.enable_steady_tick(Duration::from_millis(250));
-        Self { bar, warnings }
+        Self {
+            bar,
+            warnings,
+            visible,
+        }
     }
 
     pub fn finish(&self) {
@@ -36,6 +41,9 @@ impl Bar {
 }
 
 impl Progress for Bar {
+    fn wants_totals(&self) -> bool {
+        self.visible
+    }
     fn set_totals(&self, files: u64, bytes: u64) {
         self.bar.set_length(bytes);
         self.bar.set_message(format!("of {files} files"));

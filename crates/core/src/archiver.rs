@@ -453,8 +453,11 @@ pub fn backup(
     let counters = Counters::default();
     let scan_stop = AtomicBool::new(false);
     let walked: Result<(Id, Vec<String>)> = std::thread::scope(|scope| {
-        // Scanner: totals for the progress bar's ETA.
+        // Scanner: totals for the progress bar's ETA (only when someone shows them).
         scope.spawn(|| {
+            if !progress.wants_totals() {
+                return;
+            }
             scan_totals(
                 &paths,
                 &excludes,

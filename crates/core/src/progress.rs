@@ -5,6 +5,11 @@
 use std::path::Path;
 
 pub trait Progress: Send + Sync {
+    /// Whether this reporter shows totals; when `false`, operations skip the
+    /// extra work of computing them (a backup's scan of the whole tree).
+    fn wants_totals(&self) -> bool {
+        false
+    }
     /// Totals, when known (a scanner walks ahead of a backup to find them).
     fn set_totals(&self, _files: u64, _bytes: u64) {}
     /// Bytes processed (read, restored or verified).

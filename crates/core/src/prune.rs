@@ -212,11 +212,18 @@ fn index_with_marked(
     Ok((index, headers))
 }
 
-/// Every blob (trees and data) referenced by the snapshots present now.
-fn referenced_blobs(repo: &IndexedRepository) -> Result<(u64, HashSet<Id>)> {
-    let snaps = repo.snapshots()?;
+/// Every blob (trees and data) referenced by `snaps`.
+///
+/// `snaps` must be listed *before* the index in `repo` was loaded: the write
+/// order packs → index → snapshot then guarantees that every listed snapshot's
+/// blobs are in that index. (Listing after loading raced with backups that
+/// finished in between: their snapshot named an index file prune had not read.)
+fn referenced_blobs(
+    repo: &IndexedRepository,
+    snaps: &[crate::snapshot::SnapshotEntry],
+) -> Result<(u64, HashSet<Id>)> {
     let mut used: HashSet<Id> = HashSet::new();
-    for s in &snaps {
+    for s in snaps {
         let mut stack = vec![s.snapshot.tree];
         while let Some(t) = stack.pop() {
             if !used.insert(t) {
@@ -344,14 +351,16 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
     if ready.is_empty() {
         return Ok(());
     }
-    // Snapshots are listed after the session check (see the module docs).
+    // Snapshots are listed after the session check (see the module docs) and
+    // before the index is loaded (see `referenced_blobs`).
+    let snaps = repo.snapshots()?;
     let files = repo.index_files()?;
     let marked: Vec<Id> = ready
         .iter()
         .flat_map(|(_, m)| m.packs.iter().copied())
         .collect();
     let (index, headers) = index_with_marked(repo, &files, &marked)?;
-    let (_, used) = referenced_blobs(&IndexedRepository::new(repo.clone(), index))?;
+    let (_, used) = referenced_blobs(&IndexedRepository::new(repo.clone(), index), &snaps)?;
     let mut indexed_in: HashMap<Id, Vec<Id>> = HashMap::new();
     for (fid, f) in &files {
         for p in &f.packs {
@@ -446,6 +455,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
         .flat_map(|(_, m)| m.packs)
         .collect();
     let already: HashSet<Id> = pending.iter().copied().collect();
+    let snaps = repo.snapshots()?;
     let all_index_ids = repo.list_ids("index")?;
     let files = repo.index_files()?;
     let stored: BTreeMap<Id, u64> = repo
@@ -460,7 +470,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     // re-index those); walk them through the packs' own headers.
     let (index, _) = index_with_marked(repo, &files, &pending)?;
     let indexed = IndexedRepository::new(repo.clone(), index);
-    let (n_snaps, used) = referenced_blobs(&indexed)?;
+    let (n_snaps, used) = referenced_blobs(&indexed, &snaps)?;
     report.snapshots = n_snaps;
     report.referenced_blobs = used.len() as u64;
 
