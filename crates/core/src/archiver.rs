@@ -288,8 +288,10 @@ impl Pipeline {
         Ok(self.writer.save(BlobType::Tree, &bytes)?.0)
     }
 
-    /// Wait for the compressors, then flush packs and the index.
-    fn finish(mut self) -> Result<Vec<crate::index::IndexPack>> {
+    /// Wait for the compressors, then flush packs and the index. Returns the
+    /// writer's counters (data blobs, tree blobs, raw bytes, stored bytes),
+    /// read only after every compressor has finished.
+    fn finish(mut self) -> Result<[u64; 4]> {
         drop(self.compress_tx.take());
         for h in self.compressors.drain(..) {
             h.join()
@@ -300,7 +302,15 @@ impl Pipeline {
         }
         let writer = Arc::try_unwrap(self.writer)
             .map_err(|_| Error::Other("blob writer still in use".into()))?;
-        writer.finish()
+        let ws = writer.stats();
+        let stats = [
+            ws.data_blobs.load(Ordering::Relaxed),
+            ws.tree_blobs.load(Ordering::Relaxed),
+            ws.raw_bytes.load(Ordering::Relaxed),
+            ws.stored_bytes.load(Ordering::Relaxed),
+        ];
+        writer.finish()?;
+        Ok(stats)
     }
 }
 
@@ -524,14 +534,8 @@ pub fn backup(
         }
     };
     let bytes_read = pipeline.bytes_read.load(Ordering::Relaxed);
-    let ws = pipeline.writer.stats();
-    let stats = (
-        ws.data_blobs.load(Ordering::Relaxed),
-        ws.tree_blobs.load(Ordering::Relaxed),
-        ws.raw_bytes.load(Ordering::Relaxed),
-        ws.stored_bytes.load(Ordering::Relaxed),
-    );
-    pipeline.finish()?;
+    let [d, t, raw, stored] = pipeline.finish()?;
+    let stats = (d, t, raw, stored);
     let c = &counters;
     let files_new = c.files_new.load(Ordering::Relaxed);
     let files_changed = c.files_changed.load(Ordering::Relaxed);
@@ -1027,14 +1031,8 @@ impl<'a> StreamSnapshotWriter<'a> {
     pub fn finish(self, metadata: Option<serde_json::Value>) -> Result<BackupOutcome> {
         let root_id = self.pipeline.save_tree(self.root.clone())?;
         let bytes_read = self.pipeline.bytes_read.load(Ordering::Relaxed);
-        let s = self.pipeline.writer.stats();
-        let stats = (
-            s.data_blobs.load(Ordering::Relaxed),
-            s.tree_blobs.load(Ordering::Relaxed),
-            s.raw_bytes.load(Ordering::Relaxed),
-            s.stored_bytes.load(Ordering::Relaxed),
-        );
-        self.pipeline.finish()?;
+        let [d, t, raw, stored] = self.pipeline.finish()?;
+        let stats = (d, t, raw, stored);
         let files = self.root.nodes.len() as u64;
         let summary = Summary {
             backup_start: Some(self.started),
