@@ -68,39 +68,16 @@ impl Excludes {
     /// # Errors
     /// [`Error::Invalid`] naming the first pattern that does not parse.
     pub fn new(opts: &ExcludeOptions) -> Result<Self> {
-        let mut by_name = GlobSetBuilder::new();
-        let mut by_path = GlobSetBuilder::new();
-        let patterns = opts
+        let patterns: Vec<(&str, bool)> = opts
             .exclude
             .iter()
-            .map(|p| (p, false))
-            .chain(opts.iexclude.iter().map(|p| (p, true)));
-        for (pattern, icase) in patterns {
-            let p = pattern.trim_end_matches('/');
-            let (set, glob) = if p.contains('/') {
-                let g = if p.starts_with('/') {
-                    p.to_string()
-                } else {
-                    format!("**/{p}")
-                };
-                (&mut by_path, g)
-            } else {
-                (&mut by_name, p.to_string())
-            };
-            let glob = GlobBuilder::new(&glob)
-                .literal_separator(true)
-                .case_insensitive(icase)
-                .build()
-                .map_err(|e| Error::invalid("exclude pattern", format!("{pattern:?}: {e}")))?;
-            set.add(glob);
-        }
+            .map(|p| (p.as_str(), false))
+            .chain(opts.iexclude.iter().map(|p| (p.as_str(), true)))
+            .collect();
+        let (by_name, by_path) = compile_patterns(&patterns, "exclude pattern")?;
         Ok(Self {
-            by_name: by_name
-                .build()
-                .map_err(|e| Error::invalid("exclude pattern", e))?,
-            by_path: by_path
-                .build()
-                .map_err(|e| Error::invalid("exclude pattern", e))?,
+            by_name,
+            by_path,
             if_present: opts.exclude_if_present.clone(),
             larger_than: opts.exclude_larger_than,
         })
@@ -128,6 +105,44 @@ impl Excludes {
         }
         false
     }
+}
+
+/// Compile `(pattern, case_insensitive)` globs into (by name, by path) sets,
+/// shared by backup excludes and restore include/exclude. A pattern without `/`
+/// matches any path component's name; one with `/` matches the path (a leading
+/// `/` anchors it at the root, otherwise it may match at any depth).
+///
+/// # Errors
+/// [`Error::Invalid`] naming `what` and the first pattern that does not parse.
+pub(crate) fn compile_patterns(
+    patterns: &[(&str, bool)],
+    what: &'static str,
+) -> Result<(GlobSet, GlobSet)> {
+    let mut by_name = GlobSetBuilder::new();
+    let mut by_path = GlobSetBuilder::new();
+    for (pattern, icase) in patterns {
+        let p = pattern.trim_end_matches('/');
+        let (set, glob) = if p.contains('/') {
+            let g = if p.starts_with('/') {
+                p.to_string()
+            } else {
+                format!("**/{p}")
+            };
+            (&mut by_path, g)
+        } else {
+            (&mut by_name, p.to_string())
+        };
+        let glob = GlobBuilder::new(&glob)
+            .literal_separator(true)
+            .case_insensitive(*icase)
+            .build()
+            .map_err(|e| Error::invalid(what, format!("{pattern:?}: {e}")))?;
+        set.add(glob);
+    }
+    Ok((
+        by_name.build().map_err(|e| Error::invalid(what, e))?,
+        by_path.build().map_err(|e| Error::invalid(what, e))?,
+    ))
 }
 
 /// Which snapshot a backup compares against.

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine as _;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -74,30 +74,8 @@ pub struct RestoreSummary {
 }
 
 fn compile(patterns: &[String]) -> Result<(GlobSet, GlobSet)> {
-    let mut by_name = GlobSetBuilder::new();
-    let mut by_path = GlobSetBuilder::new();
-    for pattern in patterns {
-        let p = pattern.trim_end_matches('/');
-        let (set, glob) = if p.contains('/') {
-            let g = if p.starts_with('/') {
-                p.to_string()
-            } else {
-                format!("**/{p}")
-            };
-            (&mut by_path, g)
-        } else {
-            (&mut by_name, p.to_string())
-        };
-        let g = GlobBuilder::new(&glob)
-            .literal_separator(true)
-            .build()
-            .map_err(|e| Error::invalid("pattern", format!("{pattern:?}: {e}")))?;
-        set.add(g);
-    }
-    Ok((
-        by_name.build().map_err(|e| Error::invalid("pattern", e))?,
-        by_path.build().map_err(|e| Error::invalid("pattern", e))?,
-    ))
+    let p: Vec<(&str, bool)> = patterns.iter().map(|p| (p.as_str(), false)).collect();
+    crate::archiver::compile_patterns(&p, "pattern")
 }
 
 fn matches(sets: &(GlobSet, GlobSet), snap_path: &Path) -> bool {
