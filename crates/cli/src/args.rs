@@ -68,7 +68,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Create a new repository
     Init(InitArgs),
-    /// Back up files and directories (or a stream with --stdin)
+    /// Back up files and directories (or a stream with --stdin), or a database:
+    /// `backup postgres|mysql|redis|sqlite|command`
     Backup(BackupArgs),
     /// Restore a snapshot into a directory
     Restore(RestoreArgs),
@@ -136,7 +137,11 @@ pub struct FilterArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BackupArgs {
+    /// Back up a database instead of files (a directory named like one: `./postgres`)
+    #[command(subcommand)]
+    pub source: Option<BackupSource>,
     /// Files and directories to back up
     pub paths: Vec<PathBuf>,
     /// Leave out entries matching this glob (repeatable)
@@ -186,14 +191,121 @@ pub struct BackupArgs {
     pub time: Option<String>,
 }
 
+/// Database sources of `backup` (docs/DATABASES.md).
+#[derive(Debug, Subcommand)]
+pub enum BackupSource {
+    /// PostgreSQL: pg_dump (plain SQL) per database + pg_dumpall --globals-only, streamed
+    Postgres(PgBackupArgs),
+    /// MySQL / MariaDB: mariadb-dump --single-transaction per database, streamed
+    #[command(alias = "mariadb")]
+    Mysql(MySqlBackupArgs),
+    /// Redis: an RDB snapshot over the replication protocol (redis-cli --rdb)
+    Redis(RedisBackupArgs),
+    /// SQLite: a consistent online copy through SQLite's backup API
+    Sqlite(SqliteBackupArgs),
+    /// Any command's standard output (e.g. `-- mongodump --archive`)
+    Command(CommandBackupArgs),
+}
+
+/// Flags every database backup takes.
+#[derive(Debug, Args, Clone)]
+pub struct DbBackupCommon {
+    /// Tag the snapshot (repeatable, or comma-separated)
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Dump and chunk everything but write nothing to the repository
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Compression for new data (default: the repository's)
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Record this time instead of now (tests, imports)
+    #[arg(long, hide = true)]
+    pub time: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupArgs {
+    /// postgresql://user@host:port/maintenance-db?sslmode=... (default: libpq's PG* variables).
+    /// Put the password in PGPASSWORD or ~/.pgpass, not in the URL: argv is visible to all users
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Database to dump (repeatable; default: every connectable database)
+    #[arg(short = 'd', long = "database", value_name = "DB")]
+    pub databases: Vec<String>,
+    /// Do not dump roles and tablespaces (pg_dumpall --globals-only needs a superuser)
+    #[arg(long)]
+    pub no_globals: bool,
+    /// Extra pg_dump argument (repeatable, e.g. --pg-dump-arg=--exclude-table=logs)
+    #[arg(long = "pg-dump-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub pg_dump_args: Vec<String>,
+    #[command(flatten)]
+    pub common: DbBackupCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MySqlBackupArgs {
+    /// mysql://user@host:port/?socket=/path (default: MYSQL_* variables and the option files).
+    /// Put the password in MYSQL_PWD or an option file, not in the URL
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Database to dump (repeatable; default: every database but the system ones)
+    #[arg(short = 'd', long = "database", value_name = "DB")]
+    pub databases: Vec<String>,
+    /// Option file with connection settings (e.g. the password), like the clients' --defaults-extra-file
+    #[arg(long, value_name = "FILE")]
+    pub defaults_extra_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: DbBackupCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct RedisBackupArgs {
+    /// redis://[user@]host[:port] or rediss:// (password: REDISCLI_AUTH)
+    #[arg(long, env = "REDIS_URL", value_name = "URL", hide_env_values = true)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub common: DbBackupCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct SqliteBackupArgs {
+    /// The database file
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub common: DbBackupCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct CommandBackupArgs {
+    /// Name of the stream in the snapshot (also its grouping key for retention)
+    #[arg(long, default_value = "command.out")]
+    pub name: String,
+    /// MongoDB preset: `mongodump --archive [--config FILE]` (the URI with its password
+    /// goes in a 0600 YAML config file, never in argv)
+    #[arg(long, conflicts_with = "command")]
+    pub mongodump: bool,
+    /// mongodump --config file for --mongodump
+    #[arg(long, value_name = "FILE", requires = "mongodump")]
+    pub mongo_config: Option<PathBuf>,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub common: DbBackupCommon,
+}
+
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Snapshot id prefix or `latest`, optionally `SNAPSHOT:PATH` to restore a subtree
     #[arg(default_value = "latest")]
     pub snapshot: String,
-    /// Directory to restore into
-    #[arg(short, long)]
-    pub target: PathBuf,
+    /// Directory to restore into (for a database snapshot: its dump files)
+    #[arg(short, long, required_unless_present_any = ["to_postgres", "to_mysql", "to_redis_dir", "to_sqlite", "to_command"])]
+    pub target: Option<PathBuf>,
     /// Pick the newest snapshot at or before this time ("2026-11-20 14:00")
     #[arg(long)]
     pub at: Option<String>,
@@ -214,6 +326,69 @@ pub struct RestoreArgs {
     /// List what would be written, write nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub db: DbRestoreArgs,
+}
+
+/// Restoring a database snapshot into a server, a data directory, a file or a command.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Database restore (docs/DATABASES.md)")]
+pub struct DbRestoreArgs {
+    /// Restore a PostgreSQL dump into this server (URL, or empty for libpq's PG* variables)
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["target", "to_mysql", "to_redis_dir", "to_sqlite", "to_command"])]
+    pub to_postgres: Option<String>,
+    /// Restore a MySQL/MariaDB dump into this server (URL, or empty for MYSQL_* and option files)
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "",
+          conflicts_with_all = ["target", "to_redis_dir", "to_sqlite", "to_command"])]
+    pub to_mysql: Option<String>,
+    /// Write a Redis dump as DIR/dump.rdb for a new instance and verify its key count
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["target", "to_sqlite", "to_command"])]
+    pub to_redis_dir: Option<PathBuf>,
+    /// Restore a SQLite dump as this file (new; with --replace-file an existing one)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["target", "to_command"])]
+    pub to_sqlite: Option<PathBuf>,
+    /// Pipe a stream into the command given after `--` (e.g. `-- mongorestore --archive`)
+    #[arg(long, conflicts_with = "target", requires = "command")]
+    pub to_command: bool,
+    /// Restore into a new database with this name (default: DB_restored_SNAPSHOT)
+    #[arg(long = "as", value_name = "NAME", conflicts_with_all = ["replace", "table"])]
+    pub as_name: Option<String>,
+    /// Replace this existing database: safety backup, restore into a temporary database,
+    /// verify, terminate connections, swap names; the original is untouched on failure
+    #[arg(long, value_name = "DB", conflicts_with = "table")]
+    pub replace: Option<String>,
+    /// Restore only this table (repeatable; `schema.table`) into the existing database --database
+    #[arg(long, value_name = "TABLE")]
+    pub table: Vec<String>,
+    /// Which dumped database to restore (needed when the snapshot holds several); with
+    /// --table also the target database
+    #[arg(long, value_name = "DB")]
+    pub database: Option<String>,
+    /// SQL returning one boolean, run in the restored database before it is accepted
+    #[arg(long, value_name = "SQL")]
+    pub check: Option<String>,
+    /// Do not compare row counts with those recorded at backup time
+    #[arg(long)]
+    pub no_verify_rows: bool,
+    /// After --replace keep the previous database under a side name instead of dropping it
+    #[arg(long)]
+    pub keep_previous: bool,
+    /// PostgreSQL: also replay roles and tablespaces (globals.sql); existing roles stay as they are
+    #[arg(long)]
+    pub globals: bool,
+    /// SQLite: replace the existing file given to --to-sqlite (after a safety backup)
+    #[arg(long)]
+    pub replace_file: bool,
+    /// Stream to pipe with --to-command (default: the snapshot's only stream)
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+    /// Redis: do not start a throwaway redis-server to verify the key count
+    #[arg(long)]
+    pub no_verify: bool,
+    /// The command for --to-command, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,12 +9,17 @@ pub fn print_error(e: &anyhow::Error) {
         .map(String::from)
         .partition(|l| !l.starts_with("hint:"));
     // Append the causes that add information to the message, before the hints.
+    // A cause whose text is already shown (many errors print their source
+    // inside their own message) is skipped.
+    let mut shown = top.clone();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();
-        if !top.contains(&c) {
+        let c = c.trim_end_matches([' ', ':']);
+        if !c.is_empty() && !shown.contains(c) {
             if let Some(last) = main.last_mut() {
                 last.push_str(&format!(": {c}"));
             }
+            shown.push_str(c);
         }
     }
     eprintln!("error: {}", main.join("\n"));

@@ -932,6 +932,15 @@ fn scan_totals(
     progress.set_totals(files, bytes);
 }
 
+/// Owner, mode and times of a node made by a stream backup (not read from disk).
+fn stamp(node: &mut Node, mode: u32) {
+    node.mode = mode;
+    node.uid = nix::unistd::getuid().as_raw();
+    node.gid = nix::unistd::getgid().as_raw();
+    node.mtime_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    node.ctime_ns = node.mtime_ns;
+}
+
 /// Options for a backup of named streams (`--stdin`, database dumps).
 #[derive(Debug, Clone)]
 pub struct StreamBackupOptions {
@@ -967,7 +976,8 @@ pub struct StreamSnapshotWriter<'a> {
     repo: &'a IndexedRepository,
     pipeline: Pipeline,
     opts: StreamBackupOptions,
-    root: Tree,
+    /// Stored streams: path components (`db/shop.sql` → `["db", "shop.sql"]`) and file node.
+    files: Vec<(Vec<String>, Node)>,
     started: DateTime<FixedOffset>,
     total_bytes: u64,
     progress: &'a dyn Progress,
@@ -1001,7 +1011,7 @@ impl<'a> StreamSnapshotWriter<'a> {
             pipeline,
             repo,
             opts,
-            root: Tree::default(),
+            files: Vec::new(),
             started: chrono::Local::now().fixed_offset(),
             total_bytes: 0,
             progress,
@@ -1009,32 +1019,61 @@ impl<'a> StreamSnapshotWriter<'a> {
     }
 
     /// Store everything `reader` yields as the file `name`; returns its size.
+    /// `name` may contain `/`: the stream is stored at that relative path
+    /// (`db/shop.sql`), with the directories created in the snapshot.
     ///
     /// # Errors
-    /// The reader's I/O error (the snapshot is not written), or a storage error.
+    /// An invalid or duplicate name; the reader's I/O error (the snapshot is
+    /// not written); a storage error.
     pub fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> Result<u64> {
-        if name.is_empty() || name.contains('/') || self.root.nodes.iter().any(|n| n.name == name) {
+        let comps: Vec<String> = name.split('/').map(String::from).collect();
+        let bad_comp = comps.iter().any(|c| c.is_empty() || c == "." || c == "..");
+        let clash = self.files.iter().any(|(other, _)| {
+            let n = other.len().min(comps.len());
+            other[..n] == comps[..n]
+        });
+        if bad_comp || clash {
             return Err(Error::invalid(
                 "stream name",
-                format!("{name:?} is empty, has a '/', or is used twice"),
+                format!("{name:?} is empty, has an empty, '.' or '..' component, or clashes with another stream"),
             ));
         }
         let (ids, size) = self
             .pipeline
             .chunk_stream(reader, self.progress)
             .map_err(|e| Error::io(PathBuf::from(name), e))?;
-        let now = chrono::Utc::now();
-        let mut node = Node::new(OsStr::new(name), NodeKind::File);
-        node.mode = 0o100600;
-        node.uid = nix::unistd::getuid().as_raw();
-        node.gid = nix::unistd::getgid().as_raw();
-        node.mtime_ns = now.timestamp_nanos_opt().unwrap_or_default();
-        node.ctime_ns = node.mtime_ns;
+        let mut node = Node::new(
+            OsStr::new(comps.last().expect("split yields one")),
+            NodeKind::File,
+        );
+        stamp(&mut node, 0o100600);
         node.size = size;
         node.content = Some(ids);
-        self.root.nodes.push(node);
+        self.files.push((comps, node));
         self.total_bytes += size;
         Ok(size)
+    }
+
+    /// Save the trees of `entries` (paths relative to this directory), deepest first.
+    fn save_dir(&self, entries: Vec<(Vec<String>, Node)>) -> Result<Id> {
+        let mut tree = Tree::default();
+        let mut dirs: std::collections::BTreeMap<String, Vec<(Vec<String>, Node)>> =
+            std::collections::BTreeMap::new();
+        for (mut comps, node) in entries {
+            if comps.len() == 1 {
+                tree.nodes.push(node);
+            } else {
+                let first = comps.remove(0);
+                dirs.entry(first).or_default().push((comps, node));
+            }
+        }
+        for (name, sub) in dirs {
+            let mut dir = Node::new(OsStr::new(&name), NodeKind::Dir);
+            stamp(&mut dir, 0o040700);
+            dir.subtree = Some(self.save_dir(sub)?);
+            tree.nodes.push(dir);
+        }
+        self.pipeline.save_tree(tree)
     }
 
     /// Convenience for small in-memory files (metadata, manifests).
@@ -1044,11 +1083,11 @@ impl<'a> StreamSnapshotWriter<'a> {
 
     /// Write the root tree, flush packs and index, and save the snapshot.
     pub fn finish(self, metadata: Option<serde_json::Value>) -> Result<BackupOutcome> {
-        let root_id = self.pipeline.save_tree(self.root.clone())?;
+        let root_id = self.save_dir(self.files.clone())?;
         let bytes_read = self.pipeline.bytes_read.load(Ordering::Relaxed);
         let [d, t, raw, stored] = self.pipeline.finish()?;
         let stats = (d, t, raw, stored);
-        let files = self.root.nodes.len() as u64;
+        let files = self.files.len() as u64;
         let summary = Summary {
             backup_start: Some(self.started),
             backup_end: Some(chrono::Local::now().fixed_offset()),
@@ -1063,7 +1102,7 @@ impl<'a> StreamSnapshotWriter<'a> {
             ..Summary::default()
         };
         let paths = if self.opts.paths.is_empty() {
-            self.root.nodes.iter().map(|n| n.name.clone()).collect()
+            self.files.iter().map(|(c, _)| c.join("/")).collect()
         } else {
             self.opts.paths.clone()
         };

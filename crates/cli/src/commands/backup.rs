@@ -15,6 +15,9 @@ use crate::progress::Bar;
 use crate::settings;
 
 pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
+    if let Some(source) = &a.source {
+        return super::db::backup(g, source);
+    }
     if a.stdin && !a.paths.is_empty() {
         bail!("--stdin takes no paths\nhint: name the stream with --stdin-filename");
     }

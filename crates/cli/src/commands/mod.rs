@@ -7,6 +7,7 @@ use crate::args::{Cli, Command};
 
 mod backup;
 mod check;
+mod db;
 mod inspect;
 mod keys;
 mod maintenance;

@@ -15,6 +15,12 @@ use crate::progress::Bar;
 use crate::settings;
 
 pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
+    if super::db::wants_db_restore(&a.db) {
+        return super::db::restore(g, a);
+    }
+    let Some(target) = &a.target else {
+        anyhow::bail!("nowhere to restore to\nhint: --target DIR, or for a database snapshot --to-postgres/--to-mysql/--to-redis-dir/--to-sqlite/--to-command");
+    };
     let repo = settings::open_indexed(g)?;
     let (spec, subpath) = match a.snapshot.split_once(':') {
         Some((s, p)) => (s, Some(p.to_string())),
@@ -22,7 +28,7 @@ pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
     };
     let snap = super::pick_snapshot(&repo, spec, &a.filter, a.at.as_deref())?;
     let opts = RestoreOptions {
-        target: a.target.clone(),
+        target: target.clone(),
         subpath,
         include: a.include.clone(),
         exclude: a.exclude.clone(),
@@ -39,7 +45,7 @@ pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
     bar.finish();
     if g.json {
         print_json(
-            &json!({"snapshot_id": snap.id, "target": a.target, "dry_run": a.dry_run, "summary": summary, "requests": settings::storage_stats()}),
+            &json!({"snapshot_id": snap.id, "target": target, "dry_run": a.dry_run, "summary": summary, "requests": settings::storage_stats()}),
         );
     } else if !g.quiet {
         if a.dry_run {
@@ -58,7 +64,7 @@ pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
             println!(
                 "restored snapshot {} to {}: {} files, {} dirs, {} links, {} written ({} packs read); {} files already identical{}",
                 snap.id.short(),
-                a.target.display(),
+                target.display(),
                 summary.files,
                 summary.dirs,
                 summary.links,
