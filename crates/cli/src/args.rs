@@ -377,6 +377,16 @@ pub struct DbRestoreArgs {
     /// PostgreSQL: also replay roles and tablespaces (globals.sql); existing roles stay as they are
     #[arg(long)]
     pub globals: bool,
+    /// MySQL point-in-time recovery: after restoring --as a new database, replay the source
+    /// server's binary log from the dump's position up to this time ("YYYY-MM-DD HH:MM:SS",
+    /// server time zone) or `end`
+    #[arg(
+        long,
+        value_name = "TIME|end",
+        requires = "to_mysql",
+        conflicts_with = "replace"
+    )]
+    pub binlog_until: Option<String>,
     /// SQLite: replace the existing file given to --to-sqlite (after a safety backup)
     #[arg(long)]
     pub replace_file: bool,

@@ -159,8 +159,17 @@ fn postgres_backup_restore_alongside_replace_tables_and_rollback() {
         "--check",
         "SELECT count(*) = 0 FROM orders",
     ]);
-    assert!(err.contains("left as it was"), "{err}");
+    assert!(
+        err.contains("left as it was") && err.contains("safety dump is snapshot"),
+        "{err}"
+    );
     assert_eq!(pg_fingerprint(&pg, "shop"), damaged);
+    let snaps = repo.json(&["snapshots", "--tag", "safety"]);
+    assert_eq!(
+        snaps.as_array().unwrap().len(),
+        1,
+        "the failed replace kept its safety dump: {snaps}"
+    );
 
     // A replace with connections open: safety dump first, then swap.
     let mut client = Command::new(pg.bin_dir().join("psql"))
@@ -262,6 +271,42 @@ fn mysql_backup_restore_as_new_and_replace() {
         "t",
     ]);
     assert!(err.contains("not supported"), "{err}");
+
+    // Point in time by binlog replay from the position a dump recorded: rows
+    // written before T come back, rows after T do not.
+    db.sql(Some("app"), "INSERT INTO t VALUES (10, 'in-dump')");
+    let out = repo.json(&["backup", "mysql", "--database", "app"]);
+    let snap2 = out["snapshot_id"].as_str().unwrap().to_string();
+    db.sql(Some("app"), "INSERT INTO t VALUES (15, 'before')");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let t = db.sql(None, "SELECT NOW()");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    db.sql(
+        Some("app"),
+        "INSERT INTO t VALUES (20, 'after'); DELETE FROM t WHERE id = 1",
+    );
+    let ids = |name: &str| db.sql(Some(name), "SELECT GROUP_CONCAT(id ORDER BY id) FROM t");
+    repo.ok(&[
+        "restore",
+        &snap2,
+        "--to-mysql",
+        "--as",
+        "app_t",
+        "--binlog-until",
+        &t,
+    ]);
+    assert_eq!(ids("app_t"), "1,2,3,10,15");
+    repo.ok(&[
+        "restore",
+        &snap2,
+        "--to-mysql",
+        "--as",
+        "app_end",
+        "--binlog-until",
+        "end",
+    ]);
+    assert_eq!(ids("app_end"), "2,3,10,15,20");
+    assert_eq!(ids("app"), "2,3,10,15,20");
 }
 
 #[test]

@@ -24,7 +24,9 @@ use lifeboat_core::tree::NodeKind;
 use lifeboat_core::walk;
 use lifeboat_core::writer::WriterOptions;
 use lifeboat_sources::command::{CommandSink, CommandSource, CommandSpec};
-use lifeboat_sources::mysql::{MySqlConnection, MySqlDumpOptions, MySqlRestorer, MySqlSource};
+use lifeboat_sources::mysql::{
+    BinlogStop, MySqlConnection, MySqlDumpOptions, MySqlRestorer, MySqlSource, MySqlTarget,
+};
 use lifeboat_sources::pg::{PgConnection, PgDumpOptions, PgRestoreOptions, PgRestorer, PgSource};
 use lifeboat_sources::redis::{RedisConnection, RedisRestoreOptions, RedisSource};
 use lifeboat_sources::sqlite::{self, SqliteSource, SqliteTarget};
@@ -562,7 +564,21 @@ pub fn restore(g: &GlobalArgs, r: &RestoreArgs) -> Result<Exit> {
         opts.verify_row_counts = !a.no_verify_rows;
         opts.keep_previous = a.keep_previous;
         let restorer = MySqlRestorer::new(conn);
-        let plan = restorer.plan(&meta, &opts)?;
+        let mut plan = restorer.plan(&meta, &opts)?;
+        let stop = a.binlog_until.as_deref().map(|t| match t {
+            "end" | "END" => BinlogStop::End,
+            t => BinlogStop::Datetime(t.to_string()),
+        });
+        if let (Some(stop), MySqlTarget::AsNew(target)) = (&stop, &opts.target) {
+            plan.steps.push(format!(
+                "replay the binary log of {} into {target} from the dump's position until {}",
+                opts.database.as_deref().unwrap_or("?"),
+                match stop {
+                    BinlogStop::Datetime(t) => t.as_str(),
+                    _ => "its end",
+                }
+            ));
+        }
         if r.dry_run {
             (plan, None)
         } else {
@@ -572,7 +588,15 @@ pub fn restore(g: &GlobalArgs, r: &RestoreArgs) -> Result<Exit> {
                 &opts,
                 safety.as_mut().map(|s| s as &mut dyn StreamSink),
             );
-            (plan, Some(report.map_err(|e| restore_failed(e, &safety))?))
+            let report = report.map_err(|e| restore_failed(e, &safety))?;
+            if let (Some(stop), MySqlTarget::AsNew(target), Some(db)) =
+                (&stop, &opts.target, &opts.database)
+            {
+                restorer
+                    .replay_binlog(&meta, db, target, stop)
+                    .with_context(|| format!("replaying the binary log into {target} (the restored dump stays in place)"))?;
+            }
+            (plan, Some(report))
         }
     } else if let Some(dir) = &a.to_redis_dir {
         let opts = RedisRestoreOptions {
