@@ -391,6 +391,9 @@ fn restore_pack(
     progress: &dyn Progress,
 ) -> Result<()> {
     const MAX_GAP: u64 = 256 * 1024;
+    // Files this pack writes to, opened once each (a pack holds many blobs of
+    // the same few files).
+    let mut open: HashMap<usize, File> = HashMap::new();
     let mut i = 0;
     while i < blobs.len() {
         let start = blobs[i].1.offset as u64;
@@ -412,10 +415,15 @@ fn restore_pack(
             for (t, offset) in &uses[id] {
                 let target = &targets[*t];
                 if !zero {
-                    let f = File::options()
-                        .write(true)
-                        .open(&target.path)
-                        .map_err(|e| Error::io(&target.path, e))?;
+                    let f = match open.entry(*t) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                            File::options()
+                                .write(true)
+                                .open(&target.path)
+                                .map_err(|e| Error::io(&target.path, e))?,
+                        ),
+                    };
                     f.write_all_at(&plain, *offset)
                         .map_err(|e| Error::io(&target.path, e))?;
                 }

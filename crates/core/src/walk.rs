@@ -70,14 +70,20 @@ pub fn walk(
     Ok(())
 }
 
-/// Streams a file's content blob by blob, holding one blob in memory.
+/// Streams a file's content in order. Neighbouring blobs of the same pack are
+/// fetched with one ranged read (up to [`READ_AHEAD`] bytes), so a large stream
+/// from a remote repository costs one request per run of blobs, not per blob.
 pub struct ContentReader<'a> {
     repo: &'a IndexedRepository,
     ids: Vec<Id>,
     next: usize,
+    ready: std::collections::VecDeque<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
 }
+
+/// Most bytes one read-ahead fetches.
+pub const READ_AHEAD: u64 = 16 << 20;
 
 impl<'a> ContentReader<'a> {
     pub fn new(repo: &'a IndexedRepository, node: &Node) -> Self {
@@ -85,24 +91,71 @@ impl<'a> ContentReader<'a> {
             repo,
             ids: node.content.clone().unwrap_or_default(),
             next: 0,
+            ready: std::collections::VecDeque::new(),
             buf: Vec::new(),
             pos: 0,
         }
+    }
+
+    /// Fetch the next run of blobs that sit back to back in one pack.
+    fn fill(&mut self) -> Result<()> {
+        let index = self.repo.index();
+        let first = self.ids[self.next];
+        let Some(loc) = index.get(&first) else {
+            // Not indexed: let read_blob produce the precise error.
+            self.ready.push_back(self.repo.read_blob(&first)?);
+            self.next += 1;
+            return Ok(());
+        };
+        let start = u64::from(loc.offset);
+        let mut end = start + u64::from(loc.length);
+        let mut run = vec![(first, loc)];
+        while let Some(id) = self.ids.get(self.next + run.len()) {
+            match index.get(id) {
+                Some(l)
+                    if l.pack == loc.pack
+                        && u64::from(l.offset) == end
+                        && end - start < READ_AHEAD =>
+                {
+                    end += u64::from(l.length);
+                    run.push((*id, l));
+                }
+                _ => break,
+            }
+        }
+        let data = self
+            .repo
+            .storage()
+            .get(&crate::pack::pack_key(&loc.pack), Some(start..end))?;
+        for (id, l) in &run {
+            let off = (u64::from(l.offset) - start) as usize;
+            let sealed = data
+                .get(off..off + l.length as usize)
+                .ok_or_else(|| Error::damaged("pack", &l.pack, "shorter than the index says"))?;
+            self.ready.push_back(self.repo.decode_blob(
+                id,
+                &l.pack,
+                l.compression,
+                l.raw_length,
+                sealed,
+            )?);
+        }
+        self.next += run.len();
+        Ok(())
     }
 }
 
 impl Read for ContentReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.buf.len() {
-            if self.next == self.ids.len() {
-                return Ok(0);
+            if self.ready.is_empty() {
+                if self.next == self.ids.len() {
+                    return Ok(0);
+                }
+                self.fill().map_err(std::io::Error::other)?;
             }
-            self.buf = self
-                .repo
-                .read_blob(&self.ids[self.next])
-                .map_err(std::io::Error::other)?;
+            self.buf = self.ready.pop_front().unwrap_or_default();
             self.pos = 0;
-            self.next += 1;
         }
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);

@@ -423,10 +423,15 @@ fn stream_snapshots_round_trip() {
     );
     w.add_stream("db.sql", &mut &dump[..]).unwrap();
     w.add_bytes("metadata.json", br#"{"rows":1}"#).unwrap();
-    assert!(
-        w.add_bytes("db.sql", b"dup").is_err(),
-        "duplicate names are refused"
-    );
+    let nested = pseudo_random(700_000, 6);
+    w.add_stream("db/shop.sql", &mut &nested[..]).unwrap();
+    w.add_bytes("db/more/x.sql", b"x").unwrap();
+    for bad in ["db.sql", "db", "db/shop.sql/x", "../x", "a//b", "./a", ""] {
+        assert!(
+            w.add_bytes(bad, b"dup").is_err(),
+            "{bad:?}: duplicate, clashing or unsafe names are refused"
+        );
+    }
     let out = w
         .finish(Some(serde_json::json!({"engine": "postgres"})))
         .unwrap();
@@ -440,6 +445,18 @@ fn stream_snapshots_round_trip() {
         .read_to_end(&mut back)
         .unwrap();
     assert!(back == dump);
+    let node = walk::find_node(&repo, &out.snapshot_id.unwrap(), snap.tree, "db/shop.sql").unwrap();
+    let mut back = Vec::new();
+    walk::ContentReader::new(&repo, &node)
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(
+        back == nested,
+        "a nested multi-blob stream reads back exactly"
+    );
+    assert!(node.content.as_ref().unwrap().len() > 3);
+    let x = walk::find_node(&repo, &out.snapshot_id.unwrap(), snap.tree, "db/more/x.sql").unwrap();
+    assert_eq!(x.size, 1);
 }
 
 #[test]
