@@ -131,7 +131,7 @@ impl<'a> ContentReader<'a> {
             let off = (u64::from(l.offset) - start) as usize;
             let sealed = data
                 .get(off..off + l.length as usize)
-                .ok_or_else(|| Error::damaged("pack", &l.pack, "shorter than the index says"))?;
+                .ok_or_else(|| Error::damaged("pack", l.pack, "shorter than the index says"))?;
             self.ready.push_back(self.repo.decode_blob(
                 id,
                 &l.pack,
