@@ -108,6 +108,9 @@ pub enum Command {
     Config(ConfigCommand),
     /// Write Reed-Solomon parity sidecars for packs that have none (`check --repair` uses them)
     Parity(ParityArgs),
+    /// PostgreSQL physical backups and WAL archiving: wal-push, wal-fetch, backup, verify
+    #[command(subcommand)]
+    Pg(PgCommand),
 }
 
 #[derive(Debug, Args)]
@@ -304,7 +307,7 @@ pub struct RestoreArgs {
     #[arg(default_value = "latest")]
     pub snapshot: String,
     /// Directory to restore into (for a database snapshot: its dump files)
-    #[arg(short, long, required_unless_present_any = ["to_postgres", "to_mysql", "to_redis_dir", "to_sqlite", "to_command"])]
+    #[arg(short, long, required_unless_present_any = ["to_postgres", "to_mysql", "to_redis_dir", "to_sqlite", "to_command", "to_pgdata"])]
     pub target: Option<PathBuf>,
     /// Pick the newest snapshot at or before this time ("2026-11-20 14:00")
     #[arg(long)]
@@ -328,6 +331,8 @@ pub struct RestoreArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub db: DbRestoreArgs,
+    #[command(flatten)]
+    pub pitr: PitrRestoreArgs,
 }
 
 /// Restoring a database snapshot into a server, a data directory, a file or a command.
@@ -472,11 +477,22 @@ pub enum KeyCommand {
     /// List key slots
     List,
     /// Add a key slot for a new password (from --new-password-file, LIFEBOAT_NEW_PASSWORD or a prompt)
-    Add(NewPasswordArgs),
+    Add(AddKeyArgs),
     /// Remove a key slot (not the one in use, not the last one)
     Remove { id: String },
     /// Change the password of the key in use
     Passwd(NewPasswordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddKeyArgs {
+    #[command(flatten)]
+    pub new: NewPasswordArgs,
+    /// Generate a random 256-bit secret into FILE (mode 0600, must not exist) and add a key slot
+    /// for it with cheap KDF parameters, so it opens in ~1 ms: for `pg wal-push`/`wal-fetch`,
+    /// which run once per WAL file (docs/DATABASES.md)
+    #[arg(long, value_name = "FILE", conflicts_with = "new_password_file")]
+    pub generate: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -615,4 +631,104 @@ pub struct ParityArgs {
     /// Parity shards per pack (that many damaged shards are repairable)
     #[arg(long, default_value_t = 2)]
     pub parity_shards: u8,
+}
+
+/// `lifeboat pg ...`: PostgreSQL physical backups and the WAL archive (docs/DATABASES.md).
+#[derive(Debug, Subcommand)]
+pub enum PgCommand {
+    /// archive_command: store one WAL file, e.g. `archive_command = 'lifeboat pg wal-push %p'`
+    WalPush(WalPushArgs),
+    /// restore_command: fetch one WAL file (`lifeboat pg wal-fetch %f %p`); exit 1 when it is
+    /// not archived, 126 on any other error (PostgreSQL then stops recovery instead of ending it)
+    WalFetch(WalFetchArgs),
+    /// Physical base backup: pg_basebackup streamed into a snapshot (source postgres-physical)
+    Backup(PgPhysicalBackupArgs),
+    /// Per cluster: timelines, WAL gaps, and the recoverable window
+    Verify(PgVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WalPushArgs {
+    /// The WAL file (PostgreSQL's %p, relative to the data directory it runs in)
+    pub path: PathBuf,
+    /// Cluster (system identifier); default: read from the segment, or from PGDATA/global/pg_control
+    #[arg(long, value_name = "ID")]
+    pub system_id: Option<u64>,
+    /// Data directory (default: $PGDATA, else the current directory, where PostgreSQL runs the command)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Compression: none, lz4, zstd, zstd:LEVEL
+    #[arg(long, default_value = "zstd:3")]
+    pub compression: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WalFetchArgs {
+    /// WAL file name (PostgreSQL's %f)
+    pub name: String,
+    /// Where to write it (PostgreSQL's %p)
+    pub path: PathBuf,
+    /// Cluster (system identifier); default: from PGDATA/global/pg_control
+    #[arg(long, value_name = "ID")]
+    pub system_id: Option<u64>,
+    /// Data directory (default: $PGDATA, else the current directory)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PgPhysicalBackupArgs {
+    /// postgresql://user@host:port/db (default: libpq's PG* variables); needs replication rights
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Start with an immediate checkpoint (default: a spread checkpoint, like pg_basebackup)
+    #[arg(long)]
+    pub fast: bool,
+    /// How long to wait for the backup's last WAL segment to be archived (e.g. 60s, 5m)
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub wal_timeout: String,
+    /// pg_basebackup --max-rate (e.g. 50M)
+    #[arg(long, value_name = "RATE")]
+    pub max_rate: Option<String>,
+    /// Tag the snapshot (repeatable, or comma-separated)
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// Host name to record (default: this machine's)
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PgVerifyArgs {
+    /// Only this cluster (system identifier)
+    #[arg(long, value_name = "ID")]
+    pub system_id: Option<u64>,
+}
+
+/// `restore --to-pgdata`: a physical base backup plus recovery settings.
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "PostgreSQL point-in-time recovery (docs/DATABASES.md)")]
+pub struct PitrRestoreArgs {
+    /// Restore a physical base backup into this new or empty directory, set up to recover to
+    /// the target (--at TIME, --lsn, --restore-point, --immediate; default: all archived WAL)
+    #[arg(long, value_name = "DIR")]
+    pub to_pgdata: Option<PathBuf>,
+    /// Recover up to this WAL position (e.g. 0/3000148)
+    #[arg(long, value_name = "LSN", requires = "to_pgdata", conflicts_with_all = ["at", "restore_point", "immediate"])]
+    pub lsn: Option<String>,
+    /// Recover up to this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME", requires = "to_pgdata", conflicts_with_all = ["at", "immediate"])]
+    pub restore_point: Option<String>,
+    /// Stop as soon as the base backup is consistent
+    #[arg(long, requires = "to_pgdata", conflicts_with = "at")]
+    pub immediate: bool,
+    /// What the server does at the target: promote, pause or shutdown
+    #[arg(long, default_value = "promote", value_parser = ["promote", "pause", "shutdown"])]
+    pub target_action: String,
+    /// The cluster (system identifier) when the repository holds several
+    #[arg(long, value_name = "ID")]
+    pub system_id: Option<u64>,
+    /// Password file for the restore_command to use (default: --password-file); never the password itself
+    #[arg(long, value_name = "FILE")]
+    pub wal_password_file: Option<PathBuf>,
 }

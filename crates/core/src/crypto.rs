@@ -40,6 +40,9 @@ pub enum ObjectKind {
     Snapshot,
     Config,
     KeySlot,
+    /// An archived PostgreSQL WAL file (`wal/...`, see [`crate::wal`]); sealed with
+    /// [`MasterKey::seal_bound`] so the object is also bound to its key.
+    Wal,
 }
 
 impl ObjectKind {
@@ -51,6 +54,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => b"lifeboat/v1/snapshot",
             ObjectKind::Config => b"lifeboat/v1/config",
             ObjectKind::KeySlot => b"lifeboat/v1/key",
+            ObjectKind::Wal => b"lifeboat/v1/wal",
         }
     }
 }
@@ -102,6 +106,30 @@ impl MasterKey {
 
     /// Seal `plaintext` as an object of `kind`.
     pub fn seal(&self, kind: ObjectKind, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_aad(kind.aad(), plaintext)
+    }
+
+    /// Seal `plaintext` as an object of `kind` bound to `context` (its storage key):
+    /// the associated data is `lifeboat/v1/<kind>/<context>`, so the object cannot be
+    /// moved under another name without failing authentication.
+    pub fn seal_bound(&self, kind: ObjectKind, context: &str, plaintext: &[u8]) -> Vec<u8> {
+        self.seal_aad(&bound_aad(kind, context), plaintext)
+    }
+
+    /// Open an object sealed by [`MasterKey::seal_bound`] with the same `context`.
+    ///
+    /// # Errors
+    /// [`CryptoError`] as for [`MasterKey::open`], also when `context` differs.
+    pub fn open_bound(
+        &self,
+        kind: ObjectKind,
+        context: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        self.open_aad(&bound_aad(kind, context), sealed)
+    }
+
+    fn seal_aad(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
         out.push(SEALED_VERSION);
         let mut salt_nonce = [0u8; SALT_LEN + NONCE_LEN];
@@ -114,7 +142,7 @@ impl MasterKey {
                 nonce,
                 Payload {
                     msg: plaintext,
-                    aad: kind.aad(),
+                    aad,
                 },
             )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
@@ -128,6 +156,10 @@ impl MasterKey {
     /// [`CryptoError`] when the bytes are truncated, of an unknown version, or fail
     /// authentication (tampering, damage, or a different key).
     pub fn open(&self, kind: ObjectKind, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.open_aad(kind.aad(), sealed)
+    }
+
+    fn open_aad(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < SEAL_OVERHEAD {
             return Err(CryptoError::Truncated);
         }
@@ -142,7 +174,7 @@ impl MasterKey {
                 nonce,
                 Payload {
                     msg: &sealed[1 + SALT_LEN + NONCE_LEN..],
-                    aad: kind.aad(),
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Authentication)
@@ -154,6 +186,13 @@ impl MasterKey {
         k.zeroize();
         cipher
     }
+}
+
+fn bound_aad(kind: ObjectKind, context: &str) -> Vec<u8> {
+    let mut aad = kind.aad().to_vec();
+    aad.push(b'/');
+    aad.extend_from_slice(context.as_bytes());
+    aad
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +226,22 @@ impl Default for KdfParams {
 }
 
 impl KdfParams {
+    /// Parameters for slots whose secret is **generated** (256 random bits, `key add
+    /// --generate`), not chosen by a person: Argon2id's memory hardness protects guessable
+    /// passwords, and nothing makes 2^256 guesses feasible, so one pass over 1 MiB is
+    /// enough. Such a slot opens in about a millisecond, which matters for commands that run
+    /// once per WAL segment (`pg wal-push`, `pg wal-fetch`).
+    pub const GENERATED: KdfParams = KdfParams {
+        m_cost: 1024,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    /// Relative cost (memory × passes), to try cheap slots first.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.m_cost) * u64::from(self.t_cost.max(1))
+    }
+
     /// Cheap parameters for tests only (set `LIFEBOAT_INSECURE_TEST_KDF=1`).
     pub fn from_env_or_default() -> Self {
         if std::env::var_os("LIFEBOAT_INSECURE_TEST_KDF").is_some() {
@@ -338,6 +393,22 @@ mod tests {
         let back = slot.unlock(b"secret", "x").unwrap().unwrap();
         assert_eq!(back.blob_id(b"a"), k.blob_id(b"a"));
         assert!(slot.unlock(b"wrong", "x").unwrap().is_none());
+    }
+
+    #[test]
+    fn bound_objects_fail_under_another_name() {
+        let k = MasterKey::generate();
+        let sealed = k.seal_bound(ObjectKind::Wal, "wal/1/00000001/a", b"segment");
+        assert_eq!(
+            k.open_bound(ObjectKind::Wal, "wal/1/00000001/a", &sealed)
+                .unwrap(),
+            b"segment"
+        );
+        assert_eq!(
+            k.open_bound(ObjectKind::Wal, "wal/1/00000001/b", &sealed),
+            Err(CryptoError::Authentication)
+        );
+        assert!(k.open(ObjectKind::Wal, &sealed).is_err());
     }
 
     #[test]

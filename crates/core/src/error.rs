@@ -61,6 +61,18 @@ pub enum Error {
     #[error("invalid {what}: {message}")]
     Invalid { what: &'static str, message: String },
 
+    /// `pg wal-push` of a name that is archived with different content.
+    #[error(
+        "WAL file {key} is already archived with different content ({existing_len} bytes stored, \
+         {new_len} bytes pushed): refusing to overwrite it. Two servers may be archiving into \
+         the same cluster namespace, or a restored server reused a timeline"
+    )]
+    WalConflict {
+        key: String,
+        existing_len: u64,
+        new_len: u64,
+    },
+
     #[error("{0}")]
     Other(String),
 }

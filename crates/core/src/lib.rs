@@ -13,6 +13,7 @@
 //! * [`archiver`]: the parallel backup pipeline; [`restorer`]: restores pack by pack.
 //! * [`check`]: structural and deep (`--read-data`) verification.
 //! * [`retention`]: keep/forget policies.
+//! * [`wal`]: the PostgreSQL WAL archive (one sealed object per archived file).
 //!
 //! Libraries never print: progress goes through [`progress::Progress`].
 //!
@@ -47,5 +48,6 @@ pub mod verified;
 pub use error::{Error, Result};
 pub use repository::Repository;
 pub mod util;
+pub mod wal;
 pub mod walk;
 pub mod writer;

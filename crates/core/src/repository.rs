@@ -431,16 +431,37 @@ fn write_key_slot(storage: &DynStorage, slot: &KeySlot) -> Result<String> {
 
 fn unlock(storage: &DynStorage, password: &str) -> Result<(String, MasterKey)> {
     let metas = storage.list("keys")?;
-    let results: Vec<Result<Option<(String, MasterKey)>>> = metas
+    let mut slots: Vec<(String, KeySlot)> = metas
         .par_iter()
         .map(|m| {
             let id = m.key.rsplit('/').next().unwrap_or_default().to_string();
             let b = storage.get(&m.key, None)?;
-            let slot: KeySlot = match serde_json::from_slice(&b) {
-                Ok(s) => s,
-                Err(_) => return Ok(None),
-            };
-            Ok(slot.unlock(password.as_bytes(), &id)?.map(|k| (id, k)))
+            Ok(serde_json::from_slice::<KeySlot>(&b)
+                .ok()
+                .map(|slot| (id, slot)))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    // Cheap slots first, one by one: a slot holding a generated high-entropy secret
+    // (`key add --generate`, used by `pg wal-push` once per WAL segment) opens in about a
+    // millisecond, and must not wait for the Argon2id of the password slots (~0.5 s each).
+    slots.sort_by_key(|(_, s)| s.params.cost());
+    let (cheap, costly): (Vec<_>, Vec<_>) = slots
+        .into_iter()
+        .partition(|(_, s)| s.params.cost() <= KdfParams::GENERATED.cost());
+    for (id, slot) in &cheap {
+        if let Some(k) = slot.unlock(password.as_bytes(), id)? {
+            return Ok((id.clone(), k));
+        }
+    }
+    let results: Vec<Result<Option<(String, MasterKey)>>> = costly
+        .par_iter()
+        .map(|(id, slot)| {
+            Ok(slot
+                .unlock(password.as_bytes(), id)?
+                .map(|k| (id.clone(), k)))
         })
         .collect();
     for r in results {

@@ -27,6 +27,7 @@
 //! - Version skew: a dump made by a newer `pg_dump` major than the target server is refused
 //!   before anything is created.
 
+pub mod physical;
 pub(crate) mod plain;
 
 use std::ffi::OsString;

@@ -166,6 +166,7 @@ pub struct PgServer {
     port: u16,
     bin: PathBuf,
     run_as: Option<(u32, u32)>,
+    data: PathBuf,
     // Declared last so the directory goes after the server stopped.
     dir: tempfile::TempDir,
 }
@@ -250,13 +251,77 @@ impl PgServer {
             postgres.uid(uid).gid(gid);
         }
         let child = postgres.spawn()?;
-        let mut server = PgServer {
+        let server = PgServer {
             child,
             port,
             bin,
             run_as,
+            data,
             dir,
         };
+        server.wait_ready(&log_path)
+    }
+
+    /// Start a server on an existing data directory (a restored one, which may be in
+    /// recovery): its own port and a unix socket in a new temporary directory, given as `-c`
+    /// options, which override `postgresql.conf` and `postgresql.auto.conf`; `settings` adds
+    /// more (`"archive_mode=off"`). Waits until it accepts connections, not for recovery to
+    /// end (see [`PgServer::wait_promoted`]). The data directory is left in place on drop.
+    ///
+    /// # Errors
+    /// Spawn failures, or the server exiting or not becoming ready (with the log's tail).
+    pub fn start_existing(data: &Path, settings: &[&str]) -> io::Result<Self> {
+        let bin = pg_bin_dir()?;
+        let dir = short_temp_dir()?;
+        let run_as = if is_root() {
+            lookup_user("postgres")
+        } else {
+            None
+        };
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let port = free_port()?;
+        let log_path = dir.path().join("server.log");
+        let log = fs::File::create(&log_path)?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&log_path, Some(uid), Some(gid))?;
+        }
+        let mut postgres = Command::new(bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(data)
+            .arg("-c")
+            .arg(format!("port={port}"))
+            .arg("-c")
+            .arg("listen_addresses=127.0.0.1")
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.path().display()));
+        for s in settings {
+            postgres.arg("-c").arg(s);
+        }
+        postgres
+            .current_dir(data)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some((uid, gid)) = run_as {
+            postgres.uid(uid).gid(gid);
+        }
+        let child = postgres.spawn()?;
+        let server = PgServer {
+            child,
+            port,
+            bin,
+            run_as,
+            data: data.to_path_buf(),
+            dir,
+        };
+        server.wait_ready(&log_path)
+    }
+
+    fn wait_ready(mut self, log_path: &Path) -> io::Result<Self> {
+        let server = &mut self;
         let ready = wait_until(Duration::from_secs(60), || {
             if let Some(status) = server.child.try_wait()? {
                 return Err(io::Error::other(format!("postgres exited early: {status}")));
@@ -273,10 +338,29 @@ impl PgServer {
         if let Err(e) = ready {
             return Err(io::Error::other(format!(
                 "{e}; server log:\n{}",
-                log_tail(&log_path, 4000)
+                log_tail(log_path, 4000)
             )));
         }
-        Ok(server)
+        Ok(self)
+    }
+
+    /// Wait until recovery has ended (`pg_is_in_recovery()` is false), up to `timeout`.
+    ///
+    /// # Errors
+    /// The server exiting (a failed recovery) or the timeout, with the log's tail.
+    pub fn wait_promoted(&mut self, timeout: Duration) -> io::Result<()> {
+        let log_path = self.dir.path().join("server.log");
+        let r = wait_until(timeout, || {
+            if let Some(status) = self.child.try_wait()? {
+                return Err(io::Error::other(format!("postgres exited: {status}")));
+            }
+            Ok(self
+                .psql("postgres", "select pg_is_in_recovery()")
+                .ok()
+                .as_deref()
+                == Some("f"))
+        });
+        r.map_err(|e| io::Error::other(format!("{e}; server log:\n{}", log_tail(&log_path, 4000))))
     }
 
     /// TCP port (the server also listens on 127.0.0.1).
@@ -291,7 +375,7 @@ impl PgServer {
 
     /// The cluster's data directory.
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data.clone()
     }
 
     /// The server binaries used.

@@ -85,11 +85,21 @@ pub fn key(g: &GlobalArgs, cmd: KeyCommand) -> Result<Exit> {
                 print!("{}", table(&[" ID", "User", "Host", "Created"], &rows));
             }
         }
-        KeyCommand::Add(a) => {
-            let pw = settings::new_password(a.new_password_file.as_deref())?;
-            let id = repo.add_key(&pw, KdfParams::from_env_or_default())?;
-            report(g, "added", &id);
-        }
+        KeyCommand::Add(a) => match &a.generate {
+            Some(file) => {
+                let id = add_generated_key(&repo, file)?;
+                report(
+                    g,
+                    &format!("secret written to {}; added", file.display()),
+                    &id,
+                );
+            }
+            None => {
+                let pw = settings::new_password(a.new.new_password_file.as_deref())?;
+                let id = repo.add_key(&pw, KdfParams::from_env_or_default())?;
+                report(g, "added", &id);
+            }
+        },
         KeyCommand::Remove { id } => {
             let removed = repo.remove_key(&id)?;
             report(g, "removed", &removed);
@@ -101,6 +111,34 @@ pub fn key(g: &GlobalArgs, cmd: KeyCommand) -> Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// `key add --generate FILE`: 256 random bits (base64url) into a new 0600 file, and a key
+/// slot for them with [`KdfParams::GENERATED`]: Argon2id's cost protects guessable passwords,
+/// not random secrets, and the commands using this file run once per WAL segment.
+fn add_generated_key(repo: &lifeboat_core::Repository, file: &std::path::Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut raw = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+    // 43 base64url characters (256 bits), no padding: printable, no shell or conf quoting issues.
+    let secret = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, raw);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("creating key file {} (it must not exist)", file.display()))?;
+    f.write_all(format!("{secret}\n").as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing key file {}", file.display()))?;
+    match repo.add_key(&secret, KdfParams::GENERATED) {
+        Ok(id) => Ok(id),
+        Err(e) => {
+            let _ = std::fs::remove_file(file);
+            Err(e.into())
+        }
+    }
 }
 
 fn report(g: &GlobalArgs, what: &str, id: &str) {

@@ -11,6 +11,7 @@ mod db;
 mod inspect;
 mod keys;
 mod maintenance;
+mod pg;
 mod quickstart;
 mod restore;
 
@@ -58,6 +59,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Repair(c) => maintenance::repair(g, c),
         Command::Config(c) => maintenance::config(g, c),
         Command::Parity(a) => maintenance::parity(g, &a),
+        Command::Pg(c) => pg::run(g, c),
     }
 }
 

@@ -15,11 +15,14 @@ use crate::progress::Bar;
 use crate::settings;
 
 pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
+    if a.pitr.to_pgdata.is_some() {
+        return super::pg::restore_to_pgdata(g, a);
+    }
     if super::db::wants_db_restore(&a.db) {
         return super::db::restore(g, a);
     }
     let Some(target) = &a.target else {
-        anyhow::bail!("nowhere to restore to\nhint: --target DIR, or for a database snapshot --to-postgres/--to-mysql/--to-redis-dir/--to-sqlite/--to-command");
+        anyhow::bail!("nowhere to restore to\nhint: --target DIR, or for a database snapshot --to-postgres/--to-mysql/--to-redis-dir/--to-sqlite/--to-command, or --to-pgdata DIR for a PostgreSQL base backup");
     };
     let repo = settings::open_indexed(g)?;
     let (spec, subpath) = match a.snapshot.split_once(':') {

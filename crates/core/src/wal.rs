@@ -1,0 +1,395 @@
+//! The PostgreSQL WAL archive inside a repository: one sealed object per archived file.
+//!
+//! `archive_command` runs once per WAL segment, as a new process, while the server
+//! waits. So the archive does not go through packs and the index (loading the index is
+//! proportional to the repository): every archived file is its own object, found by
+//! name with a single request.
+//!
+//! ```text
+//! key       = "wal/" system-id "/" timeline "/" file-name
+//!             system-id: decimal (as pg_controldata prints it); timeline: 8 upper-case hex
+//!             file-name: 000000010000000000000003, 000000010000000000000003.partial,
+//!                        000000010000000000000003.00000028.backup, 00000002.history
+//! object    = seal_bound(kind "wal", context = key, plaintext)      -- bound to its key
+//! plaintext = "LBWAL" version:u8(=1) compression:u8 raw_len:u64 pushed_at_ms:i64
+//!             raw_id[32] payload
+//! ```
+//!
+//! `compression` uses the blob codes (0 none, 1 zstd); `raw_id` is the keyed BLAKE3
+//! (blob-id key) of the file's bytes, checked after every read and used to compare a
+//! re-pushed file with the stored one without decompressing it. Because the associated
+//! data names the key, an object copied or renamed under another segment's name fails
+//! authentication.
+//!
+//! Pushing a name that exists succeeds when the content is identical (PostgreSQL
+//! retries `archive_command` after a crash even if the first attempt stored the file)
+//! and fails with [`Error::WalConflict`] otherwise: two different files under one name
+//! mean two servers archive into the same namespace, or a timeline was reused.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use lifeboat_storage::{PutOptions, StorageError};
+use serde::Serialize;
+
+use crate::blob::{self, Compression, Id};
+use crate::crypto::ObjectKind;
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::retention::WalFile;
+
+/// Top-level prefix of the WAL archive.
+pub const WAL_PREFIX: &str = "wal";
+const MAGIC: &[u8; 5] = b"LBWAL";
+const VERSION: u8 = 1;
+const HEADER_LEN: usize = 5 + 1 + 1 + 8 + 8 + 32;
+
+/// Timeline a WAL archive file belongs to, from its name.
+///
+/// # Errors
+/// [`Error::Invalid`] for names that are not WAL segments, `.partial`, `.backup` or
+/// `.history` files.
+pub fn timeline_of(name: &str) -> Result<u32> {
+    match WalFile::parse(name) {
+        Some(WalFile::TimelineHistory(t)) => Ok(t),
+        Some(f) => Ok(f.segment().map(|s| s.timeline).unwrap_or_default()),
+        None => Err(Error::invalid(
+            "WAL file name",
+            format!("{name:?} is not a WAL segment, .partial, .backup or .history file name"),
+        )),
+    }
+}
+
+/// The storage key of WAL file `name` of cluster `system_id`.
+///
+/// # Errors
+/// As [`timeline_of`].
+pub fn wal_key(system_id: u64, name: &str) -> Result<String> {
+    let tli = timeline_of(name)?;
+    Ok(format!("{WAL_PREFIX}/{system_id}/{tli:08X}/{name}"))
+}
+
+/// What [`push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushOutcome {
+    /// Stored as a new object of this many bytes.
+    Stored { stored_bytes: u64 },
+    /// The name existed with identical content; nothing was written.
+    AlreadyArchived,
+}
+
+/// Archive `data` as WAL file `name` of cluster `system_id`.
+///
+/// # Errors
+/// [`Error::WalConflict`] when the name exists with different content; storage errors;
+/// [`Error::Damaged`] if the existing object cannot be read back for the comparison.
+pub fn push(
+    repo: &Repository,
+    system_id: u64,
+    name: &str,
+    data: &[u8],
+    compression: Compression,
+) -> Result<PushOutcome> {
+    let key = wal_key(system_id, name)?;
+    let raw_id = repo.key().blob_id(data);
+    let (code, payload) = blob::compress(compression, data);
+    let mut plain = Vec::with_capacity(HEADER_LEN + payload.len());
+    plain.extend_from_slice(MAGIC);
+    plain.push(VERSION);
+    plain.push(code);
+    plain.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    plain.extend_from_slice(&Utc::now().timestamp_millis().to_le_bytes());
+    plain.extend_from_slice(&raw_id.0);
+    plain.extend_from_slice(&payload);
+    drop(payload);
+    let sealed = repo.key().seal_bound(ObjectKind::Wal, &key, &plain);
+    let stored_bytes = sealed.len() as u64;
+    match repo
+        .storage()
+        .put(&key, Bytes::from(sealed), &PutOptions::create())
+    {
+        Ok(()) => Ok(PushOutcome::Stored { stored_bytes }),
+        Err(StorageError::AlreadyExists { .. }) => {
+            let existing = read_header(repo, &key)?;
+            if existing.raw_id == raw_id && existing.raw_len == data.len() as u64 {
+                Ok(PushOutcome::AlreadyArchived)
+            } else {
+                Err(Error::WalConflict {
+                    key,
+                    existing_len: existing.raw_len,
+                    new_len: data.len() as u64,
+                })
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One archived WAL file read back.
+#[derive(Debug, Clone)]
+pub struct WalObject {
+    pub data: Vec<u8>,
+    pub pushed_at: Option<DateTime<Utc>>,
+}
+
+struct Header {
+    code: u8,
+    raw_len: u64,
+    pushed_at_ms: i64,
+    raw_id: Id,
+}
+
+fn parse(repo: &Repository, key: &str, sealed: &[u8]) -> Result<(Header, Vec<u8>)> {
+    let damaged = |r: String| Error::damaged("WAL object", key, r);
+    let plain = repo
+        .key()
+        .open_bound(ObjectKind::Wal, key, sealed)
+        .map_err(|e| damaged(e.to_string()))?;
+    if plain.len() < HEADER_LEN || &plain[..5] != MAGIC {
+        return Err(damaged("not a Lifeboat WAL object".into()));
+    }
+    if plain[5] != VERSION {
+        return Err(damaged(format!("unknown WAL object version {}", plain[5])));
+    }
+    let u64_at = |o: usize| u64::from_le_bytes(plain[o..o + 8].try_into().expect("8 bytes"));
+    let header = Header {
+        code: plain[6],
+        raw_len: u64_at(7),
+        pushed_at_ms: u64_at(15) as i64,
+        raw_id: Id::from_slice(&plain[23..55]).expect("32 bytes"),
+    };
+    Ok((header, plain))
+}
+
+fn read_header(repo: &Repository, key: &str) -> Result<Header> {
+    let sealed = repo.storage().get(key, None)?;
+    Ok(parse(repo, key, &sealed)?.0)
+}
+
+/// Read WAL file `name` of cluster `system_id`; `Ok(None)` when it is not archived.
+///
+/// # Errors
+/// Storage errors other than not-found; [`Error::Damaged`] naming the object when it
+/// fails authentication, decompression or its content hash.
+pub fn fetch(repo: &Repository, system_id: u64, name: &str) -> Result<Option<WalObject>> {
+    let key = wal_key(system_id, name)?;
+    let sealed = match repo.storage().get(&key, None) {
+        Ok(b) => b,
+        Err(StorageError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let (h, mut plain) = parse(repo, &key, &sealed)?;
+    drop(sealed);
+    let payload = plain.split_off(HEADER_LEN);
+    drop(plain);
+    let data = blob::decompress(h.code, payload, h.raw_len as usize)
+        .map_err(|e| Error::damaged("WAL object", &key, e))?;
+    if repo.key().blob_id(&data) != h.raw_id {
+        return Err(Error::damaged(
+            "WAL object",
+            &key,
+            "content does not match its recorded hash",
+        ));
+    }
+    Ok(Some(WalObject {
+        data,
+        pushed_at: DateTime::from_timestamp_millis(h.pushed_at_ms),
+    }))
+}
+
+/// When WAL file `name` was archived (reads and authenticates the object, does not
+/// decompress it); `Ok(None)` when it is not archived.
+///
+/// # Errors
+/// As [`fetch`].
+pub fn pushed_at(repo: &Repository, system_id: u64, name: &str) -> Result<Option<DateTime<Utc>>> {
+    let key = wal_key(system_id, name)?;
+    match read_header(repo, &key) {
+        Ok(h) => Ok(DateTime::from_timestamp_millis(h.pushed_at_ms)),
+        Err(Error::Storage(StorageError::NotFound { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether WAL file `name` of cluster `system_id` is archived (one `head` request).
+///
+/// # Errors
+/// Storage errors other than not-found.
+pub fn exists(repo: &Repository, system_id: u64, name: &str) -> Result<bool> {
+    Ok(repo.storage().exists(&wal_key(system_id, name)?)?)
+}
+
+/// Remove WAL file `name` of cluster `system_id` (refused on append-only repositories).
+///
+/// # Errors
+/// Storage errors.
+pub fn delete(repo: &Repository, system_id: u64, name: &str) -> Result<()> {
+    repo.refuse_if_append_only("delete archived WAL")?;
+    Ok(repo.storage().delete(&wal_key(system_id, name)?)?)
+}
+
+/// One archived file as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchivedFile {
+    pub name: String,
+    pub stored_bytes: u64,
+}
+
+/// Every archived WAL file by cluster (system identifier), then timeline, names sorted.
+/// Keys that do not follow the layout are returned separately (`strays`).
+#[derive(Debug, Clone, Default)]
+pub struct WalListing {
+    pub clusters: BTreeMap<u64, BTreeMap<u32, Vec<ArchivedFile>>>,
+    pub strays: Vec<String>,
+}
+
+/// List the WAL archive (one `list` request over `wal/`).
+///
+/// # Errors
+/// Storage errors.
+pub fn list(repo: &Repository) -> Result<WalListing> {
+    let mut out = WalListing::default();
+    for m in repo.storage().list(WAL_PREFIX)? {
+        let parts: Vec<&str> = m.key.split('/').collect();
+        let parsed = match parts.as_slice() {
+            [_, sysid, tli, name] => sysid.parse::<u64>().ok().and_then(|s| {
+                let t = u32::from_str_radix(tli, 16).ok()?;
+                (timeline_of(name).ok()? == t && tli.len() == 8).then_some((s, t, *name))
+            }),
+            _ => None,
+        };
+        match parsed {
+            Some((s, t, name)) => out
+                .clusters
+                .entry(s)
+                .or_default()
+                .entry(t)
+                .or_default()
+                .push(ArchivedFile {
+                    name: name.to_string(),
+                    stored_bytes: m.size,
+                }),
+            None => out.strays.push(m.key),
+        }
+    }
+    for tls in out.clusters.values_mut() {
+        for files in tls.values_mut() {
+            files.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
+    out.strays.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::KdfParams;
+    use crate::repository::InitOptions;
+    use lifeboat_storage::{DynStorage, MemoryStorage};
+    use std::sync::Arc;
+
+    fn repo() -> Repository {
+        let storage: DynStorage = Arc::new(MemoryStorage::new());
+        let opts = InitOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..InitOptions::default()
+        };
+        Repository::init(storage, "pw", &opts).unwrap()
+    }
+
+    const SEG: &str = "000000010000000000000003";
+
+    #[test]
+    fn push_fetch_roundtrip_compressed() {
+        let r = repo();
+        let data: Vec<u8> = (0..1 << 20).map(|i| (i % 7) as u8).collect();
+        let out = push(&r, 42, SEG, &data, Compression::default()).unwrap();
+        let PushOutcome::Stored { stored_bytes } = out else {
+            panic!("{out:?}")
+        };
+        assert!(stored_bytes < 100_000, "{stored_bytes}");
+        let back = fetch(&r, 42, SEG).unwrap().unwrap();
+        assert_eq!(back.data, data);
+        assert!(back.pushed_at.is_some());
+        assert!(fetch(&r, 43, SEG).unwrap().is_none());
+        assert!(fetch(&r, 42, "000000010000000000000004").unwrap().is_none());
+        assert!(exists(&r, 42, SEG).unwrap());
+        assert_eq!(
+            r.storage().list("wal").unwrap()[0].key,
+            "wal/42/00000001/000000010000000000000003"
+        );
+    }
+
+    #[test]
+    fn repush_identical_succeeds_different_fails() {
+        let r = repo();
+        push(&r, 1, SEG, b"abc", Compression::default()).unwrap();
+        assert_eq!(
+            push(&r, 1, SEG, b"abc", Compression::default()).unwrap(),
+            PushOutcome::AlreadyArchived
+        );
+        let e = push(&r, 1, SEG, b"abd", Compression::default()).unwrap_err();
+        assert!(
+            matches!(e, Error::WalConflict { .. }),
+            "{e}: expected a conflict"
+        );
+        assert!(e.to_string().contains(SEG), "{e}");
+        assert_eq!(fetch(&r, 1, SEG).unwrap().unwrap().data, b"abc");
+    }
+
+    #[test]
+    fn object_moved_under_another_name_is_damaged() {
+        let r = repo();
+        push(&r, 1, SEG, b"abc", Compression::default()).unwrap();
+        let other = "000000010000000000000004";
+        let bytes = r.storage().get(&wal_key(1, SEG).unwrap(), None).unwrap();
+        r.storage()
+            .put(&wal_key(1, other).unwrap(), bytes, &PutOptions::create())
+            .unwrap();
+        let e = fetch(&r, 1, other).unwrap_err();
+        assert!(matches!(e, Error::Damaged { .. }), "{e}");
+    }
+
+    #[test]
+    fn listing_groups_by_cluster_and_timeline() {
+        let r = repo();
+        for name in [
+            SEG,
+            "000000010000000000000002",
+            "00000002.history",
+            "000000020000000000000003",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            push(&r, 7, name, name.as_bytes(), Compression::None).unwrap();
+        }
+        push(&r, 8, SEG, b"x", Compression::None).unwrap();
+        r.storage()
+            .put(
+                "wal/7/junk",
+                Bytes::from_static(b"x"),
+                &PutOptions::create(),
+            )
+            .unwrap();
+        let l = list(&r).unwrap();
+        assert_eq!(l.clusters.len(), 2);
+        let names: Vec<&str> = l.clusters[&7][&1].iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "000000010000000000000002",
+                "000000010000000000000002.00000028.backup",
+                SEG
+            ]
+        );
+        assert_eq!(l.clusters[&7][&2].len(), 2);
+        assert_eq!(l.strays, ["wal/7/junk"]);
+        assert!(wal_key(1, "pg_wal/x").is_err());
+    }
+}
