@@ -111,6 +111,8 @@ pub enum Command {
     /// PostgreSQL physical backups and WAL archiving: wal-push, wal-fetch, backup, verify
     #[command(subcommand)]
     Pg(PgCommand),
+    /// Copy snapshots from another repository (--from-repo) into this one, only the missing data
+    Copy(CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +126,43 @@ pub struct InitArgs {
     /// Create the repository in append-only mode (forget, prune and key remove refuse)
     #[arg(long)]
     pub append_only: bool,
+    /// Take the chunker settings and content key of --from-repo, so `copy` from it moves
+    /// blobs by id (encryption keys stay separate)
+    #[arg(long, requires = "from_repo")]
+    pub copy_chunker_params: bool,
+    #[command(flatten)]
+    pub from: FromRepoArgs,
+    /// Smallest pack size in bytes (tests; packs grow with the repository)
+    #[arg(long, hide = true)]
+    pub min_pack_size: Option<u64>,
+}
+
+/// The source repository of `copy` and `init --copy-chunker-params`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct FromRepoArgs {
+    /// Source repository (same URL forms as --repo)
+    #[arg(long, env = "LIFEBOAT_FROM_REPO", value_name = "URL")]
+    pub from_repo: Option<String>,
+    /// Read the source repository's password from this file (first line);
+    /// else LIFEBOAT_FROM_PASSWORD or a prompt
+    #[arg(long, env = "LIFEBOAT_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Run this shell command and use the first line it prints as the source password
+    #[arg(long, env = "LIFEBOAT_FROM_PASSWORD_COMMAND", value_name = "CMD")]
+    pub from_password_command: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Snapshots to copy: id prefixes or `latest` (default: every snapshot matching the filters)
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub from: FromRepoArgs,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Show what would be copied; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args, Default, Clone)]

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use lifeboat_core::repository::{IndexedRepository, Repository};
 use lifeboat_core::Error as CoreError;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
+use lifeboat_storage::layers::{FaultConfig, FaultStorage};
 use lifeboat_storage::{BackendOptions, CacheVerify, DynStorage, LocalCache, RepoUrl};
 use lifeboat_storage::{LayerOptions, StatsHandle, StorageStack, StorageStats};
 
-use crate::args::GlobalArgs;
+use crate::args::{FromRepoArgs, GlobalArgs};
 
 pub fn init_tracing(g: &GlobalArgs) {
     let level = match (g.quiet, g.verbose) {
@@ -39,11 +40,21 @@ pub fn repo_location(g: &GlobalArgs) -> Result<String> {
         .ok_or_else(|| anyhow!("no repository given\nhint: pass --repo PATH or set LIFEBOAT_REPO (create one with `lifeboat init --repo PATH`)"))
 }
 
-static STATS: OnceLock<StatsHandle> = OnceLock::new();
+static STATS: Mutex<Vec<StatsHandle>> = Mutex::new(Vec::new());
 
-/// Request counters of the storage opened by this process (for `--json` summaries).
+/// Request counters of the storage this process opened through
+/// [`open_storage_with`] (summed when it was opened more than once), for
+/// `--json` summaries; `None` if none was opened.
 pub fn storage_stats() -> Option<StorageStats> {
-    STATS.get().map(StatsHandle::snapshot)
+    let handles = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    if handles.is_empty() {
+        return None;
+    }
+    let mut total = StorageStats::default();
+    for h in handles.iter() {
+        total += &h.snapshot();
+    }
+    Some(total)
 }
 
 fn backend_options(g: &GlobalArgs) -> Result<BackendOptions> {
@@ -63,20 +74,43 @@ fn backend_options(g: &GlobalArgs) -> Result<BackendOptions> {
 }
 
 /// Open the storage at `location` wrapped in retries, timeouts, the connection
-/// limit, bandwidth limits and request counters.
+/// limit, bandwidth limits and request counters, which [`storage_stats`]
+/// reports.
 pub fn open_storage_with(g: &GlobalArgs, location: &str) -> Result<DynStorage> {
-    let backend = lifeboat_storage::open_storage(location, &backend_options(g)?)?;
-    let stack = StorageStack::build(
-        backend,
-        &LayerOptions {
-            connections: Some(g.connections.max(1)),
-            limit_upload_kib: g.limit_upload,
-            limit_download_kib: g.limit_download,
-            ..LayerOptions::default()
-        },
-    );
-    let _ = STATS.set(stack.stats.clone());
+    let stack = open_storage_stack(g, location)?;
+    STATS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(stack.stats.clone());
     Ok(stack.storage)
+}
+
+/// Like [`open_storage_with`], with the handle to this storage's own counters.
+///
+/// Tests of resilience set `LIFEBOAT_TEST_FAULTS` (a [`FaultConfig`] spec such
+/// as `rate=0.1,seed=7`, injected below the retry layer) and
+/// `LIFEBOAT_TEST_RETRIES` (retries per request); both are undocumented in
+/// `--help` and meant for tests only (docs/TESTING.md).
+pub fn open_storage_stack(g: &GlobalArgs, location: &str) -> Result<StorageStack> {
+    let mut backend = lifeboat_storage::open_storage(location, &backend_options(g)?)?;
+    if let Ok(spec) = std::env::var("LIFEBOAT_TEST_FAULTS") {
+        let faults =
+            FaultConfig::parse(&spec).map_err(|e| anyhow!("LIFEBOAT_TEST_FAULTS={spec:?}: {e}"))?;
+        tracing::warn!("injecting storage faults ({spec}): for tests only");
+        backend = Arc::new(FaultStorage::new(backend, faults));
+    }
+    let mut layers = LayerOptions {
+        connections: Some(g.connections.max(1)),
+        limit_upload_kib: g.limit_upload,
+        limit_download_kib: g.limit_download,
+        ..LayerOptions::default()
+    };
+    if let Ok(n) = std::env::var("LIFEBOAT_TEST_RETRIES") {
+        layers.retry.max_retries = n
+            .parse()
+            .map_err(|_| anyhow!("LIFEBOAT_TEST_RETRIES={n:?} is not a number"))?;
+    }
+    Ok(StorageStack::build(backend, &layers))
 }
 
 fn is_remote(location: &str) -> bool {
@@ -90,17 +124,7 @@ pub fn password(g: &GlobalArgs, confirm: bool) -> Result<String> {
         return read_password_file(f);
     }
     if let Some(cmd) = &g.password_command {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("running --password-command")?;
-        if !out.status.success() {
-            bail!("--password-command failed with {}", out.status);
-        }
-        let s = String::from_utf8(out.stdout).context("--password-command printed non-UTF-8")?;
-        return Ok(s.lines().next().unwrap_or_default().to_string());
+        return password_from_command(cmd, "--password-command");
     }
     if let Ok(p) = std::env::var("LIFEBOAT_PASSWORD") {
         return Ok(p);
@@ -108,6 +132,47 @@ pub fn password(g: &GlobalArgs, confirm: bool) -> Result<String> {
     prompt("enter repository password: ", confirm).context(
         "no password given\nhint: set LIFEBOAT_PASSWORD, or pass --password-file FILE or --password-command CMD",
     )
+}
+
+fn password_from_command(cmd: &str, flag: &str) -> Result<String> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {flag}"))?;
+    if !out.status.success() {
+        bail!("{flag} failed with {}", out.status);
+    }
+    let s = String::from_utf8(out.stdout).with_context(|| format!("{flag} printed non-UTF-8"))?;
+    Ok(s.lines().next().unwrap_or_default().to_string())
+}
+
+/// The source repository of `copy` / `init --copy-chunker-params`: its
+/// location and password (--from-password-file, --from-password-command,
+/// LIFEBOAT_FROM_PASSWORD, or a prompt on a terminal).
+pub fn from_repo(f: &FromRepoArgs) -> Result<(String, String)> {
+    let location = f
+        .from_repo
+        .clone()
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            anyhow!(
+                "no source repository given\nhint: pass --from-repo URL or set LIFEBOAT_FROM_REPO"
+            )
+        })?;
+    let password = if let Some(file) = &f.from_password_file {
+        read_password_file(file)?
+    } else if let Some(cmd) = &f.from_password_command {
+        password_from_command(cmd, "--from-password-command")?
+    } else if let Ok(p) = std::env::var("LIFEBOAT_FROM_PASSWORD") {
+        p
+    } else {
+        prompt("enter the source repository's password: ", false).context(
+            "no password for the source repository\nhint: pass --from-password-file FILE or --from-password-command CMD, or set LIFEBOAT_FROM_PASSWORD",
+        )?
+    };
+    Ok((location, password))
 }
 
 /// A new password (for `key add` / `key passwd`).
@@ -151,18 +216,45 @@ pub fn open_repo(g: &GlobalArgs) -> Result<Repository> {
     let location = repo_location(g)?;
     let storage = open_storage_with(g, &location)?;
     let password = password(g, false)?;
-    let repo = Repository::open(storage.clone(), &password).map_err(|e| match e {
-        CoreError::NoRepository { location } => anyhow!(
+    open_repo_on(g, &location, storage, &password, "")
+}
+
+/// Open the repository at `location` with `password`, with its own request
+/// counters (`copy` opens two). `which` names it in errors ("source ").
+pub fn open_repo_at(
+    g: &GlobalArgs,
+    location: &str,
+    password: &str,
+    which: &str,
+) -> Result<(Repository, StatsHandle)> {
+    let stack = open_storage_stack(g, location)?;
+    let repo = open_repo_on(g, location, stack.storage, password, which)?;
+    Ok((repo, stack.stats))
+}
+
+fn open_repo_on(
+    g: &GlobalArgs,
+    location: &str,
+    storage: DynStorage,
+    password: &str,
+    which: &str,
+) -> Result<Repository> {
+    let repo = Repository::open(storage.clone(), password).map_err(|e| match e {
+        CoreError::NoRepository { location } if which.is_empty() => anyhow!(
             "no repository at {location}\nhint: create one with `lifeboat init --repo {location}`, or check --repo / LIFEBOAT_REPO"
         ),
-        CoreError::WrongPassword => anyhow!(
+        CoreError::NoRepository { location } => anyhow!("no {which}repository at {location}"),
+        CoreError::WrongPassword if which.is_empty() => anyhow!(
             "wrong password or no matching key\nhint: check LIFEBOAT_PASSWORD / --password-file; `lifeboat key list` shows the key slots"
+        ),
+        CoreError::WrongPassword => anyhow!(
+            "wrong password or no matching key for the {which}repository at {location}\nhint: check LIFEBOAT_FROM_PASSWORD / --from-password-file"
         ),
         e => e.into(),
     })?;
     // Remote repositories keep index and snapshot objects in a local cache,
     // keyed by repository id and verified against their names before use.
-    if is_remote(&location) && !g.no_cache {
+    if is_remote(location) && !g.no_cache {
         if let Some(dir) = lifeboat_storage::cache::default_cache_dir(&repo.config().id) {
             let cached = LocalCache::new(
                 storage,

@@ -585,6 +585,7 @@ pub fn backup(
         summary: Some(summary),
         metadata: None,
         program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+        original: None,
     };
     let snapshot_id = if opts.dry_run {
         None
@@ -1120,6 +1121,7 @@ impl<'a> StreamSnapshotWriter<'a> {
             summary: Some(summary),
             metadata,
             program: format!("lifeboat {}", env!("CARGO_PKG_VERSION")),
+            original: None,
         };
         let snapshot_id = if self.opts.dry_run {
             None

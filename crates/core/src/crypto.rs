@@ -12,6 +12,11 @@
 //!   an index or a snapshot.
 //! * The master secret is stored only in **key slots** (`keys/<id>`), each wrapping it
 //!   with AES-256-GCM under a key derived from a password with **Argon2id**.
+//! * The blob-id key and the gear seed together are the [`ContentKey`]. A
+//!   repository created with `init --copy-chunker-params` takes another
+//!   repository's content key (stored in its sealed config, format version 2)
+//!   instead of deriving it, so both give the same data the same chunks and blob
+//!   ids — `copy` then moves blobs by id — while each keeps its own encryption key.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -104,6 +109,22 @@ impl MasterKey {
         self.gear_seed
     }
 
+    /// The blob-id key and gear seed in use.
+    pub fn content_key(&self) -> ContentKey {
+        ContentKey {
+            id_key: self.id,
+            gear_seed: self.gear_seed,
+        }
+    }
+
+    /// The same encryption key with another repository's content key
+    /// (repositories created with `--copy-chunker-params`).
+    pub fn with_content_key(mut self, content: &ContentKey) -> Self {
+        self.id = content.id_key;
+        self.gear_seed = content.gear_seed;
+        self
+    }
+
     /// Seal `plaintext` as an object of `kind`.
     pub fn seal(&self, kind: ObjectKind, plaintext: &[u8]) -> Vec<u8> {
         self.seal_aad(kind.aad(), plaintext)
@@ -193,6 +214,54 @@ fn bound_aad(kind: ObjectKind, context: &str) -> Vec<u8> {
     aad.push(b'/');
     aad.extend_from_slice(context.as_bytes());
     aad
+}
+
+/// What decides chunk boundaries and blob ids: the keyed-BLAKE3 blob-id key
+/// and the chunker's gear seed. Two repositories with the same content key
+/// (and chunker sizes) store the same data as the same blobs.
+///
+/// Both are one-way derivations of a master secret: holding a content key
+/// reveals neither the master secret nor the encryption key.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop, Serialize, Deserialize)]
+pub struct ContentKey {
+    #[serde(with = "b64_32")]
+    pub id_key: [u8; 32],
+    pub gear_seed: u64,
+}
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentKey({})", self.fingerprint())
+    }
+}
+
+impl ContentKey {
+    /// A short public name for comparing content keys (16 hex digits of a
+    /// BLAKE3 derivation; reveals nothing about the key).
+    pub fn fingerprint(&self) -> String {
+        let mut h = blake3::Hasher::new_derive_key("lifeboat v1 content key fingerprint");
+        h.update(&self.id_key);
+        h.update(&self.gear_seed.to_le_bytes());
+        hex::encode(&h.finalize().as_bytes()[..8])
+    }
+}
+
+mod b64_32 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::B64.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = super::B64
+            .decode(s.as_bytes())
+            .map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -409,6 +478,24 @@ mod tests {
             Err(CryptoError::Authentication)
         );
         assert!(k.open(ObjectKind::Wal, &sealed).is_err());
+    }
+
+    #[test]
+    fn a_shared_content_key_gives_equal_ids_but_separate_encryption() {
+        let a = MasterKey::generate();
+        let b = MasterKey::generate().with_content_key(&a.content_key());
+        assert_eq!(a.blob_id(b"x"), b.blob_id(b"x"));
+        assert_eq!(a.gear_seed(), b.gear_seed());
+        assert_eq!(a.content_key().fingerprint(), b.content_key().fingerprint());
+        let sealed = a.seal(ObjectKind::Blob, b"x");
+        assert!(b.open(ObjectKind::Blob, &sealed).is_err());
+        let json = serde_json::to_string(&a.content_key()).unwrap();
+        let back: ContentKey = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, a.content_key());
+        assert_ne!(
+            a.content_key().fingerprint(),
+            MasterKey::generate().content_key().fingerprint()
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! * [`repository`]: opening, initialising and reading a repository.
 //! * [`archiver`]: the parallel backup pipeline; [`restorer`]: restores pack by pack.
 //! * [`check`]: structural and deep (`--read-data`) verification.
+//! * [`copy`]: replicating snapshots into another repository.
 //! * [`retention`]: keep/forget policies.
 //! * [`wal`]: the PostgreSQL WAL archive (one sealed object per archived file).
 //!
@@ -26,6 +27,7 @@ pub mod archiver;
 pub mod blob;
 pub mod check;
 pub mod chunker;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod forget;

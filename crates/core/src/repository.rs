@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{self, BlobType, Compression, Id};
 use crate::chunker::{ChunkerConfig, ChunkerParams};
-use crate::crypto::{KdfParams, KeySlot, MasterKey, ObjectKind};
+use crate::crypto::{ContentKey, KdfParams, KeySlot, MasterKey, ObjectKind};
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
 use crate::pack::pack_key;
@@ -35,6 +35,11 @@ use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::Tree;
 
 pub const FORMAT_VERSION: u32 = 1;
+/// Config version of repositories that carry their own [`ContentKey`]
+/// (created with `init --copy-chunker-params`). Everything else is as in
+/// version 1; builds that only know version 1 refuse such repositories instead
+/// of writing blobs under the wrong ids.
+pub const FORMAT_VERSION_CONTENT_KEY: u32 = 2;
 
 /// The repository configuration, sealed under `config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,11 +56,25 @@ pub struct Config {
     /// Append-only repositories refuse deletes and rewrites.
     #[serde(default)]
     pub append_only: bool,
+    /// Blob-id key and gear seed taken from another repository (version 2);
+    /// absent: derived from the master secret (version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_key: Option<ContentKey>,
 }
 
 impl Config {
     pub fn compression(&self) -> Compression {
         self.compression.parse().unwrap_or_default()
+    }
+
+    /// The config as JSON for display: the content key is replaced by its
+    /// fingerprint (it is key material).
+    pub fn display_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("config serialises");
+        if let Some(ck) = &self.content_key {
+            v["content_key"] = serde_json::json!({ "fingerprint": ck.fingerprint() });
+        }
+        v
     }
 }
 
@@ -68,6 +87,9 @@ pub struct InitOptions {
     pub min_pack_size: u64,
     pub hostname: String,
     pub username: String,
+    /// Use this content key (another repository's, see [`Repository::content_key`])
+    /// instead of deriving one: `init --copy-chunker-params`.
+    pub content_key: Option<ContentKey>,
 }
 
 impl Default for InitOptions {
@@ -79,6 +101,7 @@ impl Default for InitOptions {
             min_pack_size: 16 * 1024 * 1024,
             hostname: crate::util::hostname(),
             username: crate::util::username(),
+            content_key: None,
         }
     }
 }
@@ -119,13 +142,18 @@ impl Repository {
         let mut rid = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut rid);
         let config = Config {
-            version: FORMAT_VERSION,
+            version: if opts.content_key.is_some() {
+                FORMAT_VERSION_CONTENT_KEY
+            } else {
+                FORMAT_VERSION
+            },
             id: hex::encode(rid),
             created: chrono::Local::now().fixed_offset(),
             chunker: opts.chunker,
             compression: opts.compression.to_string(),
             min_pack_size: opts.min_pack_size,
             append_only: false,
+            content_key: opts.content_key.clone(),
         };
         let sealed = key.seal(
             ObjectKind::Config,
@@ -157,19 +185,36 @@ impl Repository {
             .and_then(|b| {
                 serde_json::from_slice(&b).map_err(|e| Error::damaged("config", "config", e))
             })?;
-        if config.version != FORMAT_VERSION {
-            return Err(Error::invalid(
-                "repository",
-                format!(
-                    "format version {} is not supported (this build reads {FORMAT_VERSION})",
-                    config.version
-                ),
-            ));
+        match (config.version, &config.content_key) {
+            (FORMAT_VERSION, None) | (FORMAT_VERSION_CONTENT_KEY, Some(_)) => {}
+            (FORMAT_VERSION | FORMAT_VERSION_CONTENT_KEY, _) => {
+                return Err(Error::damaged(
+                    "config",
+                    "config",
+                    format!(
+                        "version {} does not match the presence of a content key",
+                        config.version
+                    ),
+                ))
+            }
+            (v, _) => {
+                return Err(Error::invalid(
+                    "repository",
+                    format!(
+                        "format version {v} is not supported (this build reads \
+                         {FORMAT_VERSION} and {FORMAT_VERSION_CONTENT_KEY})"
+                    ),
+                ))
+            }
         }
         Ok(Self::assemble(storage, key, key_id, config))
     }
 
     fn assemble(storage: DynStorage, key: MasterKey, key_id: String, config: Config) -> Repository {
+        let key = match &config.content_key {
+            Some(ck) => key.with_content_key(ck),
+            None => key,
+        };
         let chunker = Arc::new(ChunkerConfig::new(config.chunker, key.gear_seed()));
         Repository {
             storage,
@@ -201,6 +246,13 @@ impl Repository {
     }
     pub fn chunker(&self) -> &ChunkerConfig {
         &self.chunker
+    }
+
+    /// The key that decides chunk boundaries and blob ids. Repositories with
+    /// equal content keys and chunker sizes store equal data as equal blobs, so
+    /// `copy` between them moves blobs by id.
+    pub fn content_key(&self) -> ContentKey {
+        self.key.content_key()
     }
 
     /// Seal and store an object under `prefix/<id>`; returns its id.

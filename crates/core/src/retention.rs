@@ -1316,6 +1316,7 @@ mod tests {
                 summary: None,
                 metadata: None,
                 program: String::new(),
+                original: None,
             },
         }
     }

@@ -151,6 +151,7 @@ mod tests {
                 summary: None,
                 metadata: None,
                 program: String::new(),
+                original: None,
             },
         }
     }

@@ -38,6 +38,19 @@ pub struct Snapshot {
     /// Version of the program that wrote it.
     #[serde(default)]
     pub program: String,
+    /// Set by `copy`: the id of the snapshot this one was copied from (the
+    /// first one in a chain of copies). A later `copy` skips sources whose
+    /// id or `original` already appears here, which makes copying idempotent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
+}
+
+impl Snapshot {
+    /// The id that names this snapshot's content across copies: its
+    /// `original`, or `id` (its own storage id) when it was not copied.
+    pub fn origin(&self, id: &Id) -> Id {
+        self.original.unwrap_or(*id)
+    }
 }
 
 /// Statistics of the backup run that produced a snapshot.
@@ -101,6 +114,7 @@ mod tests {
                 summary: Some(Summary { total_files: files, warnings, ..Summary::default() }),
                 metadata: Some(serde_json::json!({"engine": "postgres", "rows": {"t": 3}})),
                 program: "lifeboat".into(),
+                original: None,
             };
             let back: Snapshot = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
             prop_assert_eq!(back, s);

@@ -24,7 +24,9 @@ pub fn run(g: &GlobalArgs, a: &CheckArgs) -> Result<Exit> {
     let report = check::check(&repo, &CheckOptions { read_data: subset }, &bar)?;
     bar.finish();
     if g.json {
-        print_json(&report);
+        let mut v = serde_json::to_value(&report)?;
+        v["requests"] = serde_json::to_value(settings::storage_stats())?;
+        print_json(&v);
     } else if !g.quiet || !report.ok() {
         for w in &report.warnings {
             eprintln!("warning: {w}");

@@ -406,7 +406,7 @@ pub fn cat(g: &GlobalArgs, a: &CatArgs) -> Result<Exit> {
     match a.kind.as_str() {
         "config" => {
             let repo = settings::open_repo(g)?;
-            print_json(repo.config());
+            print_json(&repo.config().display_json());
         }
         "snapshot" => {
             let repo = settings::open_repo(g)?;

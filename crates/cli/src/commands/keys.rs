@@ -31,8 +31,26 @@ pub fn init(g: &GlobalArgs, a: &InitArgs) -> Result<Exit> {
             max_size: v[2],
         };
     }
+    if let Some(n) = a.min_pack_size {
+        opts.min_pack_size = n;
+    }
     if storage.exists("config")? {
         anyhow::bail!("a repository already exists at {location}\nhint: use it with --repo {location}, or choose another location");
+    }
+    let mut copied_from = None;
+    if a.copy_chunker_params {
+        // The source's chunker sizes and content key (never its encryption key):
+        // `copy` from it then moves blobs by id.
+        if a.chunker.is_some() {
+            anyhow::bail!("--chunker and --copy-chunker-params exclude each other");
+        }
+        let (from, from_password) = settings::from_repo(&a.from)?;
+        let (src, _) = settings::open_repo_at(g, &from, &from_password, "source ")?;
+        opts.chunker = src.config().chunker;
+        opts.content_key = Some(src.content_key());
+        copied_from = Some(from);
+    } else if a.from.from_repo.is_some() && std::env::var_os("LIFEBOAT_FROM_REPO").is_none() {
+        anyhow::bail!("--from-repo is only used with --copy-chunker-params");
     }
     let password = settings::password(g, true)?;
     let repo = Repository::init(storage, &password, &opts).map_err(|e| match e {
@@ -43,13 +61,16 @@ pub fn init(g: &GlobalArgs, a: &InitArgs) -> Result<Exit> {
     })?;
     if g.json {
         print_json(
-            &json!({"repository": location, "id": repo.config().id, "config": repo.config()}),
+            &json!({"repository": location, "id": repo.config().id, "config": repo.config().display_json(), "chunker_params_from": copied_from}),
         );
     } else if !g.quiet {
         println!(
             "created repository {} at {location}",
             &repo.config().id[..8]
         );
+        if let Some(from) = &copied_from {
+            println!("chunker parameters and content key copied from {from}: `lifeboat copy --from-repo {from}` moves blobs by id");
+        }
         println!("keep the password safe: without it the data cannot be read.");
     }
     Ok(Exit::Ok)

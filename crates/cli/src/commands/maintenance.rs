@@ -324,7 +324,7 @@ pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<Exit> {
     match c {
         ConfigCommand::Show => {
             if g.json {
-                print_json(repo.config());
+                print_json(&repo.config().display_json());
             } else {
                 let c = repo.config();
                 println!("id            {}", c.id);

@@ -7,6 +7,7 @@ use crate::args::{Cli, Command};
 
 mod backup;
 mod check;
+mod copy;
 mod db;
 mod inspect;
 mod keys;
@@ -60,6 +61,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::Config(c) => maintenance::config(g, c),
         Command::Parity(a) => maintenance::parity(g, &a),
         Command::Pg(c) => pg::run(g, c),
+        Command::Copy(a) => copy::run(g, &a),
     }
 }
 

@@ -65,6 +65,51 @@ impl FaultConfig {
     }
 }
 
+impl FaultConfig {
+    /// Parse a spec such as `rate=0.1,seed=7` (the CLI's `LIFEBOAT_TEST_FAULTS`).
+    ///
+    /// Keys: `rate` (split evenly as in [`FaultConfig::uniform`]), or
+    /// `errors`, `timeouts`, `truncations` separately; `seed` (default: random);
+    /// `timeout_ms` (stall of an injected timeout, default 5); `latency_ms`.
+    ///
+    /// # Errors
+    /// A message naming the unknown key or bad value, or rates summing above 1.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut c = Self::none(rand::random());
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?} is not KEY=VALUE"))?;
+            let num = |v: &str| -> Result<f64, String> {
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| format!("{k}: {v:?} is not a non-negative number"))
+            };
+            match k.trim() {
+                "rate" => {
+                    let r = num(v)?;
+                    c.error_rate = r / 3.0;
+                    c.timeout_rate = r / 3.0;
+                    c.truncate_rate = r / 3.0;
+                }
+                "errors" => c.error_rate = num(v)?,
+                "timeouts" => c.timeout_rate = num(v)?,
+                "truncations" => c.truncate_rate = num(v)?,
+                "seed" => c.seed = num(v)? as u64,
+                "timeout_ms" => c.timeout_delay = Duration::from_millis(num(v)? as u64),
+                "latency_ms" => c.latency = Duration::from_millis(num(v)? as u64),
+                other => return Err(format!("unknown key {other:?}")),
+            }
+        }
+        if c.error_rate + c.timeout_rate + c.truncate_rate > 1.0 {
+            return Err("fault rates add up to more than 1".into());
+        }
+        Ok(c)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     None,
@@ -225,5 +270,29 @@ impl Storage for FaultStorage {
 
     fn exists(&self, key: &str) -> StorageResult<bool> {
         self.simple(key, "exists", || self.inner.exists(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_or_name_the_problem() {
+        let c = FaultConfig::parse("rate=0.3, seed=7,timeout_ms=1").unwrap();
+        assert_eq!(c.seed, 7);
+        assert!((c.error_rate - 0.1).abs() < 1e-9 && (c.truncate_rate - 0.1).abs() < 1e-9);
+        assert_eq!(c.timeout_delay, Duration::from_millis(1));
+        let c = FaultConfig::parse("errors=0.2,truncations=0.05").unwrap();
+        assert_eq!(
+            (c.error_rate, c.timeout_rate, c.truncate_rate),
+            (0.2, 0.0, 0.05)
+        );
+        assert!(FaultConfig::parse("rate=2")
+            .unwrap_err()
+            .contains("more than 1"));
+        assert!(FaultConfig::parse("bogus=1").unwrap_err().contains("bogus"));
+        assert!(FaultConfig::parse("rate=x").unwrap_err().contains("rate"));
+        assert!(FaultConfig::parse("rate").is_err());
     }
 }

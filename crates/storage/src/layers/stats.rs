@@ -27,6 +27,19 @@ pub struct StorageStats {
     pub bytes_written: u64,
 }
 
+impl std::ops::AddAssign<&StorageStats> for StorageStats {
+    fn add_assign(&mut self, o: &StorageStats) {
+        self.list += o.list;
+        self.get += o.get;
+        self.put += o.put;
+        self.delete += o.delete;
+        self.head += o.head;
+        self.errors += o.errors;
+        self.bytes_read += o.bytes_read;
+        self.bytes_written += o.bytes_written;
+    }
+}
+
 impl StorageStats {
     /// All requests.
     pub fn requests(&self) -> u64 {
