@@ -2,6 +2,7 @@
 # Install what the storage tests need to start real servers:
 #   * OpenSSH server + client (sshd on a loopback port for the SFTP backend tests)
 #   * a Python venv `.venv-s3` at the workspace root with moto[server] + boto3 (S3-compatible server)
+#   * a Python venv `.venv-dav` with wsgidav + cheroot (WebDAV server)
 # Idempotent: when everything is present it only checks and exits (well under a second).
 # Usage: scripts/test-deps.sh            (run from anywhere; as root, or with sudo available)
 set -euo pipefail
@@ -55,4 +56,13 @@ if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c 'import moto, bot
     "$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]>=5,<6' boto3
 fi
 
-echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server)" >&2
+# --- WsgiDAV venv (WebDAV server for the webdav backend tests) --------------------------------
+DAV_VENV="${LIFEBOAT_DAV_VENV:-$ROOT/.venv-dav}"
+if [ ! -x "$DAV_VENV/bin/wsgidav" ] || ! "$DAV_VENV/bin/python" -c 'import wsgidav, cheroot' >/dev/null 2>&1; then
+    echo "test-deps: creating $DAV_VENV with wsgidav and cheroot" >&2
+    rm -rf "$DAV_VENV"
+    "$PY" -m venv "$DAV_VENV"
+    "$DAV_VENV/bin/pip" install -q --disable-pip-version-check 'wsgidav>=4.3,<5' 'cheroot>=10'
+fi
+
+echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav)" >&2

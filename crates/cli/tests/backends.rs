@@ -718,3 +718,28 @@ fn sigkill_mid_backup_on_s3_leaves_a_valid_repository_and_packs_are_reused() {
     let repo = Repo::s3(&moto, "lifeboat-kill", "repo");
     kill_mid_backup(&env, &repo, &repo.storage(None), &src, kill_seed());
 }
+
+#[test]
+fn webdav_backup_restore_check_and_copy_to_local() {
+    let Some(dav) = lifeboat_testkit::webdav() else {
+        return;
+    };
+    let env = Env::new();
+    let src = sample(env.path(), 3 << 20, 6);
+    let repo = Repo {
+        url: dav.repo_url("main"),
+        password: PW.into(),
+        options: Vec::new(),
+    };
+    let (s1, _) = backup_restore_check(&env, &repo, &src);
+    let local = Repo::local(&env.path().join("replica")).with_password(PW2);
+    env.init_like(&local, &repo);
+    // The first snapshot (the source tree now has its content again).
+    let copied = env.copy(&repo, &local, &[&s1[..8]]);
+    assert_eq!(copied["summary"]["mode"], "blobs", "{copied}");
+    assert_eq!(copied["summary"]["copied"].as_array().unwrap().len(), 1);
+    let c = &copied["summary"]["copied"][0];
+    assert_eq!(c["source"], s1.as_str());
+    env.assert_check_read_data(&local);
+    env.assert_restores(&local, c["destination"].as_str().unwrap(), &src);
+}

@@ -19,6 +19,9 @@
 pub mod mariadb;
 pub mod pg;
 pub mod redis;
+pub mod webdav;
+
+pub use webdav::{webdav, DavServer};
 
 use std::fs::File;
 use std::io::{Read, Write};
