@@ -284,6 +284,12 @@ pub struct PgBackupArgs {
     /// Extra pg_dump argument (repeatable, e.g. --pg-dump-arg=--exclude-table=logs)
     #[arg(long = "pg-dump-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub pg_dump_args: Vec<String>,
+    /// Physical base backup for point-in-time recovery instead of pg_dump (= `lifeboat pg backup`)
+    #[arg(long, conflicts_with_all = ["databases", "no_globals", "pg_dump_args"])]
+    pub physical: bool,
+    /// With --physical: start with an immediate checkpoint
+    #[arg(long, requires = "physical")]
+    pub fast: bool,
     #[command(flatten)]
     pub common: DbBackupCommon,
 }

@@ -102,7 +102,7 @@ impl Pitr {
         c
     }
     fn run(&self, server: Option<&PgServer>, args: &[&str]) -> Output {
-        self.cmd(server, args).output().unwrap()
+        output(self.cmd(server, args))
     }
     fn ok_with(&self, server: Option<&PgServer>, args: &[&str]) -> String {
         let o = self.run(server, args);
@@ -154,6 +154,18 @@ impl Pitr {
     }
 }
 
+/// Run a command. The binary was just copied: while another test thread forks, the child may
+/// briefly hold the copy's write descriptor, and exec fails with ETXTBSY; try again then.
+fn output(mut c: Command) -> Output {
+    for _ in 0..100 {
+        match c.output() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::sleep(Duration::from_millis(20)),
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{c:?}: executable stayed busy")
+}
+
 /// Switch to a new WAL segment and wait until it is archived.
 fn switch_and_wait(server: &PgServer) -> String {
     let seg = server.sql("postgres", "select pg_walfile_name(pg_switch_wal())");
@@ -192,7 +204,10 @@ fn pitr_restores_to_time_lsn_restore_point_and_latest() {
     server.sql("app", "create table t(id int primary key, note text)");
     insert(&server, 1, 100);
 
-    let backup = env.json(Some(&server), &["pg", "backup", "--fast"]);
+    let backup = env.json(
+        Some(&server),
+        &["backup", "postgres", "--physical", "--fast"],
+    );
     let meta = &backup["backup"];
     let sysid = meta["system_identifier"].as_str().unwrap().to_string();
     assert_eq!(
@@ -388,21 +403,19 @@ fn wal_fetch_of_a_missing_file_exits_1_and_other_errors_exit_126() {
     // A wrong password is an error PostgreSQL must not take for the end of the archive.
     fs::write(env.path().join("bad"), "wrong\n").unwrap();
     env.chown(&env.path().join("bad"));
-    let o = env
-        .cmd_pw(
-            &env.path().join("bad"),
-            None,
-            &[
-                "pg",
-                "wal-fetch",
-                "--system-id",
-                "7",
-                "000000010000000000000001",
-            ],
-        )
-        .arg(&dest)
-        .output()
-        .unwrap();
+    let mut c = env.cmd_pw(
+        &env.path().join("bad"),
+        None,
+        &[
+            "pg",
+            "wal-fetch",
+            "--system-id",
+            "7",
+            "000000010000000000000001",
+        ],
+    );
+    c.arg(&dest);
+    let o = output(c);
     assert_eq!(o.status.code(), Some(126), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("wrong password"),

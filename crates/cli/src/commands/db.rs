@@ -255,6 +255,11 @@ fn redis_connection(url: Option<&str>) -> Result<RedisConnection> {
 
 /// `lifeboat backup postgres|mysql|redis|sqlite|command`.
 pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
+    if let BackupSource::Postgres(a) = src {
+        if a.physical {
+            return super::pg::backup_from_db_args(g, a);
+        }
+    }
     let (mut source, common, engine, paths): (
         Box<dyn DumpSource>,
         &DbBackupCommon,

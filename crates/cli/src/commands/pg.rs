@@ -223,6 +223,24 @@ fn connection(url: Option<&str>) -> Result<PgConnection> {
     })
 }
 
+/// `backup postgres --physical`: the same as `pg backup`.
+pub fn backup_from_db_args(g: &GlobalArgs, a: &crate::args::PgBackupArgs) -> Result<Exit> {
+    if a.common.dry_run {
+        bail!("--dry-run is not supported for physical base backups");
+    }
+    backup(
+        g,
+        &PgPhysicalBackupArgs {
+            url: a.url.clone(),
+            fast: a.fast,
+            wal_timeout: "60s".into(),
+            max_rate: None,
+            tag: a.common.tag.clone(),
+            host: a.common.host.clone(),
+        },
+    )
+}
+
 fn backup(g: &GlobalArgs, a: &PgPhysicalBackupArgs) -> Result<Exit> {
     let timeout = parse_duration(&a.wal_timeout)?;
     let conn = connection(a.url.as_deref())?;
