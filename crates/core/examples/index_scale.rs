@@ -1,7 +1,9 @@
 //! Synthetic large-index measurement for docs/PERFORMANCE.md ("Scale").
 //!
-//! Builds the in-memory [`Index`] the way `Repository::into_indexed` does
-//! (every index file decoded and held, then `Index::from_files`) from N million
+//! Builds the in-memory [`Index`] the way `Repository::load_index` does (index
+//! files handed one by one to `Index::builder()`, each dropped after its entries
+//! are copied; `HOLD_FILES=1` measures the older way: every file decoded and
+//! held, then `Index::from_files`) from N million
 //! synthetic blob entries, and prints the process RSS at each stage, read from
 //! `/proc/self/status`. Not a test: it asserts nothing and is run by hand or by
 //! `scripts/bench --scale`.
@@ -62,49 +64,59 @@ impl SplitMix {
     }
 }
 
+/// The next synthetic index file of at most `per_index` packs, or `None` when
+/// `left` blobs have all been produced.
+fn synthetic_file(
+    left: &mut usize,
+    per_pack: usize,
+    per_index: usize,
+    rng: &mut SplitMix,
+) -> Option<IndexFile> {
+    if *left == 0 {
+        return None;
+    }
+    let mut packs = Vec::with_capacity(per_index);
+    for _ in 0..per_index {
+        if *left == 0 {
+            break;
+        }
+        let k = per_pack.min(*left);
+        *left -= k;
+        let mut off = 0u32;
+        let blobs = (0..k)
+            .map(|_| {
+                let len = 400_000 + (rng.next() % 600_000) as u32;
+                let e = PackEntry {
+                    id: rng.id(),
+                    compression: 1,
+                    offset: off,
+                    length: len,
+                    raw_length: len * 2,
+                };
+                off = off.wrapping_add(len);
+                e
+            })
+            .collect();
+        packs.push(IndexPack {
+            id: rng.id(),
+            blob_type: BlobType::Data,
+            blobs,
+        });
+    }
+    Some(IndexFile {
+        supersedes: vec![],
+        packs,
+    })
+}
+
 fn synthetic_files(
     n: usize,
     per_pack: usize,
     per_index: usize,
     rng: &mut SplitMix,
 ) -> Vec<IndexFile> {
-    let mut files = Vec::new();
     let mut left = n;
-    while left > 0 {
-        let mut packs = Vec::with_capacity(per_index);
-        for _ in 0..per_index {
-            if left == 0 {
-                break;
-            }
-            let k = per_pack.min(left);
-            left -= k;
-            let mut off = 0u32;
-            let blobs = (0..k)
-                .map(|_| {
-                    let len = 400_000 + (rng.next() % 600_000) as u32;
-                    let e = PackEntry {
-                        id: rng.id(),
-                        compression: 1,
-                        offset: off,
-                        length: len,
-                        raw_length: len * 2,
-                    };
-                    off = off.wrapping_add(len);
-                    e
-                })
-                .collect();
-            packs.push(IndexPack {
-                id: rng.id(),
-                blob_type: BlobType::Data,
-                blobs,
-            });
-        }
-        files.push(IndexFile {
-            supersedes: vec![],
-            packs,
-        });
-    }
-    files
+    std::iter::from_fn(|| synthetic_file(&mut left, per_pack, per_index, rng)).collect()
 }
 
 fn mb(b: u64) -> f64 {
@@ -163,7 +175,56 @@ fn main() {
         return;
     }
 
-    for m in millions {
+    let hold = std::env::var("HOLD_FILES").is_ok_and(|v| v == "1");
+    for m in millions.iter().copied().filter(|_| !hold) {
+        // What Repository::load_index does: one file at a time into the builder.
+        let n = (m * 1e6) as usize;
+        let base = rss();
+        let hwm_ok = reset_hwm();
+        let t = Instant::now();
+        let mut left = n;
+        let mut builder = Index::builder();
+        let mut probe = Vec::new();
+        let mut k = 0u64;
+        while let Some(mut f) = synthetic_file(&mut left, per_pack, per_index, &mut rng) {
+            if roundtrip {
+                f = IndexFile::decode(&f.encode()).expect("roundtrip");
+            }
+            for p in f.packs.iter().step_by(7) {
+                if probe.len() < 200_000 {
+                    probe.extend(p.blobs.first().map(|b| b.id));
+                }
+            }
+            k += 1;
+            builder.add(Id([(k % 251) as u8; 32]), f);
+        }
+        let index = builder.finish();
+        let build = t.elapsed();
+        let peak = if hwm_ok { hwm() } else { rss() };
+        let steady = rss();
+        let mut hits = 0usize;
+        let t = Instant::now();
+        for id in &probe {
+            hits += usize::from(index.contains(id));
+        }
+        let lookup = t.elapsed().as_nanos() as f64 / probe.len().max(1) as f64;
+        assert_eq!(hits, probe.len());
+        println!(
+            "{:>8.2} {:>10.1} {:>12} {:>12.1} {:>12.1} {:>12.1} {:>14.1} {:>10.0}   (streaming build {:.2}s, len {})",
+            m,
+            mb(index.heap_bytes() as u64),
+            "-",
+            mb(peak.saturating_sub(base)),
+            mb(steady.saturating_sub(base)),
+            steady.saturating_sub(base) as f64 / n as f64,
+            peak.saturating_sub(base) as f64 / n as f64,
+            lookup,
+            build.as_secs_f64(),
+            index.len(),
+        );
+    }
+
+    for m in millions.into_iter().filter(|_| hold) {
         let n = (m * 1e6) as usize;
         let base = rss();
         let mut files = synthetic_files(n, per_pack, per_index, &mut rng);

@@ -177,6 +177,63 @@ struct Entry {
     raw_length: u32,
 }
 
+/// Builds an [`Index`] from index files handed over one by one, each dropped
+/// as soon as its entries are copied, so loading needs the index plus one
+/// batch of decoded files (not every decoded file at once). Files named in
+/// another file's `supersedes` are left out at [`finish`](Self::finish), with
+/// their packs.
+#[derive(Debug, Default)]
+pub struct IndexBuilder {
+    index: Index,
+    /// For each pushed pack, the number of the file that listed it.
+    pack_file: Vec<u32>,
+    file_ids: Vec<Id>,
+    superseded: std::collections::HashSet<Id>,
+}
+
+impl IndexBuilder {
+    /// Add index file `id`.
+    pub fn add(&mut self, id: Id, file: IndexFile) {
+        let n = self.file_ids.len() as u32;
+        self.file_ids.push(id);
+        self.superseded.extend(file.supersedes.iter().copied());
+        for p in &file.packs {
+            self.index.push_pack(p);
+            self.pack_file.push(n);
+        }
+    }
+
+    /// Drop what superseded files listed, sort and deduplicate.
+    pub fn finish(self) -> Index {
+        let IndexBuilder {
+            mut index,
+            pack_file,
+            file_ids,
+            superseded,
+        } = self;
+        if file_ids.iter().any(|id| superseded.contains(id)) {
+            let mut remap = vec![u32::MAX; index.packs.len()];
+            let (mut packs, mut sizes) = (Vec::new(), Vec::new());
+            for (i, f) in pack_file.iter().enumerate() {
+                if !superseded.contains(&file_ids[*f as usize]) {
+                    remap[i] = packs.len() as u32;
+                    packs.push(index.packs[i]);
+                    sizes.push(index.pack_sizes[i]);
+                }
+            }
+            index.entries.retain_mut(|e| {
+                let m = remap[e.pack as usize];
+                e.pack = m;
+                m != u32::MAX
+            });
+            index.packs = packs;
+            index.pack_sizes = sizes;
+        }
+        index.finish();
+        index
+    }
+}
+
 /// The in-memory index of a repository: every blob's location, sorted by id.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
@@ -196,6 +253,11 @@ impl Index {
         }
         idx.finish();
         idx
+    }
+
+    /// Build from index files given one at a time (see [`IndexBuilder`]).
+    pub fn builder() -> IndexBuilder {
+        IndexBuilder::default()
     }
 
     fn push_pack(&mut self, p: &IndexPack) {
@@ -357,6 +419,91 @@ mod tests {
         assert_eq!(idx.get(&Id([4; 32])).unwrap().blob_type, BlobType::Tree);
         assert!(idx.get(&Id([8; 32])).is_none());
         assert_eq!(idx.packs().count(), 2);
+    }
+
+    #[test]
+    fn builder_drops_superseded_files_and_their_packs() {
+        // File 9 lists pack 7 (deleted since) and pack 1 with an old location of
+        // blob 5; `sample()` supersedes it. File 8 is live and unrelated.
+        let old = IndexFile {
+            supersedes: vec![],
+            packs: vec![
+                IndexPack {
+                    id: Id([7; 32]),
+                    blob_type: BlobType::Data,
+                    blobs: vec![PackEntry {
+                        id: Id([6; 32]),
+                        compression: 0,
+                        offset: 0,
+                        length: 3,
+                        raw_length: 3,
+                    }],
+                },
+                IndexPack {
+                    id: Id([1; 32]),
+                    blob_type: BlobType::Data,
+                    blobs: vec![PackEntry {
+                        id: Id([5; 32]),
+                        compression: 0,
+                        offset: 99,
+                        length: 1,
+                        raw_length: 1,
+                    }],
+                },
+            ],
+        };
+        let other = IndexFile {
+            supersedes: vec![],
+            packs: vec![IndexPack {
+                id: Id([8; 32]),
+                blob_type: BlobType::Data,
+                blobs: vec![PackEntry {
+                    id: Id([0xaa; 32]),
+                    compression: 0,
+                    offset: 0,
+                    length: 4,
+                    raw_length: 4,
+                }],
+            }],
+        };
+        // Order of arrival must not matter.
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
+            let files = [
+                (Id([9; 32]), old.clone()),
+                (Id([10; 32]), sample()),
+                (Id([11; 32]), other.clone()),
+            ];
+            let mut b = Index::builder();
+            for i in order {
+                b.add(files[i].0, files[i].1.clone());
+            }
+            let idx = b.finish();
+            assert_eq!(idx.len(), 4, "{order:?}");
+            assert!(
+                idx.get(&Id([6; 32])).is_none(),
+                "blob of the superseded file is gone"
+            );
+            assert_eq!(
+                idx.get(&Id([5; 32])).unwrap().offset,
+                0,
+                "superseding location wins"
+            );
+            assert_eq!(idx.get(&Id([0xaa; 32])).unwrap().pack, Id([8; 32]));
+            let mut packs: Vec<Id> = idx.packs().map(|(p, _)| p).collect();
+            packs.sort();
+            assert_eq!(
+                packs,
+                vec![Id([1; 32]), Id([2; 32]), Id([8; 32])],
+                "{order:?}"
+            );
+        }
+        // Without supersedes the builder equals from_files.
+        let mut b = Index::builder();
+        b.add(Id([11; 32]), other.clone());
+        b.add(Id([10; 32]), sample());
+        let a = b.finish();
+        let f = Index::from_files([&other, &sample()]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), f.iter().collect::<Vec<_>>());
     }
 
     proptest! {

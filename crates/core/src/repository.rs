@@ -376,11 +376,44 @@ impl Repository {
         self.save_object("index", ObjectKind::Index, &file.encode())
     }
 
+    /// Load every live index file into one in-memory [`Index`], streaming:
+    /// files are read and decoded in parallel batches and dropped once their
+    /// entries are copied, so the peak is the index plus one batch (see
+    /// docs/PERFORMANCE.md, "Scale"). Same concurrency rules as
+    /// [`index_files`](Self::index_files).
+    pub fn load_index(&self) -> Result<Index> {
+        const BATCH: usize = 16;
+        let mut attempt = 0;
+        loop {
+            let ids = self.list_ids("index")?;
+            let mut builder = Index::builder();
+            let loaded = ids.chunks(BATCH).try_for_each(|batch| {
+                let files = batch
+                    .par_iter()
+                    .map(|id| {
+                        let b = self.load_object("index", ObjectKind::Index, id)?;
+                        let f =
+                            IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))?;
+                        Ok((*id, f))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                for (id, f) in files {
+                    builder.add(id, f);
+                }
+                Ok(())
+            });
+            match loaded {
+                Err(Error::Storage(StorageError::NotFound { .. })) if attempt < 10 => attempt += 1,
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(builder.finish()),
+            }
+        }
+    }
+
     /// Load the index and move to the indexed state.
     pub fn into_indexed(self) -> Result<IndexedRepository> {
         let loaded_at = chrono::Utc::now();
-        let files = self.index_files()?;
-        let index = Index::from_files(files.iter().map(|(_, f)| f));
+        let index = self.load_index()?;
         Ok(IndexedRepository {
             repo: self,
             index: Arc::new(index),
