@@ -163,6 +163,10 @@ pub struct CopyArgs {
     /// Show what would be copied; write nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Also copy the PostgreSQL WAL archive (`pg wal-push` files the destination lacks), so
+    /// point-in-time recovery works from the copy
+    #[arg(long)]
+    pub wal: bool,
 }
 
 #[derive(Debug, Args, Default, Clone)]

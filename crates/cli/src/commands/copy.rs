@@ -46,12 +46,24 @@ pub fn run(g: &GlobalArgs, a: &CopyArgs) -> Result<Exit> {
     let bar = Bar::new(settings::show_progress(g), false, "copy");
     let summary = copy::copy(&src, &dst, &selected, &opts, &bar)?;
     bar.finish();
+    // WAL after the snapshots: a base backup copied without its WAL is still a
+    // complete physical backup (its own WAL is inside it).
+    let wal = if a.wal {
+        Some(lifeboat_core::wal::copy_archive(
+            src.repository(),
+            dst.repository(),
+            a.dry_run,
+        )?)
+    } else {
+        None
+    };
     if g.json {
         print_json(&json!({
             "source": from,
             "destination": to,
             "snapshots_selected": selected.len(),
             "summary": summary,
+            "wal": wal,
             "requests": {
                 "source": src_stats.snapshot(),
                 "destination": dst_stats.snapshot(),
@@ -61,6 +73,19 @@ pub fn run(g: &GlobalArgs, a: &CopyArgs) -> Result<Exit> {
     }
     if g.quiet {
         return Ok(Exit::Ok);
+    }
+    if let Some(w) = &wal {
+        println!(
+            "WAL archive: {} files {} ({} stored), {} already there",
+            w.copied,
+            if a.dry_run {
+                "would be copied"
+            } else {
+                "copied"
+            },
+            bytes(w.stored_bytes),
+            w.present
+        );
     }
     if selected.is_empty() {
         println!("no snapshot of {from} matches");
