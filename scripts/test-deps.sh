@@ -3,6 +3,8 @@
 #   * OpenSSH server + client (sshd on a loopback port for the SFTP backend tests)
 #   * a Python venv `.venv-s3` at the workspace root with moto[server] + boto3 (S3-compatible server)
 #   * a Python venv `.venv-dav` with wsgidav + cheroot (WebDAV server)
+#   * Azurite (npm `azurite`, Azure Blob server) in $LIFEBOAT_AZURITE_DIR
+#     (default ~/.cache/lifeboat/azurite), needs Node.js + npm
 # Idempotent: when everything is present it only checks and exits (well under a second).
 # Usage: scripts/test-deps.sh            (run from anywhere; as root, or with sudo available)
 set -euo pipefail
@@ -38,6 +40,9 @@ command -v redis-cli >/dev/null 2>&1 || need_pkgs+=(redis-tools)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_pkgs+=(postgresql-15)
 [ -x /usr/lib/postgresql/15/bin/pg_dump ] || need_pkgs+=(postgresql-client-15)
 command -v sqlite3 >/dev/null 2>&1 || need_pkgs+=(sqlite3)
+# Node.js + npm for Azurite (the Azure Blob server of the azure backend tests).
+command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "test-deps: installing ${need_pkgs[*]}" >&2
@@ -65,4 +70,14 @@ if [ ! -x "$DAV_VENV/bin/wsgidav" ] || ! "$DAV_VENV/bin/python" -c 'import wsgid
     "$DAV_VENV/bin/pip" install -q --disable-pip-version-check 'wsgidav>=4.3,<5' 'cheroot>=10'
 fi
 
-echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav)" >&2
+# --- Azurite (Azure Blob server for the azure backend tests) -----------------------------------
+AZURITE_DIR="${LIFEBOAT_AZURITE_DIR:-$HOME/.cache/lifeboat/azurite}"
+AZURITE_VERSION=3.35.0
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ] \
+    || [ "$(node -p "require('$AZURITE_DIR/node_modules/azurite/package.json').version" 2>/dev/null)" != "$AZURITE_VERSION" ]; then
+    echo "test-deps: installing azurite@$AZURITE_VERSION into $AZURITE_DIR" >&2
+    mkdir -p "$AZURITE_DIR"
+    npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
+fi
+
+echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav, azurite: $AZURITE_DIR/node_modules/.bin/azurite-blob)" >&2

@@ -1,5 +1,6 @@
 //! The real `lifeboat` binary against real servers started by
-//! `lifeboat-testkit`: moto (S3) and OpenSSH sshd (SFTP).
+//! `lifeboat-testkit`: moto (S3), OpenSSH sshd (SFTP), WsgiDAV (WebDAV) and
+//! Azurite (Azure Blob).
 //!
 //! * backup → restore (byte comparison) → check --read-data → copy, on S3 and
 //!   on SFTP; copies S3 → SFTP (by blob id) and local → S3 (re-chunked);
@@ -742,4 +743,33 @@ fn webdav_backup_restore_check_and_copy_to_local() {
     assert_eq!(c["source"], s1.as_str());
     env.assert_check_read_data(&local);
     env.assert_restores(&local, c["destination"].as_str().unwrap(), &src);
+}
+
+#[test]
+fn azure_backup_restore_and_check_read_data_on_azurite() {
+    let Some(azurite) = lifeboat_testkit::azurite() else {
+        return;
+    };
+    let env = Env::new();
+    let src = sample(env.path(), 3 << 20, 7);
+    // The development account's name and key come from the environment
+    // (AZURE_STORAGE_ACCOUNT / AZURE_STORAGE_KEY, set by the testkit and
+    // inherited by `lifeboat`); only the endpoint is an option.
+    let repo = Repo {
+        url: azurite.repo_url("lifeboat-e2e", "main"),
+        password: PW.into(),
+        options: vec![format!("endpoint={}", azurite.endpoint())],
+    };
+    backup_restore_check(&env, &repo, &src);
+    // The objects really are in Azurite's container.
+    let direct = lifeboat_storage::open_storage(
+        &repo.url,
+        &BackendOptions {
+            endpoint: Some(azurite.endpoint()),
+            ..BackendOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(direct.get("config", None).is_ok());
+    assert_eq!(direct.list("snapshots").unwrap().len(), 2);
 }

@@ -16,11 +16,13 @@
 //! # let _ = url;
 //! ```
 
+pub mod azure;
 pub mod mariadb;
 pub mod pg;
 pub mod redis;
 pub mod webdav;
 
+pub use azure::{azurite, AzuriteServer};
 pub use webdav::{webdav, DavServer};
 
 use std::fs::File;
