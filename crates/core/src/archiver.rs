@@ -445,16 +445,15 @@ pub fn backup(
     if opts.paths.is_empty() {
         return Err(Error::invalid("backup", "no paths given"));
     }
-    // Visible to prune until the snapshot is saved (see crate::lock).
-    let _session = if opts.dry_run {
-        None
+    // Visible to prune until the snapshot is saved (see crate::lock); the view
+    // is reloaded if a prune rewrote the index before the session existed.
+    let (_session, reloaded) = if opts.dry_run {
+        (None, None)
     } else {
-        Some(crate::lock::Session::start(
-            repo.storage(),
-            repo.loaded_at(),
-            "backup",
-        )?)
+        let (s, fresh) = crate::lock::Session::start_for(repo, "backup")?;
+        (Some(s), fresh)
     };
+    let repo = reloaded.as_ref().unwrap_or(repo);
     let excludes = Excludes::new(&opts.excludes)?;
     let paths = absolute_paths(&opts.paths)?;
     for p in &paths {
@@ -992,21 +991,27 @@ impl<'a> StreamSnapshotWriter<'a> {
         opts: StreamBackupOptions,
         progress: &'a dyn Progress,
     ) -> Self {
+        // The session is registered before the pipeline takes its view of the
+        // index (see crate::lock::Session::start_for).
+        let (session, fresh, failed) = if opts.dry_run {
+            (None, None, None)
+        } else {
+            match crate::lock::Session::start_for(repo, "stream backup") {
+                Ok((s, fresh)) => (Some(s), fresh, None),
+                Err(e) => (None, None, Some(e)),
+            }
+        };
         let pipeline = Pipeline::new(
-            repo,
+            fresh.as_ref().unwrap_or(repo),
             &WriterOptions {
                 dry_run: opts.dry_run || opts.writer.dry_run,
                 ..opts.writer.clone()
             },
         );
-        let session = if opts.dry_run {
-            None
-        } else {
+        if let Some(e) = failed {
             // A backup that cannot register its session must not run: fail it.
-            crate::lock::Session::start(repo.storage(), repo.loaded_at(), "stream backup")
-                .map_err(|e| pipeline.fail(e))
-                .ok()
-        };
+            pipeline.fail(e);
+        }
         Self {
             _session: session,
             pipeline,

@@ -12,10 +12,11 @@
 //! still-used blobs are copied into new packs with a [`BlobWriter`] (indexed
 //! before anything else changes), and the old packs are marked too. Then a new
 //! index file is written that `supersedes` every index file read and lists
-//! every pack except the marked ones; the superseded files are deleted. Only
-//! then is the mark object `marks/<id>` written, with the current time `T`:
-//! every backup whose view of the index still contained a marked pack loaded
-//! it before `T`.
+//! every pack except the marked ones. Only then is the mark object
+//! `marks/<id>` written, with the current time `T`: every backup whose view of
+//! the index still contained a marked pack loaded it before `T` (or reloads it,
+//! see [`lock::Session::start_for`]). The superseded files are deleted last,
+//! so readers always find a live pack ([`readers_fallback_index`]).
 //!
 //! *Phase 2 (delete, a later run).* A mark is finished only when `T + grace`
 //! has passed **and** no live backup session ([`crate::lock`]) started before
@@ -23,9 +24,12 @@
 //! removed only after its snapshot is saved, so every snapshot that could have
 //! deduplicated against a marked pack is visible. The referenced blobs are
 //! recomputed from the snapshots present now; a marked pack holding any of them
-//! is **re-indexed** (from its self-describing header) instead of deleted.
-//! Everything else in the mark is deleted (its parity sidecar too), any index
-//! entry still naming it is dropped, and the mark is removed.
+//! only there is **re-indexed** (from its self-describing header) instead of
+//! deleted; a marked pack an index file lists again is kept. Everything else in
+//! the mark is deleted (its parity sidecar too), and the mark is removed.
+//!
+//! Only one prune (or `repair index`) runs at a time
+//! ([`lock::Session::exclusive`]).
 //!
 //! A crash at any point leaves either unindexed packs (marked by the next run)
 //! or a mark whose packs are still indexed (phase 2 re-checks them), never a
@@ -111,6 +115,8 @@ pub struct PruneReport {
     pub deleted_packs: u64,
     pub deleted_bytes: u64,
     pub reindexed_packs: u64,
+    /// Marked packs an index file lists again (kept; see [`prune`]).
+    pub kept_indexed_packs: u64,
     /// Marks that must wait, and why.
     pub waiting: Vec<String>,
     /// Phase 1: packs marked because nothing uses them / no index lists them.
@@ -138,6 +144,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     if !opts.dry_run {
         repo.refuse_if_append_only("prune (it deletes packs)")?;
     }
+    // One prune (or repair index) at a time; a dry run changes nothing.
+    let _exclusive = if opts.dry_run {
+        None
+    } else {
+        Some(lock::Session::exclusive(repo.storage(), "prune")?)
+    };
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..PruneReport::default()
@@ -165,6 +177,74 @@ pub fn marks(repo: &Repository) -> Result<Vec<(Id, Mark)>> {
     Ok(out)
 }
 
+/// Headers of the packs in `marked` that still exist (read in parallel).
+fn read_headers(repo: &Repository, marked: &[Id]) -> Result<HashMap<Id, (IndexPack, u64)>> {
+    use rayon::prelude::*;
+    let unique: Vec<Id> = marked
+        .iter()
+        .copied()
+        .collect::<HashSet<Id>>()
+        .into_iter()
+        .collect();
+    let read: Vec<Option<(Id, (IndexPack, u64))>> = unique
+        .par_iter()
+        .map(|p| match read_pack_header(repo, p) {
+            Ok((t, entries, size)) => Ok(Some((
+                *p,
+                (
+                    IndexPack {
+                        id: *p,
+                        blob_type: t,
+                        blobs: entries,
+                    },
+                    size,
+                ),
+            ))),
+            Err(Error::Storage(StorageError::NotFound { .. })) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .collect::<Result<_>>()?;
+    Ok(read.into_iter().flatten().collect())
+}
+
+/// The readers' fallback index ([`crate::repository::IndexedRepository::locate`]):
+/// every index file present (superseded ones included) plus the packs pending
+/// marks took out of the index (read from the packs' own headers).
+///
+/// Consistency: phase 1 writes its mark *before* deleting the index files it
+/// superseded, and phase 2 writes its re-indexing file before deleting the
+/// mark, so at every moment a live pack is listed by an index file or a mark.
+/// The marks are listed before and after the index files; if they changed,
+/// everything is read again (up to 10 times).
+///
+/// # Errors
+/// Storage errors; a damaged mark, index file or pack header.
+pub fn readers_fallback_index(repo: &Repository) -> Result<Index> {
+    let mut attempt = 0;
+    let (files, marked) = loop {
+        let before = repo.list_ids(MARK_PREFIX)?;
+        let files = repo.all_index_files()?;
+        let marked = marks(repo)?;
+        let mut after: Vec<Id> = marked.iter().map(|(id, _)| *id).collect();
+        let mut before = before;
+        before.sort();
+        after.sort();
+        attempt += 1;
+        if before == after || attempt >= 10 {
+            break (files, marked);
+        }
+    };
+    let packs: Vec<Id> = marked.into_iter().flat_map(|(_, m)| m.packs).collect();
+    let headers = read_headers(repo, &packs)?;
+    let extra = IndexFile {
+        supersedes: Vec::new(),
+        packs: headers.into_values().map(|(p, _)| p).collect(),
+    };
+    Ok(Index::from_files(
+        files.iter().map(|(_, f)| f).chain(std::iter::once(&extra)),
+    ))
+}
+
 /// The index of `files` plus the packs of `marked` that no file lists (read
 /// from their headers), so snapshots made by backups that deduplicated against
 /// marked packs can be walked. Returns the index and the headers read.
@@ -177,29 +257,7 @@ fn index_with_marked(
         .iter()
         .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
         .collect();
-    let mut headers = HashMap::new();
-    for p in marked {
-        if headers.contains_key(p) {
-            continue;
-        }
-        match read_pack_header(repo, p) {
-            Ok((t, entries, size)) => {
-                headers.insert(
-                    *p,
-                    (
-                        IndexPack {
-                            id: *p,
-                            blob_type: t,
-                            blobs: entries,
-                        },
-                        size,
-                    ),
-                );
-            }
-            Err(Error::Storage(StorageError::NotFound { .. })) => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let headers = read_headers(repo, marked)?;
     let extra = IndexFile {
         supersedes: Vec::new(),
         packs: headers
@@ -367,6 +425,13 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
             indexed_in.entry(p.id).or_default().push(*fid);
         }
     }
+    // Blobs the index lists (in packs that stay: an indexed marked pack is
+    // kept, see below).
+    let indexed_blobs: HashSet<Id> = files
+        .iter()
+        .flat_map(|(_, f)| f.packs.iter())
+        .flat_map(|p| p.blobs.iter().map(|b| b.id))
+        .collect();
     let mut reindex: Vec<IndexPack> = Vec::new();
     let mut delete: Vec<(Id, u64)> = Vec::new();
     let mut seen = HashSet::new();
@@ -378,10 +443,20 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         let Some((ip, size)) = headers.get(p) else {
             continue;
         };
-        if ip.blobs.iter().any(|e| used.contains(&e.id)) {
-            if !indexed_in.contains_key(p) {
-                reindex.push(ip.clone());
-            }
+        if indexed_in.contains_key(p) {
+            // An index file lists the pack again: one written by the backup
+            // that uploaded it after phase 1 read the index (phase 1 marked it
+            // as unindexed), or by another prune's re-indexing. Backups that
+            // loaded that file may deduplicate against it whatever their start
+            // time, so it is not deleted here; the next phase 1 judges it anew.
+            report.kept_indexed_packs += 1;
+        } else if ip
+            .blobs
+            .iter()
+            .any(|e| used.contains(&e.id) && !indexed_blobs.contains(&e.id))
+        {
+            // Some referenced blob exists only here.
+            reindex.push(ip.clone());
         } else {
             delete.push((*p, *size));
         }
@@ -398,34 +473,6 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
             supersedes: Vec::new(),
             packs: reindex,
         })?;
-    }
-    // Drop index entries of packs about to be deleted (normally none: phase 1
-    // removed them, unless it crashed between its index rewrite and the mark).
-    let doomed: HashSet<Id> = delete.iter().map(|(p, _)| *p).collect();
-    let stale_files: Vec<Id> = {
-        let mut v: Vec<Id> = doomed
-            .iter()
-            .filter_map(|p| indexed_in.get(p))
-            .flatten()
-            .copied()
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    if !stale_files.is_empty() {
-        let packs = files
-            .iter()
-            .filter(|(fid, _)| stale_files.contains(fid))
-            .flat_map(|(_, f)| f.packs.iter().filter(|p| !doomed.contains(&p.id)).cloned())
-            .collect();
-        repo.save_index(&IndexFile {
-            supersedes: stale_files.clone(),
-            packs,
-        })?;
-        for f in &stale_files {
-            delete_object(repo, "index", f)?;
-        }
     }
     for (p, _) in &delete {
         delete_pack(repo, p)?;
@@ -567,12 +614,6 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
             supersedes: superseded.clone(),
             packs,
         })?;
-        // The files read now, and files superseded earlier that linger.
-        let mut gone: HashSet<Id> = superseded.into_iter().collect();
-        gone.extend(files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()));
-        for id in all_index_ids.iter().filter(|id| gone.contains(id)) {
-            delete_object(repo, "index", id)?;
-        }
     }
     let m = Mark {
         version: 1,
@@ -593,6 +634,16 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
             e => Err(e),
         })?;
     report.mark = Some(id);
+    // Only now delete the index files just superseded (and files superseded
+    // earlier that linger): until the mark exists, readers find the marked
+    // packs in them (see `readers_fallback_index`).
+    if keep_listed {
+        let mut gone: HashSet<Id> = superseded.into_iter().collect();
+        gone.extend(files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()));
+        for id in all_index_ids.iter().filter(|id| gone.contains(id)) {
+            delete_object(repo, "index", id)?;
+        }
+    }
     Ok(())
 }
 

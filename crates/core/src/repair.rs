@@ -47,6 +47,15 @@ pub struct RepairIndexReport {
 /// # Errors
 /// Storage errors of listing and writing.
 pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexReport> {
+    // Not while a prune rewrites the index (see crate::lock::Session::exclusive).
+    let _exclusive = if dry_run {
+        None
+    } else {
+        Some(crate::lock::Session::exclusive(
+            repo.storage(),
+            "repair index",
+        )?)
+    };
     let old = repo.list_ids("index")?;
     let packs: Vec<Id> = repo
         .storage()

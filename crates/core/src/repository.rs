@@ -29,7 +29,7 @@ use crate::blob::{self, BlobType, Compression, Id};
 use crate::chunker::{ChunkerConfig, ChunkerParams};
 use crate::crypto::{ContentKey, KdfParams, KeySlot, MasterKey, ObjectKind};
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexFile};
+use crate::index::{BlobLocation, Index, IndexFile};
 use crate::pack::pack_key;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::Tree;
@@ -348,16 +348,7 @@ impl Repository {
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
         let mut attempt = 0;
         let files = loop {
-            let ids = self.list_ids("index")?;
-            let r = ids
-                .par_iter()
-                .map(|id| {
-                    let b = self.load_object("index", ObjectKind::Index, id)?;
-                    let f = IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))?;
-                    Ok((*id, f))
-                })
-                .collect::<Result<Vec<_>>>();
-            match r {
+            match self.load_index_files(false) {
                 Err(Error::Storage(StorageError::NotFound { .. })) if attempt < 10 => attempt += 1,
                 r => break r?,
             }
@@ -370,6 +361,31 @@ impl Repository {
             .into_iter()
             .filter(|(id, _)| !superseded.contains(id))
             .collect())
+    }
+
+    /// Every index file present, superseded ones included; files that vanish
+    /// between the listing and their read are skipped. For readers' fallback
+    /// only ([`IndexedRepository::locate`]): never for deduplication.
+    pub fn all_index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
+        self.load_index_files(true)
+    }
+
+    fn load_index_files(&self, skip_missing: bool) -> Result<Vec<(Id, IndexFile)>> {
+        let ids = self.list_ids("index")?;
+        let loaded = ids
+            .par_iter()
+            .map(|id| {
+                let b = match self.load_object("index", ObjectKind::Index, id) {
+                    Err(Error::Storage(StorageError::NotFound { .. })) if skip_missing => {
+                        return Ok(None)
+                    }
+                    r => r?,
+                };
+                let f = IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))?;
+                Ok(Some((*id, f)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(loaded.into_iter().flatten().collect())
     }
 
     pub fn save_index(&self, file: &IndexFile) -> Result<Id> {
@@ -418,6 +434,8 @@ impl Repository {
             repo: self,
             index: Arc::new(index),
             loaded_at,
+            index_files: Some(Arc::new(files.iter().map(|(id, _)| *id).collect())),
+            marked: Arc::default(),
         })
     }
 
@@ -564,6 +582,12 @@ pub struct IndexedRepository {
     index: Arc<Index>,
     /// Taken just before the index files were listed.
     loaded_at: chrono::DateTime<chrono::Utc>,
+    /// The index files this view was built from (`None`: built by hand).
+    index_files: Option<Arc<Vec<Id>>>,
+    /// Readers' fallback, built on a miss (how many builds, the last one);
+    /// used for reading only, never for deduplication (see
+    /// [`IndexedRepository::locate`]).
+    marked: Arc<parking_lot::Mutex<(u8, Option<Index>)>>,
 }
 
 impl std::ops::Deref for IndexedRepository {
@@ -580,7 +604,48 @@ impl IndexedRepository {
             repo,
             index: Arc::new(index),
             loaded_at: chrono::Utc::now(),
+            index_files: None,
+            marked: Arc::default(),
         }
+    }
+
+    /// The index files this view was loaded from (`None` for a view built by hand).
+    pub fn index_file_ids(&self) -> Option<&[Id]> {
+        self.index_files.as_deref().map(Vec::as_slice)
+    }
+
+    /// Where to read a blob: the index of this view, or else (on a miss) the
+    /// index files present now — superseded ones included — and the packs
+    /// that pending `prune` marks took out of the index.
+    ///
+    /// Prune phase 1 takes unreferenced packs out of the index so that no new
+    /// backup deduplicates against them; a backup running concurrently may
+    /// still have saved a snapshot that uses them (phase 2 re-indexes such
+    /// packs), and a view loaded before that re-indexing misses them too.
+    /// Readers find those blobs here, so such a snapshot stays restorable and
+    /// usable as a parent. Deduplication uses [`Self::index`] only, never this
+    /// fallback.
+    pub fn locate(&self, id: &Id) -> Option<BlobLocation> {
+        if let Some(l) = self.index.get(id) {
+            return Some(l);
+        }
+        // A miss: look in (and, a bounded number of times, rebuild) the
+        // fallback of every index file present plus the packs of pending marks.
+        let mut fb = self.marked.lock();
+        if let Some(l) = fb.1.as_ref().and_then(|i| i.get(id)) {
+            return Some(l);
+        }
+        if fb.0 >= 3 {
+            return None;
+        }
+        fb.0 += 1;
+        let index = crate::prune::readers_fallback_index(&self.repo).unwrap_or_else(|e| {
+            tracing::warn!("reading the index files and pending prune marks again: {e}");
+            Index::default()
+        });
+        let found = index.get(id);
+        fb.1 = Some(index);
+        found
     }
 
     /// When this view of the index was taken; backup sessions record it so
@@ -608,8 +673,7 @@ impl IndexedRepository {
     /// [`Error::BlobNotIndexed`], or [`Error::Damaged`] naming the blob and its pack.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self
-            .index
-            .get(id)
+            .locate(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
         let sealed = self.storage().get(&pack_key(&loc.pack), Some(range))?;
@@ -643,6 +707,6 @@ impl IndexedRepository {
     }
 
     pub fn blob_type(&self, id: &Id) -> Option<BlobType> {
-        self.index.get(id).map(|l| l.blob_type)
+        self.locate(id).map(|l| l.blob_type)
     }
 }

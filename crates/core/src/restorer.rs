@@ -229,8 +229,7 @@ pub fn restore(
         let mut offset = 0u64;
         for id in it.node.content.iter().flatten() {
             let loc = repo
-                .index()
-                .get(id)
+                .locate(id)
                 .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
             uses.entry(*id).or_default().push((t, offset));
             offset += loc.raw_length as u64;
@@ -239,7 +238,7 @@ pub fn restore(
     }
     let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
     for id in uses.keys() {
-        let loc = repo.index().get(id).expect("checked above");
+        let loc = repo.locate(id).expect("checked above");
         by_pack.entry(loc.pack).or_default().push((*id, loc));
     }
     summary.packs_read = by_pack.len() as u64;
@@ -449,7 +448,7 @@ fn identical(repo: &IndexedRepository, path: &Path, node: &Node) -> bool {
     let mut offset = 0u64;
     let mut buf = Vec::new();
     for id in node.content.iter().flatten() {
-        let Some(loc) = repo.index().get(id) else {
+        let Some(loc) = repo.locate(id) else {
             return false;
         };
         buf.resize(loc.raw_length as usize, 0);
