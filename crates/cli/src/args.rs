@@ -680,6 +680,9 @@ pub struct ParityArgs {
     /// Parity shards per pack (that many damaged shards are repairable)
     #[arg(long, default_value_t = 2)]
     pub parity_shards: u8,
+    /// Also rewrite sidecars of an older format version (reads 5 bytes of each sidecar)
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 /// `lifeboat pg ...`: PostgreSQL physical backups and the WAL archive (docs/DATABASES.md).

@@ -6,14 +6,22 @@
 //! repositories without sidecars work as before.
 //!
 //! ```text
-//! sidecar = "LBPR" version:u8(=1) k:u8 m:u8 shard_len:u32le pack_len:u64le
+//! sidecar = "LBPR" version:u8(=2) k:u8 m:u8 shard_len:u32le pack_len:u64le
 //!           shard_hash[32]*(k+m) header_hash[32] parity_shard[shard_len]*m
 //! ```
-//! `shard_hash` is BLAKE3 of each shard (data shards zero-padded to
-//! `shard_len`), `header_hash` BLAKE3 of everything before it. The code is a
-//! systematic Reed-Solomon code over GF(2^8) (polynomial 0x11d) with a Cauchy
-//! generator matrix, so any `k` intact shards determine the pack. Sidecars are
-//! not encrypted: they are a function of the (encrypted) pack bytes only.
+//! `shard_len` is `ceil(pack_len / k)` rounded up to an even number (the codec
+//! works on 16-bit words); data shards are the pack's consecutive slices, the
+//! last zero-padded. `shard_hash` is BLAKE3 of each shard, `header_hash` BLAKE3
+//! of everything before it. The parity shards are the recovery shards of the
+//! `reed-solomon-simd` crate (version 3: Leopard-RS, a systematic
+//! Reed-Solomon code over GF(2^16)) for `k` original and `m` recovery shards,
+//! so any `k` intact shards determine the pack; the per-shard hashes say which
+//! shards are intact. Sidecars are not encrypted: they are a function of the
+//! (encrypted) pack bytes only.
+//!
+//! Version 1 sidecars (a hand-written GF(2^8) Cauchy code of earlier builds)
+//! are recognised but can no longer be decoded: `lifeboat parity --upgrade`
+//! rewrites them from the intact packs.
 //!
 //! Space overhead: `m/k` of the pack plus `45 + 32·(k+m)` bytes
 //! (docs/MAINTENANCE.md has measured figures).
@@ -22,7 +30,7 @@
 //! [`Error::Damaged`] naming the pack when the sidecar is unusable or more
 //! shards are damaged than the parity can rebuild; storage errors.
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use lifeboat_storage::{PutOptions, StorageError};
@@ -34,7 +42,8 @@ use crate::pack::pack_key;
 use crate::repository::Repository;
 
 const MAGIC: &[u8; 4] = b"LBPR";
-const VERSION: u8 = 1;
+/// The sidecar format written now.
+pub const VERSION: u8 = 2;
 const FIXED: usize = 4 + 1 + 1 + 1 + 4 + 8;
 
 /// Storage prefix of parity sidecars.
@@ -78,108 +87,26 @@ impl ParityParams {
     }
 }
 
-// ---- GF(2^8) ----
-
-struct Gf {
-    exp: [u8; 512],
-    log: [u8; 256],
-}
-
-fn gf() -> &'static Gf {
-    static T: OnceLock<Gf> = OnceLock::new();
-    T.get_or_init(|| {
-        let mut exp = [0u8; 512];
-        let mut log = [0u8; 256];
-        let mut x: u16 = 1;
-        for (i, e) in exp.iter_mut().enumerate().take(255) {
-            *e = x as u8;
-            log[x as usize] = i as u8;
-            x <<= 1;
-            if x & 0x100 != 0 {
-                x ^= 0x11d;
-            }
-        }
-        for i in 255..512 {
-            exp[i] = exp[i - 255];
-        }
-        Gf { exp, log }
-    })
-}
-
-fn mul(a: u8, b: u8) -> u8 {
-    if a == 0 || b == 0 {
-        return 0;
-    }
-    let t = gf();
-    t.exp[t.log[a as usize] as usize + t.log[b as usize] as usize]
-}
-
-fn inv(a: u8) -> u8 {
-    debug_assert!(a != 0);
-    let t = gf();
-    t.exp[255 - t.log[a as usize] as usize]
-}
-
-/// Row `i` of the parity part of the generator: Cauchy `1 / (x_i + y_j)` with
-/// `x_i = k + i`, `y_j = j` (all distinct, so every square submatrix of
-/// `[I; C]` is invertible).
-fn cauchy_row(k: usize, i: usize) -> Vec<u8> {
-    (0..k).map(|j| inv(((k + i) as u8) ^ (j as u8))).collect()
-}
-
-/// `out ^= c · src`
-fn mul_add(out: &mut [u8], c: u8, src: &[u8]) {
-    if c == 0 {
-        return;
-    }
-    let t = gf();
-    let lc = t.log[c as usize] as usize;
-    for (o, s) in out.iter_mut().zip(src) {
-        if *s != 0 {
-            *o ^= t.exp[lc + t.log[*s as usize] as usize];
-        }
+/// Data shard `j` of `pack`: a slice, or a zero-padded copy for the last one.
+fn data_shard(pack: &[u8], j: usize, shard_len: usize) -> Cow<'_, [u8]> {
+    let start = (j * shard_len).min(pack.len());
+    let end = ((j + 1) * shard_len).min(pack.len());
+    if end - start == shard_len {
+        Cow::Borrowed(&pack[start..end])
+    } else {
+        let mut s = vec![0u8; shard_len];
+        s[..end - start].copy_from_slice(&pack[start..end]);
+        Cow::Owned(s)
     }
 }
 
-/// Invert a square matrix in place (Gauss-Jordan); `None` if singular.
-fn invert(mut a: Vec<Vec<u8>>) -> Option<Vec<Vec<u8>>> {
-    let n = a.len();
-    let mut r: Vec<Vec<u8>> = (0..n)
-        .map(|i| (0..n).map(|j| u8::from(i == j)).collect())
-        .collect();
-    for col in 0..n {
-        let piv = (col..n).find(|&row| a[row][col] != 0)?;
-        a.swap(col, piv);
-        r.swap(col, piv);
-        let f = inv(a[col][col]);
-        for j in 0..n {
-            a[col][j] = mul(a[col][j], f);
-            r[col][j] = mul(r[col][j], f);
-        }
-        for row in 0..n {
-            if row != col && a[row][col] != 0 {
-                let f = a[row][col];
-                let (ac, rc) = (a[col].clone(), r[col].clone());
-                for j in 0..n {
-                    a[row][j] ^= mul(f, ac[j]);
-                    r[row][j] ^= mul(f, rc[j]);
-                }
-            }
-        }
-    }
-    Some(r)
+fn shard_len(pack_len: usize, k: usize) -> usize {
+    let l = pack_len.div_ceil(k).max(2);
+    l + l % 2
 }
 
-fn data_shards(pack: &[u8], k: usize, shard_len: usize) -> Vec<Vec<u8>> {
-    (0..k)
-        .map(|j| {
-            let mut s = vec![0u8; shard_len];
-            let start = (j * shard_len).min(pack.len());
-            let end = ((j + 1) * shard_len).min(pack.len());
-            s[..end - start].copy_from_slice(&pack[start..end]);
-            s
-        })
-        .collect()
+fn codec_error(e: reed_solomon_simd::Error) -> Error {
+    Error::invalid("parity shards", e.to_string())
 }
 
 /// Compute the sidecar of a pack.
@@ -189,18 +116,16 @@ fn data_shards(pack: &[u8], k: usize, shard_len: usize) -> Vec<Vec<u8>> {
 pub fn encode(params: ParityParams, pack: &[u8]) -> Result<Vec<u8>> {
     params.validate()?;
     let (k, m) = (params.data_shards as usize, params.parity_shards as usize);
-    let shard_len = pack.len().div_ceil(k).max(1);
-    let data = data_shards(pack, k, shard_len);
-    let parity: Vec<Vec<u8>> = (0..m)
-        .map(|i| {
-            let row = cauchy_row(k, i);
-            let mut p = vec![0u8; shard_len];
-            for (c, d) in row.iter().zip(&data) {
-                mul_add(&mut p, *c, d);
-            }
-            p
-        })
-        .collect();
+    let shard_len = shard_len(pack.len(), k);
+    let mut encoder =
+        reed_solomon_simd::ReedSolomonEncoder::new(k, m, shard_len).map_err(codec_error)?;
+    let mut hashes = Vec::with_capacity(k + m);
+    for j in 0..k {
+        let shard = data_shard(pack, j, shard_len);
+        hashes.push(blake3::hash(&shard));
+        encoder.add_original_shard(&shard).map_err(codec_error)?;
+    }
+    let result = encoder.encode().map_err(codec_error)?;
     let mut out = Vec::with_capacity(FIXED + 32 * (k + m + 1) + m * shard_len);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
@@ -208,15 +133,21 @@ pub fn encode(params: ParityParams, pack: &[u8]) -> Result<Vec<u8>> {
     out.push(m as u8);
     out.extend_from_slice(&(shard_len as u32).to_le_bytes());
     out.extend_from_slice(&(pack.len() as u64).to_le_bytes());
-    for s in data.iter().chain(&parity) {
-        out.extend_from_slice(blake3::hash(s).as_bytes());
+    hashes.extend(result.recovery_iter().map(blake3::hash));
+    for h in &hashes {
+        out.extend_from_slice(h.as_bytes());
     }
     let h = blake3::hash(&out);
     out.extend_from_slice(h.as_bytes());
-    for p in &parity {
+    for p in result.recovery_iter() {
         out.extend_from_slice(p);
     }
     Ok(out)
+}
+
+/// The format version of a sidecar (its fifth byte), if it is one.
+pub fn sidecar_version(sidecar: &[u8]) -> Option<u8> {
+    (sidecar.len() > 4 && &sidecar[..4] == MAGIC).then(|| sidecar[4])
 }
 
 /// The outcome of [`reconstruct`].
@@ -232,8 +163,16 @@ pub struct Reconstructed {
 /// # Errors
 /// A message when the sidecar is malformed or too many shards are damaged.
 pub fn reconstruct(sidecar: &[u8], damaged: &[u8]) -> std::result::Result<Reconstructed, String> {
-    if sidecar.len() < FIXED || &sidecar[..4] != MAGIC || sidecar[4] != VERSION {
-        return Err("not a parity sidecar (bad magic or version)".into());
+    match sidecar_version(sidecar) {
+        Some(VERSION) if sidecar.len() >= FIXED => {}
+        Some(1) => {
+            return Err(
+                "parity sidecar format 1 (written by an earlier build) can no longer be \
+                        decoded; while the pack is intact, `lifeboat parity --upgrade` rewrites it"
+                    .into(),
+            )
+        }
+        _ => return Err("not a parity sidecar (bad magic or version)".into()),
     }
     let (k, m) = (sidecar[5] as usize, sidecar[6] as usize);
     let shard_len = u32::from_le_bytes(sidecar[7..11].try_into().expect("4 bytes")) as usize;
@@ -241,6 +180,7 @@ pub fn reconstruct(sidecar: &[u8], damaged: &[u8]) -> std::result::Result<Recons
     let hashes_end = FIXED + 32 * (k + m);
     if k == 0
         || m == 0
+        || !shard_len.is_multiple_of(2)
         || sidecar.len() != hashes_end + 32 + m * shard_len
         || pack_len > k * shard_len
     {
@@ -250,54 +190,53 @@ pub fn reconstruct(sidecar: &[u8], damaged: &[u8]) -> std::result::Result<Recons
         return Err("parity sidecar header is damaged".into());
     }
     let hash = |i: usize| &sidecar[FIXED + 32 * i..FIXED + 32 * (i + 1)];
-    let mut shards: Vec<Option<Vec<u8>>> =
-        data_shards(&damaged[..damaged.len().min(pack_len)], k, shard_len)
-            .into_iter()
-            .chain((0..m).map(|i| {
-                let start = hashes_end + 32 + i * shard_len;
-                sidecar[start..start + shard_len].to_vec()
-            }))
-            .enumerate()
-            .map(|(i, s)| (blake3::hash(&s).as_bytes() == hash(i)).then_some(s))
-            .collect();
-    let damaged_shards: Vec<usize> = (0..k).filter(|&j| shards[j].is_none()).collect();
+    let present = &damaged[..damaged.len().min(pack_len)];
+    let data: Vec<Cow<'_, [u8]>> = (0..k).map(|j| data_shard(present, j, shard_len)).collect();
+    let parity: Vec<&[u8]> = (0..m)
+        .map(|i| {
+            let start = hashes_end + 32 + i * shard_len;
+            &sidecar[start..start + shard_len]
+        })
+        .collect();
+    let data_ok: Vec<bool> = (0..k)
+        .map(|j| blake3::hash(&data[j]).as_bytes() == hash(j))
+        .collect();
+    let parity_ok: Vec<bool> = (0..m)
+        .map(|i| blake3::hash(parity[i]).as_bytes() == hash(k + i))
+        .collect();
+    let damaged_shards: Vec<usize> = (0..k).filter(|&j| !data_ok[j]).collect();
+    let mut rebuilt = std::collections::BTreeMap::new();
     if !damaged_shards.is_empty() {
-        let good: Vec<usize> = (0..k + m)
-            .filter(|&i| shards[i].is_some())
-            .take(k)
-            .collect();
-        if good.len() < k {
+        let intact = data_ok.iter().chain(&parity_ok).filter(|ok| **ok).count();
+        if intact < k {
             return Err(format!(
                 "{} of {} shards are damaged; the parity can rebuild at most {m}",
-                k + m - (0..k + m).filter(|&i| shards[i].is_some()).count(),
+                k + m - intact,
                 k + m
             ));
         }
-        let rows: Vec<Vec<u8>> = good
-            .iter()
-            .map(|&i| {
-                if i < k {
-                    (0..k).map(|j| u8::from(i == j)).collect()
-                } else {
-                    cauchy_row(k, i - k)
-                }
-            })
-            .collect();
-        let dec = invert(rows).ok_or("parity matrix is singular")?;
+        rebuilt = reed_solomon_simd::decode(
+            k,
+            m,
+            (0..k).filter(|&j| data_ok[j]).map(|j| (j, &data[j])),
+            (0..m).filter(|&i| parity_ok[i]).map(|i| (i, parity[i])),
+        )
+        .map_err(|e| format!("parity decoding failed: {e}"))?;
         for &j in &damaged_shards {
-            let mut out = vec![0u8; shard_len];
-            for (c, &g) in dec[j].iter().zip(&good) {
-                mul_add(&mut out, *c, shards[g].as_ref().expect("good shard"));
-            }
-            if blake3::hash(&out).as_bytes() != hash(j) {
+            let out = rebuilt
+                .get(&j)
+                .ok_or_else(|| format!("parity decoding did not rebuild shard {j}"))?;
+            if blake3::hash(out).as_bytes() != hash(j) {
                 return Err(format!("rebuilt shard {j} does not match its hash"));
             }
-            shards[j] = Some(out);
         }
     }
     let mut bytes = Vec::with_capacity(k * shard_len);
-    for s in shards.into_iter().take(k) {
-        bytes.extend_from_slice(&s.expect("all data shards present"));
+    for (j, shard) in data.iter().enumerate() {
+        match rebuilt.get(&j) {
+            Some(r) => bytes.extend_from_slice(r),
+            None => bytes.extend_from_slice(shard),
+        }
     }
     bytes.truncate(pack_len);
     Ok(Reconstructed {
@@ -315,17 +254,24 @@ pub struct ParityReport {
     pub parity_bytes: u64,
 }
 
-/// Write a sidecar for every pack that has none. Packs are read one at a time.
+/// Write a sidecar for every pack that has none (and, with `upgrade`, for
+/// every pack whose sidecar has an older format version). Packs are read one
+/// at a time.
 ///
 /// # Errors
-/// Storage errors naming the object; [`Error::Invalid`] for bad parameters.
-pub fn create_missing(repo: &Repository, params: ParityParams) -> Result<ParityReport> {
+/// Storage errors naming the object; [`Error::Invalid`] for bad parameters;
+/// [`Error::Damaged`] for a pack whose bytes do not match its name.
+pub fn create_missing(
+    repo: &Repository,
+    params: ParityParams,
+    upgrade: bool,
+) -> Result<ParityReport> {
     params.validate()?;
-    let have: std::collections::HashSet<String> = repo
+    let have: std::collections::HashMap<String, u64> = repo
         .storage()
         .list(PARITY_PREFIX)?
         .into_iter()
-        .filter_map(|m| m.key.rsplit('/').next().map(str::to_string))
+        .filter_map(|m| Some((m.key.rsplit('/').next()?.to_string(), m.size)))
         .collect();
     let mut report = ParityReport::default();
     for m in repo.storage().list("data")? {
@@ -335,11 +281,19 @@ pub fn create_missing(repo: &Repository, params: ParityParams) -> Result<ParityR
         let Ok(id) = name.parse::<Id>() else { continue };
         report.packs += 1;
         report.pack_bytes += m.size;
-        if have.contains(name) {
-            if let Ok(h) = repo.storage().head(&parity_key(&id)) {
-                report.parity_bytes += h.size;
+        let mut replace = false;
+        if let Some(size) = have.get(name) {
+            let current = !upgrade
+                || *size < 5
+                || repo
+                    .storage()
+                    .get(&parity_key(&id), Some(0..5))
+                    .map_or(true, |h| sidecar_version(&h) == Some(VERSION));
+            if current {
+                report.parity_bytes += size;
+                continue;
             }
-            continue;
+            replace = true;
         }
         let bytes = repo.storage().get(&m.key, None)?;
         if Id::of_stored(&bytes) != id {
@@ -352,11 +306,15 @@ pub fn create_missing(repo: &Repository, params: ParityParams) -> Result<ParityR
         }
         let sidecar = encode(params, &bytes)?;
         report.parity_bytes += sidecar.len() as u64;
-        match repo.storage().put(
-            &parity_key(&id),
-            Bytes::from(sidecar),
-            &PutOptions::create(),
-        ) {
+        let opts = if replace {
+            PutOptions::default()
+        } else {
+            PutOptions::create()
+        };
+        match repo
+            .storage()
+            .put(&parity_key(&id), Bytes::from(sidecar), &opts)
+        {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => report.created += 1,
             Err(e) => return Err(e.into()),
         }
@@ -446,7 +404,7 @@ mod tests {
             parity_shards: 3,
         };
         let side = encode(p, &pack).unwrap();
-        let shard = pack.len().div_ceil(10);
+        let shard = shard_len(pack.len(), 10);
         let mut bad = pack.clone();
         for s in [0usize, 4, 9] {
             bad[s * shard + 3] ^= 0xff;
@@ -471,6 +429,38 @@ mod tests {
         .unwrap();
         let r = reconstruct(&side, &pack[..4000]).unwrap();
         assert_eq!(r.bytes, pack);
+    }
+
+    #[test]
+    fn damaged_parity_shard_and_data_shard_together() {
+        let pack = sample(64 * 1024 + 3);
+        let p = ParityParams {
+            data_shards: 8,
+            parity_shards: 2,
+        };
+        let mut side = encode(p, &pack).unwrap();
+        assert_eq!(sidecar_version(&side), Some(VERSION));
+        // One parity shard damaged, one data shard damaged: still repairable.
+        let last = side.len() - 1;
+        side[last] ^= 0x40;
+        let mut bad = pack.clone();
+        bad[100] ^= 1;
+        let r = reconstruct(&side, &bad).unwrap();
+        assert_eq!(r.bytes, pack);
+        assert_eq!(r.damaged_shards, vec![0]);
+        // A second damaged data shard is one too many.
+        bad[pack.len() - 1] ^= 1;
+        let e = reconstruct(&side, &bad).unwrap_err();
+        assert!(e.contains("3 of 10 shards are damaged"), "{e}");
+    }
+
+    #[test]
+    fn version_one_sidecars_are_refused_with_a_hint() {
+        let pack = sample(1000);
+        let mut side = encode(ParityParams::default(), &pack).unwrap();
+        side[4] = 1;
+        let e = reconstruct(&side, &pack).unwrap_err();
+        assert!(e.contains("lifeboat parity --upgrade"), "{e}");
     }
 
     #[test]

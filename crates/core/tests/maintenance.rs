@@ -604,14 +604,11 @@ fn parity_rebuilds_a_corrupted_pack_bit_for_bit() {
     new_repo(&dir);
     write_src(&src, &[("p.bin", 400_000, 11)]);
     backup(&dir, &src, 1);
-    let r = parity::create_missing(
-        &open(&dir),
-        ParityParams {
-            data_shards: 10,
-            parity_shards: 2,
-        },
-    )
-    .unwrap();
+    let params = ParityParams {
+        data_shards: 10,
+        parity_shards: 2,
+    };
+    let r = parity::create_missing(&open(&dir), params, false).unwrap();
     assert_eq!(r.created, r.packs);
     let overhead = r.parity_bytes as f64 / r.pack_bytes as f64;
     assert!(overhead > 0.19 && overhead < 0.25, "overhead {overhead}");
@@ -634,6 +631,28 @@ fn parity_rebuilds_a_corrupted_pack_bit_for_bit() {
     assert_eq!(repaired[0].outcome, "repaired");
     assert_eq!(fs::read(&path).unwrap(), original, "bit for bit");
     assert!(check_all(&dir).ok());
+
+    // A sidecar of the old format version is rewritten only by an upgrade.
+    let side_path = dir.join(parity::parity_key(&pack));
+    let mut side = fs::read(&side_path).unwrap();
+    side[4] = 1;
+    fs::write(&side_path, &side).unwrap();
+    assert_eq!(
+        parity::create_missing(&open(&dir), params, false)
+            .unwrap()
+            .created,
+        0
+    );
+    assert_eq!(
+        parity::create_missing(&open(&dir), params, true)
+            .unwrap()
+            .created,
+        1
+    );
+    assert_eq!(
+        parity::sidecar_version(&fs::read(&side_path).unwrap()),
+        Some(parity::VERSION)
+    );
 }
 
 #[test]

@@ -373,7 +373,7 @@ pub fn parity(g: &GlobalArgs, a: &ParityArgs) -> Result<Exit> {
         data_shards: a.data_shards,
         parity_shards: a.parity_shards,
     };
-    let r = parity::create_missing(&repo, params)?;
+    let r = parity::create_missing(&repo, params, a.upgrade)?;
     if g.json {
         print_json(&json!({"params": params, "report": r}));
     } else if !g.quiet {
