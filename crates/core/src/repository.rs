@@ -398,6 +398,12 @@ impl Repository {
     /// docs/PERFORMANCE.md, "Scale"). Same concurrency rules as
     /// [`index_files`](Self::index_files).
     pub fn load_index(&self) -> Result<Index> {
+        Ok(self.load_index_listed()?.0)
+    }
+
+    /// [`load_index`](Self::load_index), also returning the ids of the index
+    /// files listed (superseded ones included).
+    pub fn load_index_listed(&self) -> Result<(Index, Vec<Id>)> {
         const BATCH: usize = 16;
         let mut attempt = 0;
         loop {
@@ -421,7 +427,7 @@ impl Repository {
             match loaded {
                 Err(Error::Storage(StorageError::NotFound { .. })) if attempt < 10 => attempt += 1,
                 Err(e) => return Err(e),
-                Ok(()) => return Ok(builder.finish()),
+                Ok(()) => return Ok((builder.finish(), ids)),
             }
         }
     }
@@ -429,12 +435,12 @@ impl Repository {
     /// Load the index and move to the indexed state.
     pub fn into_indexed(self) -> Result<IndexedRepository> {
         let loaded_at = chrono::Utc::now();
-        let index = self.load_index()?;
+        let (index, listed) = self.load_index_listed()?;
         Ok(IndexedRepository {
             repo: self,
             index: Arc::new(index),
             loaded_at,
-            index_files: Some(Arc::new(files.iter().map(|(id, _)| *id).collect())),
+            index_files: Some(Arc::new(listed)),
             marked: Arc::default(),
         })
     }
@@ -582,7 +588,8 @@ pub struct IndexedRepository {
     index: Arc<Index>,
     /// Taken just before the index files were listed.
     loaded_at: chrono::DateTime<chrono::Utc>,
-    /// The index files this view was built from (`None`: built by hand).
+    /// The index files listed when this view was built, superseded ones
+    /// included (`None`: built by hand).
     index_files: Option<Arc<Vec<Id>>>,
     /// Readers' fallback, built on a miss (how many builds, the last one);
     /// used for reading only, never for deduplication (see
