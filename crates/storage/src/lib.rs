@@ -64,6 +64,7 @@ mod error;
 pub mod layers;
 mod local;
 mod memory;
+mod object_lock;
 mod open;
 mod remote;
 mod runtime;
@@ -80,6 +81,7 @@ pub use error::{StorageError, StorageResult};
 pub use layers::{LayerOptions, StatsHandle, StorageStack, StorageStats};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
+pub use object_lock::{LockMode, ObjectLockLayer, S3ObjectLock, RETAINED_PREFIXES};
 pub use open::{open_storage, BackendOptions, KnownHosts, RepoUrl, S3Addressing};
 pub use remote::{OpendalStorage, PutStrategy};
 pub use sftp::{SftpConfig, SftpStorage};
@@ -92,6 +94,14 @@ pub enum PutMode {
     Overwrite,
     /// Fail with [`StorageError::AlreadyExists`] if the key exists.
     Create,
+}
+
+/// S3 Object Lock retention of one object ([`Storage::retention`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// `GOVERNANCE` or `COMPLIANCE`.
+    pub mode: String,
+    pub until: chrono::DateTime<chrono::Utc>,
 }
 
 /// Options for [`Storage::put`].
@@ -148,6 +158,16 @@ pub trait Storage: Send + Sync + Debug {
 
     /// Delete one object. Deleting a missing key succeeds.
     fn delete(&self, key: &str) -> StorageResult<()>;
+
+    /// The object-lock retention of `key`, if the storage keeps one. Only the
+    /// [`ObjectLockLayer`] (S3 with Object Lock) answers; every other storage,
+    /// and every wrapper that does not forward it, has none.
+    ///
+    /// # Errors
+    /// Storage errors of the lookup.
+    fn retention(&self, _key: &str) -> StorageResult<Option<Retention>> {
+        Ok(None)
+    }
 
     /// Whether the storage holds anything at all under `key` as object or prefix.
     /// Used by `init` to refuse to overwrite an existing repository.
