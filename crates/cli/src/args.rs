@@ -606,6 +606,11 @@ pub struct ForgetArgs {
     pub group_by: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// PostgreSQL PITR window (e.g. 14d): also delete archived WAL that no kept base
+    /// backup needs to be consistent and no point of the last DURATION needs (without
+    /// this flag forget never touches WAL)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_pitr: Option<String>,
     /// Print every snapshot with the rules that keep it, or "remove"; delete nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,

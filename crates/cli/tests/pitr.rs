@@ -318,6 +318,127 @@ fn pitr_restores_to_time_lsn_restore_point_and_latest() {
     );
 }
 
+/// Archived WAL files of timeline 1, sorted.
+fn wal_files(env: &Pitr, sysid: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(env.repo().join(format!("wal/{sysid}/00000001")))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Position (log + segment) of a segment-based WAL file name, the timeline left out.
+fn pos(name: &str) -> &str {
+    &name[8..24]
+}
+
+#[test]
+fn forget_keep_pitr_removes_wal_only_the_forgotten_base_needed() {
+    let env = Pitr::new();
+    let server = env.server();
+    server.sql("postgres", "create database app");
+    server.sql("app", "create table t(id int primary key, note text)");
+    insert(&server, 1, 100);
+    switch_and_wait(&server);
+    switch_and_wait(&server);
+    let b1 = env.json(
+        Some(&server),
+        &["backup", "postgres", "--physical", "--fast"],
+    );
+    insert(&server, 101, 200);
+    switch_and_wait(&server);
+    switch_and_wait(&server);
+    let b2 = env.json(
+        Some(&server),
+        &["backup", "postgres", "--physical", "--fast"],
+    );
+    let sysid = b2["backup"]["system_identifier"].as_str().unwrap();
+    let (start2, stop2) = (
+        b2["backup"]["start_wal"].as_str().unwrap(),
+        b2["backup"]["stop_wal"].as_str().unwrap(),
+    );
+    assert!(pos(b1["backup"]["stop_wal"].as_str().unwrap()) < pos(start2));
+    insert(&server, 201, 300);
+    switch_and_wait(&server);
+    let before = wal_files(&env, sysid);
+    assert!(
+        before.iter().any(|n| n.len() == 24 && pos(n) < pos(start2)),
+        "{before:?}"
+    );
+
+    // Without --keep-pitr forget leaves WAL alone, even when it forgets a base backup.
+    let f = env.json(None, &["forget", "--keep-last", "1"]);
+    assert_eq!(f["removed"].as_array().unwrap().len(), 1, "{f}");
+    assert_eq!(f["removed"][0], b1["snapshot_id"], "{f}");
+    assert!(f["wal"].is_null(), "{f}");
+    assert_eq!(wal_files(&env, sysid), before);
+
+    // Dry run: lists what would go (everything before the kept base backup), deletes nothing.
+    let d = env.json(
+        None,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--keep-pitr",
+            "1h",
+            "--dry-run",
+        ],
+    );
+    let c = &d["wal"]["clusters"][0];
+    assert_eq!(c["system_identifier"], sysid, "{d}");
+    assert_eq!(c["kept_bases"], 1, "{d}");
+    assert_eq!(c["pitr_base"], b2["snapshot_id"], "{d}");
+    let would: Vec<&str> = c["removable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = before
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.ends_with(".history") && pos(n) < pos(start2))
+        .collect();
+    assert_eq!(would, expected, "{d}");
+    assert!(c["removable_bytes"].as_u64().unwrap() > 0, "{d}");
+    assert_eq!(c["removed"], 0, "{d}");
+    assert_eq!(wal_files(&env, sysid), before);
+
+    // For real.
+    let r = env.json(None, &["forget", "--keep-last", "1", "--keep-pitr", "1h"]);
+    assert_eq!(r["wal"]["clusters"][0]["removed"], expected.len(), "{r}");
+    let after = wal_files(&env, sysid);
+    let kept: Vec<&String> = before
+        .iter()
+        .filter(|n| !expected.contains(&n.as_str()))
+        .collect();
+    assert_eq!(after.iter().collect::<Vec<_>>(), kept);
+    // Everything the kept base backup needs, and what came after it, is still there.
+    assert!(after.iter().any(|n| n == start2), "{after:?}");
+    assert!(after.iter().any(|n| n == stop2), "{after:?}");
+    assert!(after
+        .iter()
+        .filter(|n| n.len() == 24)
+        .all(|n| pos(n) >= pos(start2)));
+    // Running it again finds nothing more to remove.
+    let again = env.json(None, &["forget", "--keep-last", "1", "--keep-pitr", "1h"]);
+    assert_eq!(again["wal"]["clusters"][0]["removed"], 0, "{again}");
+
+    // verify: consistent, the window starts at the kept base backup.
+    let v = env.json(None, &["pg", "verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["clusters"][0]["windows"][0]["earliest_lsn"], b2["backup"]["stop_lsn"],
+        "{v}"
+    );
+
+    // And the kept base backup still recovers to the latest archived state.
+    let latest = env.restore_and_start("latest", &[]);
+    assert_eq!(rows(&latest), "300:300");
+}
+
 #[test]
 fn wal_push_accepts_identical_repush_and_refuses_different_content() {
     let env = Pitr::new();

@@ -37,7 +37,8 @@ use crate::blob::{self, Compression, Id};
 use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
-use crate::retention::WalFile;
+use crate::retention::{BaseBackup, RetentionDuration, WalFile, WalRetention, WalSegment};
+use crate::snapshot::SnapshotEntry;
 
 /// Top-level prefix of the WAL archive.
 pub const WAL_PREFIX: &str = "wal";
@@ -358,6 +359,161 @@ pub fn list(repo: &Repository) -> Result<WalListing> {
     }
     out.strays.sort();
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Retention: which archived WAL the kept base backups and the PITR window still need
+// ---------------------------------------------------------------------------------------
+
+/// Snapshot source of PostgreSQL physical base backups.
+pub const PHYSICAL_SOURCE: &str = "postgres-physical";
+
+/// The fields of a `postgres-physical` snapshot's metadata WAL retention reads.
+#[derive(Debug, serde::Deserialize)]
+struct PhysicalMeta {
+    system_identifier: String,
+    start_wal: String,
+    stop_wal: String,
+    stop_time: DateTime<chrono::FixedOffset>,
+}
+
+/// The base backups among `snapshots`, by cluster (system identifier), as WAL retention
+/// sees them. Snapshots of other sources are ignored.
+///
+/// # Errors
+/// [`Error::Damaged`] naming the snapshot when a `postgres-physical` snapshot's metadata
+/// lacks the WAL fields: deleting WAL without knowing what that backup needs is unsafe.
+pub fn base_backups(snapshots: &[SnapshotEntry]) -> Result<BTreeMap<u64, Vec<BaseBackup>>> {
+    let mut out: BTreeMap<u64, Vec<BaseBackup>> = BTreeMap::new();
+    for s in snapshots
+        .iter()
+        .filter(|s| s.snapshot.source == PHYSICAL_SOURCE)
+    {
+        let bad = |r: String| Error::damaged("snapshot", s.id.to_hex(), r);
+        let meta: PhysicalMeta = serde_json::from_value(
+            s.snapshot
+                .metadata
+                .clone()
+                .ok_or_else(|| bad("postgres-physical snapshot without metadata".into()))?,
+        )
+        .map_err(|e| bad(format!("postgres-physical metadata: {e}")))?;
+        let sysid: u64 = meta
+            .system_identifier
+            .parse()
+            .map_err(|_| bad(format!("system identifier {:?}", meta.system_identifier)))?;
+        let seg = |n: &str| -> Result<WalSegment> {
+            n.parse()
+                .map_err(|e| bad(format!("WAL segment name {n:?}: {e}")))
+        };
+        out.entry(sysid).or_default().push(BaseBackup {
+            id: s.id,
+            time: meta.stop_time,
+            start_wal: seg(&meta.start_wal)?,
+            stop_wal: seg(&meta.stop_wal)?,
+        });
+    }
+    Ok(out)
+}
+
+/// What WAL retention decided for one cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterWalRetention {
+    /// Decimal, as a string (JSON numbers lose precision past 2^53).
+    pub system_identifier: String,
+    /// Base backups kept for this cluster.
+    pub kept_bases: usize,
+    /// `now - window`.
+    pub window_start: Option<DateTime<chrono::FixedOffset>>,
+    /// The snapshot PITR replays from to reach the window start.
+    pub pitr_base: Option<Id>,
+    /// Every segment at or after this one (any timeline) is kept; `None` = keep all.
+    pub keep_from: Option<String>,
+    /// Archived files (all timelines) and their stored bytes.
+    pub archived_files: usize,
+    /// Files no kept base backup and no point of the window needs.
+    pub removable: Vec<ArchivedFile>,
+    pub removable_bytes: u64,
+    /// Files deleted (empty on a dry run).
+    pub removed: usize,
+}
+
+/// The result of [`apply_retention`].
+#[derive(Debug, Clone, Serialize)]
+pub struct WalRetentionReport {
+    pub pitr_window: RetentionDuration,
+    pub dry_run: bool,
+    pub clusters: Vec<ClusterWalRetention>,
+}
+
+/// Decide per cluster which archived WAL files are removable (see the "WAL rules" of
+/// [`crate::retention`]) given the base backups that stay (`kept`: the snapshots left
+/// after the snapshot policy) and delete them unless `dry_run`. A cluster without a kept
+/// base backup keeps all its WAL; timeline history files are never removed.
+///
+/// # Errors
+/// [`Error::Invalid`] on an append-only repository unless `dry_run`; as [`base_backups`];
+/// storage errors naming the WAL object.
+pub fn apply_retention(
+    repo: &Repository,
+    kept: &[SnapshotEntry],
+    retention: WalRetention,
+    now: DateTime<chrono::FixedOffset>,
+    dry_run: bool,
+) -> Result<WalRetentionReport> {
+    if !dry_run {
+        repo.refuse_if_append_only("delete archived WAL")?;
+    }
+    let bases = base_backups(kept)?;
+    let listing = list(repo)?;
+    let mut clusters = Vec::new();
+    for (&sysid, timelines) in &listing.clusters {
+        let cluster_bases = bases.get(&sysid).map(Vec::as_slice).unwrap_or_default();
+        let plan = retention.plan(cluster_bases, now);
+        let mut removable = Vec::new();
+        for files in timelines.values() {
+            // Same rule as `WalPlan::removable`, without a name lookup per file.
+            removable.extend(
+                files
+                    .iter()
+                    .filter(|f| {
+                        WalFile::parse(&f.name)
+                            .and_then(|w| w.segment())
+                            .is_some_and(|seg| !plan.is_required(seg.position()))
+                    })
+                    .cloned(),
+            );
+        }
+        let mut c = ClusterWalRetention {
+            system_identifier: sysid.to_string(),
+            kept_bases: cluster_bases.len(),
+            window_start: plan.window_start,
+            pitr_base: plan.pitr_base,
+            keep_from: plan
+                .keep_from
+                .map(|p| format!("{:08X}{:08X}", p.log, p.seg)),
+            archived_files: timelines.values().map(Vec::len).sum(),
+            removable_bytes: removable.iter().map(|f| f.stored_bytes).sum(),
+            removable,
+            removed: 0,
+        };
+        if !dry_run {
+            for f in &c.removable {
+                delete(repo, sysid, &f.name).map_err(|e| {
+                    Error::Other(format!(
+                        "deleting WAL {}: {e}",
+                        wal_key(sysid, &f.name).unwrap_or_default()
+                    ))
+                })?;
+                c.removed += 1;
+            }
+        }
+        clusters.push(c);
+    }
+    Ok(WalRetentionReport {
+        pitr_window: retention.pitr_window,
+        dry_run,
+        clusters,
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@ use lifeboat_core::forget::{self, ForgetOptions};
 use lifeboat_core::parity::{self, ParityParams};
 use lifeboat_core::prune::{self, PruneOptions, PruneReport};
 use lifeboat_core::repair;
-use lifeboat_core::retention::{parse_keep_count, GroupBy, RetentionDuration, RetentionPolicy};
+use lifeboat_core::retention::{
+    parse_keep_count, GroupBy, RetentionDuration, RetentionPolicy, WalRetention,
+};
+use lifeboat_core::wal;
 use lifeboat_core::writer::WriterOptions;
 use serde_json::json;
 
@@ -117,6 +120,49 @@ fn prune_options(g: &GlobalArgs, a: &PruneOptionArgs, dry_run: bool) -> Result<P
     })
 }
 
+/// `--keep-pitr`: WAL retention over the base backups the snapshot policy left.
+fn forget_wal(
+    repo: &lifeboat_core::repository::Repository,
+    a: &ForgetArgs,
+    report: &forget::ForgetReport,
+) -> Result<Option<wal::WalRetentionReport>> {
+    let Some(window) = a.keep_pitr.as_ref() else {
+        return Ok(None);
+    };
+    let window = duration("keep-pitr", &Some(window.clone()))?;
+    let gone: std::collections::HashSet<_> = report.to_remove().collect();
+    let mut kept = repo.snapshots().map_err(with_hint)?;
+    kept.retain(|s| !gone.contains(&s.id));
+    let now = chrono::Utc::now().fixed_offset();
+    let r = wal::apply_retention(repo, &kept, WalRetention::new(window), now, a.dry_run)
+        .map_err(with_hint)?;
+    Ok(Some(r))
+}
+
+fn print_wal_retention(r: &wal::WalRetentionReport) {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    for c in &r.clusters {
+        println!(
+            "\nWAL of cluster {} (PITR window {}, {} kept base backup(s)): {verb} {} of {} file(s), {}{}",
+            c.system_identifier,
+            r.pitr_window,
+            c.kept_bases,
+            c.removable.len(),
+            c.archived_files,
+            bytes(c.removable_bytes),
+            c.keep_from
+                .as_ref()
+                .map(|k| format!("; keeping everything from segment {k}"))
+                .unwrap_or_else(|| "; no kept base backup, keeping all".into())
+        );
+        if r.dry_run {
+            for f in &c.removable {
+                println!("  {}", f.name);
+            }
+        }
+    }
+}
+
 pub fn forget(g: &GlobalArgs, a: &ForgetArgs) -> Result<Exit> {
     let opts = ForgetOptions {
         policy: policy(a)?,
@@ -131,6 +177,7 @@ pub fn forget(g: &GlobalArgs, a: &ForgetArgs) -> Result<Exit> {
     };
     let repo = settings::open_repo(g)?;
     let report = forget::forget(&repo, &opts).map_err(with_hint)?;
+    let wal = forget_wal(&repo, a, &report)?;
     let pruned = if a.prune && !a.dry_run {
         Some(prune::prune(&repo, &prune_options(g, &a.prune_opts, false)?).map_err(with_hint)?)
     } else {
@@ -138,9 +185,12 @@ pub fn forget(g: &GlobalArgs, a: &ForgetArgs) -> Result<Exit> {
     };
     if g.json {
         print_json(
-            &json!({"groups": report.groups, "removed": report.removed, "dry_run": a.dry_run, "prune": pruned}),
+            &json!({"groups": report.groups, "removed": report.removed, "dry_run": a.dry_run, "prune": pruned, "wal": wal}),
         );
         return Ok(Exit::Ok);
+    }
+    if let Some(w) = wal.as_ref().filter(|_| !g.quiet) {
+        print_wal_retention(w);
     }
     if !g.quiet {
         println!("Applying policy: {}", opts.policy);

@@ -836,7 +836,10 @@ fn verify_cluster(
                         to: physical::segment_name(tli, (n - 1) * seg_size, seg_size),
                         segments: n - p - 1,
                     });
-                    if oldest_start.is_some_and(|o| n > o) {
+                    // A gap that a later base backup starts after only ends the window
+                    // of the older ones (`forget --keep-pitr` leaves such gaps).
+                    let restarted = bases.iter().any(|b| b.meta.start() / seg_size >= n);
+                    if oldest_start.is_some_and(|o| n > o) && !restarted {
                         problems.push(format!(
                             "WAL gap on timeline {tli}: {} .. {} ({} segment(s)) missing",
                             physical::segment_name(tli, (p + 1) * seg_size, seg_size),
@@ -923,7 +926,10 @@ fn verify_cluster(
             while available(&ch, last + 1) {
                 last += 1;
             }
-            if best.is_none_or(|(bb, _)| b.meta.stop_time < bb.meta.stop_time) {
+            // The window reaching the newest WAL, from its oldest base backup.
+            if best.is_none_or(|(bb, bl)| {
+                last > bl || (last == bl && b.meta.stop_time < bb.meta.stop_time)
+            }) {
                 best = Some((b, last));
             }
         }
