@@ -644,6 +644,120 @@ mod tests {
         assert!(matches!(e, Error::Damaged { .. }), "{e}");
     }
 
+    fn base(n: u8, days_ago: i64, start: u32, stop: u32) -> SnapshotEntry {
+        let now = chrono::Utc::now().fixed_offset();
+        let stop_time = now - chrono::TimeDelta::days(days_ago);
+        SnapshotEntry {
+            id: Id([n; 32]),
+            snapshot: crate::snapshot::Snapshot {
+                version: 1,
+                time: stop_time - chrono::TimeDelta::minutes(5),
+                hostname: "db".into(),
+                username: String::new(),
+                paths: vec!["/postgres/7".into()],
+                tags: Vec::new(),
+                source: PHYSICAL_SOURCE.into(),
+                tree: Id::default(),
+                parent: None,
+                pinned: false,
+                summary: None,
+                metadata: Some(serde_json::json!({
+                    "system_identifier": "7",
+                    "start_wal": format!("00000001000000000000{start:04X}"),
+                    "stop_wal": format!("00000001000000000000{stop:04X}"),
+                    "stop_time": stop_time,
+                })),
+                program: String::new(),
+                original: None,
+            },
+        }
+    }
+
+    fn seg(n: u32) -> String {
+        format!("00000001000000000000{n:04X}")
+    }
+
+    fn names(r: &Repository, sysid: u64) -> Vec<String> {
+        list(r)
+            .unwrap()
+            .clusters
+            .get(&sysid)
+            .map_or(Vec::new(), |t| {
+                t.values().flatten().map(|f| f.name.clone()).collect()
+            })
+    }
+
+    #[test]
+    fn retention_keeps_base_ranges_and_the_window_and_history() {
+        let r = repo();
+        for n in 1..=12 {
+            push(&r, 7, &seg(n), b"wal", Compression::None).unwrap();
+        }
+        push(
+            &r,
+            7,
+            "00000002.history",
+            b"1\t0/5000000\tx",
+            Compression::None,
+        )
+        .unwrap();
+        push(&r, 9, &seg(1), b"other cluster", Compression::None).unwrap();
+        // A monthly 60 days ago (segments 2..3), a base 20 days ago (5..6), one yesterday (9).
+        let kept = [base(1, 60, 2, 3), base(2, 20, 5, 6), base(3, 1, 9, 9)];
+        let now = chrono::Utc::now().fixed_offset();
+        let w = |s: &str| WalRetention::new(s.parse().unwrap());
+
+        // 30 days: replay from the base of 60 days ago, nothing but segment 1 goes.
+        let d = apply_retention(&r, &kept, w("30d"), now, true).unwrap();
+        let c7 = &d.clusters[0];
+        assert_eq!(c7.system_identifier, "7");
+        assert_eq!(c7.pitr_base, Some(Id([1; 32])));
+        let gone: Vec<&str> = c7.removable.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(gone, [seg(1)]);
+        // The cluster without a kept base backup keeps everything.
+        assert_eq!(d.clusters[1].removable.len(), 0);
+        assert_eq!(d.clusters[1].keep_from, None);
+
+        // 14 days: from the base of 20 days ago on, plus the monthly's own 2..3.
+        let d = apply_retention(&r, &kept, w("14d"), now, true).unwrap();
+        let gone: Vec<String> = d.clusters[0]
+            .removable
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        assert_eq!(gone, [seg(1), seg(4)]);
+        assert_eq!(d.clusters[0].removable_bytes, {
+            let l = list(&r).unwrap();
+            l.clusters[&7][&1][0].stored_bytes * 2
+        });
+        assert_eq!(names(&r, 7).len(), 13, "a dry run deletes nothing");
+
+        // Append-only refuses unless dry run.
+        crate::protect::set_append_only(&r, true, false).unwrap();
+        let ro = Repository::open(r.storage().clone(), "pw").unwrap();
+        let e = apply_retention(&ro, &kept, w("14d"), now, false).unwrap_err();
+        assert!(e.to_string().contains("append-only"), "{e}");
+        assert_eq!(names(&ro, 7).len(), 13);
+        crate::protect::set_append_only(&ro, false, true).unwrap();
+
+        let done = apply_retention(&r, &kept, w("14d"), now, false).unwrap();
+        assert_eq!(done.clusters[0].removed, 2);
+        let left = names(&r, 7);
+        assert!(left.contains(&"00000002.history".to_string()));
+        assert!(!left.contains(&seg(1)) && !left.contains(&seg(4)));
+        assert!(left.contains(&seg(2)) && left.contains(&seg(3)) && left.contains(&seg(5)));
+
+        // Zero window: base consistency only, and everything from the newest base on.
+        let done = apply_retention(&r, &kept, w("0h"), now, false).unwrap();
+        let gone: Vec<String> = done.clusters[0]
+            .removable
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        assert_eq!(gone, [seg(7), seg(8)]);
+        assert_eq!(names(&r, 9), [seg(1)]);
+    }
+
     #[test]
     fn listing_groups_by_cluster_and_timeline() {
         let r = repo();
