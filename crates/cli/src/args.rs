@@ -56,7 +56,7 @@ pub struct GlobalArgs {
     #[arg(long, value_name = "KIB_S", global = true)]
     pub limit_download: Option<u64>,
     /// Backend option KEY=VALUE (region, endpoint, storage-class, server-side-encryption,
-    /// sse-kms-key-id, addressing, sftp-identity, sftp-known-hosts); see docs/BACKENDS.md
+    /// sse-kms-key-id, addressing, sftp-identity, sftp-known-hosts, gcs-auth); see docs/BACKENDS.md
     #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
     pub options: Vec<String>,
     /// Do not use the local metadata cache for remote repositories

@@ -773,3 +773,34 @@ fn azure_backup_restore_and_check_read_data_on_azurite() {
     assert!(direct.get("config", None).is_ok());
     assert_eq!(direct.list("snapshots").unwrap().len(), 2);
 }
+
+#[test]
+fn gcs_backup_restore_and_check_read_data_on_fake_gcs_server() {
+    let Some(gcs) = lifeboat_testkit::fake_gcs() else {
+        return;
+    };
+    gcs.create_bucket("lifeboat-e2e");
+    let env = Env::new();
+    let src = sample(env.path(), 3 << 20, 11);
+    // Through the real URL parser and options: gcs:// + endpoint + anonymous auth.
+    let repo = Repo {
+        url: "gcs://lifeboat-e2e/main".into(),
+        password: PW.into(),
+        options: vec![
+            format!("endpoint={}", gcs.endpoint()),
+            "gcs-auth=anonymous".into(),
+        ],
+    };
+    backup_restore_check(&env, &repo, &src);
+    let direct = lifeboat_storage::open_storage(
+        &repo.url,
+        &BackendOptions {
+            endpoint: Some(gcs.endpoint()),
+            gcs_auth: Some(lifeboat_storage::GcsAuth::Anonymous),
+            ..BackendOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(direct.get("config", None).is_ok());
+    assert_eq!(direct.list("snapshots").unwrap().len(), 2);
+}

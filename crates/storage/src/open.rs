@@ -37,6 +37,16 @@ pub enum S3Addressing {
     VirtualHost,
 }
 
+/// How the GCS backend authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GcsAuth {
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's config, or the VM metadata server.
+    Default,
+    /// No credentials at all: public buckets and local emulators (fake-gcs-server).
+    Anonymous,
+}
+
 /// What SSH does with the server's host key (`StrictHostKeyChecking`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -77,6 +87,8 @@ pub struct BackendOptions {
     pub sftp_known_hosts: KnownHosts,
     /// A `known_hosts` file to use instead of `~/.ssh/known_hosts`.
     pub sftp_known_hosts_file: Option<PathBuf>,
+    /// GCS authentication (`-o gcs-auth=anonymous` for emulators and public buckets).
+    pub gcs_auth: Option<GcsAuth>,
 }
 
 /// A parsed repository URL (holds no secrets).
@@ -406,7 +418,12 @@ pub fn open_storage(url: &str, opts: &BackendOptions) -> StorageResult<DynStorag
             if let Some(e) = &opts.endpoint {
                 b = b.endpoint(e);
             }
-            if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
+            if opts.gcs_auth == Some(GcsAuth::Anonymous) {
+                b = b
+                    .allow_anonymous()
+                    .disable_vm_metadata()
+                    .disable_config_load();
+            } else if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
                 b = b.credential_path(&path);
             }
             if let Some(class) = &opts.storage_class {

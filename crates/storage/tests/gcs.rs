@@ -3,10 +3,11 @@
 //! `scripts/test-deps.sh` first; under `CI=true` a missing server fails these
 //! tests.
 //!
-//! Limits: the operator is built here (anonymous, no metadata server, no
-//! config files), not through `open_storage`, which has no option for an
-//! unauthenticated endpoint; and the emulator ignores `ifGenerationMatch=0`,
-//! so create mode runs as check-then-write (`without_conditional_create`).
+//! The operator is built here (anonymous, no metadata server, no config
+//! files) so create mode can run as check-then-write
+//! (`without_conditional_create`): the emulator ignores `ifGenerationMatch=0`.
+//! `open_storage("gcs://…")` with `-o gcs-auth=anonymous` is exercised by the
+//! CLI test `gcs_backup_restore_and_check_read_data_on_fake_gcs_server`.
 
 use bytes::Bytes;
 use lifeboat_storage::{conformance, OpendalStorage, PutOptions, Storage, StorageError};
