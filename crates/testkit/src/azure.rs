@@ -6,11 +6,9 @@
 //! (default `~/.cache/lifeboat/azurite`, `npm install --prefix`). Override the
 //! program with `LIFEBOAT_AZURITE_BLOB`.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::Duration;
 
@@ -18,7 +16,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{free_port, missing, stop, wait_for_port};
+use crate::{missing, os_args, spawn_server, Spawned};
 
 /// The development account every Azurite instance serves.
 pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
@@ -29,9 +27,7 @@ pub const AZURITE_KEY: &str =
 /// A running Azurite blob server; stopped when dropped.
 #[derive(Debug)]
 pub struct AzuriteServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    server: Spawned,
 }
 
 fn azurite_program() -> Option<PathBuf> {
@@ -77,40 +73,31 @@ pub fn azurite() -> Option<AzuriteServer> {
         return missing("azurite-blob (LIFEBOAT_AZURITE_DIR)");
     };
     set_azurite_env();
-    let dir = tempfile::Builder::new()
-        .prefix("lbt-azurite.")
-        .tempdir()
-        .expect("temp dir");
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).expect("azurite data dir");
-    let log = dir.path().join("azurite.log");
-    let port = free_port();
-    let mut child = Command::new(&program)
-        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-        .arg("--location")
-        .arg(&data)
-        .args(["--silent", "--skipApiVersionCheck"])
-        .stdin(Stdio::null())
-        .stdout(File::create(&log).expect("log file"))
-        .stderr(File::create(&log).expect("log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    wait_for_port(port, &mut child, "azurite-blob", &log);
-    Some(AzuriteServer {
-        child,
-        port,
-        _dir: dir,
-    })
+    let server = spawn_server(&program, "azurite", |port, dir| {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).expect("azurite data dir");
+        os_args([
+            &"--blobHost",
+            &"127.0.0.1",
+            &"--blobPort",
+            &port.to_string(),
+            &"--location",
+            &data,
+            &"--silent",
+            &"--skipApiVersionCheck",
+        ])
+    });
+    Some(AzuriteServer { server })
 }
 
 impl AzuriteServer {
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// `http://127.0.0.1:PORT/devstoreaccount1` (path-style, as Azurite wants).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port())
     }
 
     /// Create a container (idempotent), signed with the development key
@@ -151,7 +138,7 @@ impl AzuriteServer {
         mac.update(to_sign.as_bytes());
         let signature =
             base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port()))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         write!(
             s,
@@ -159,7 +146,7 @@ impl AzuriteServer {
              x-ms-date: {date}\r\nx-ms-version: {version}\r\n\
              Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\n\
              Content-Length: 0\r\nConnection: close\r\n\r\n",
-            port = self.port
+            port = self.port()
         )?;
         let mut response = String::new();
         s.read_to_string(&mut response)?;
@@ -168,11 +155,5 @@ impl AzuriteServer {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {response:.300}")))
-    }
-}
-
-impl Drop for AzuriteServer {
-    fn drop(&mut self) {
-        stop(&mut self.child);
     }
 }

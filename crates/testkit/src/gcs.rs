@@ -10,21 +10,17 @@
 //! conditional creates are not enforced (open the storage without conditional
 //! create against it).
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{free_port, missing, stop, wait_for_port};
+use crate::{missing, os_args, spawn_server, Spawned};
 
 /// A running fake-gcs-server; stopped when dropped.
 #[derive(Debug)]
 pub struct GcsServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    server: Spawned,
 }
 
 fn fake_gcs_program() -> Option<PathBuf> {
@@ -46,38 +42,31 @@ pub fn fake_gcs() -> Option<GcsServer> {
     let Some(program) = fake_gcs_program() else {
         return missing("fake-gcs-server (LIFEBOAT_GCS_VENV)");
     };
-    let dir = tempfile::Builder::new()
-        .prefix("lbt-gcs.")
-        .tempdir()
-        .expect("temp dir");
-    let log = dir.path().join("fake-gcs.log");
-    let port = free_port();
-    let mut child = Command::new(&program)
-        .args(["-scheme", "http", "-host", "127.0.0.1"])
-        .args(["-port", &port.to_string()])
-        .args(["-public-host", &format!("127.0.0.1:{port}")])
-        .args(["-backend", "memory"])
-        .stdin(Stdio::null())
-        .stdout(File::create(&log).expect("log file"))
-        .stderr(File::create(&log).expect("log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    wait_for_port(port, &mut child, "fake-gcs-server", &log);
-    Some(GcsServer {
-        child,
-        port,
-        _dir: dir,
-    })
+    let server = spawn_server(&program, "fake-gcs", |port, _| {
+        os_args([
+            &"-scheme",
+            &"http",
+            &"-host",
+            &"127.0.0.1",
+            &"-port",
+            &port.to_string(),
+            &"-public-host",
+            &format!("127.0.0.1:{port}"),
+            &"-backend",
+            &"memory",
+        ])
+    });
+    Some(GcsServer { server })
 }
 
 impl GcsServer {
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// `http://127.0.0.1:PORT` (the JSON API endpoint).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
     /// Create a bucket (idempotent).
@@ -93,14 +82,14 @@ impl GcsServer {
 
     fn post_bucket(&self, bucket: &str) -> std::io::Result<u16> {
         let body = format!("{{\"name\":\"{bucket}\"}}");
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port()))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         write!(
             s,
             "POST /storage/v1/b HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\
              Connection: close\r\n\r\n{body}",
-            self.port,
+            self.port(),
             body.len()
         )?;
         let mut response = String::new();
@@ -110,11 +99,5 @@ impl GcsServer {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {response:.300}")))
-    }
-}
-
-impl Drop for GcsServer {
-    fn drop(&mut self) {
-        stop(&mut self.child);
     }
 }

@@ -70,6 +70,53 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A server process started by [`spawn_server`]: stopped when dropped, then its
+/// temp dir (data, log) removed.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    child: Child,
+    pub(crate) port: u16,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// Start `program` on a free loopback port with the arguments `args(port, dir)`
+/// (`dir`: a fresh temp dir named `lbt-NAME.*` for its data), stdout and stderr
+/// in `dir/NAME.log`, and wait until the port accepts connections.
+pub(crate) fn spawn_server(
+    program: &Path,
+    name: &str,
+    args: impl FnOnce(u16, &Path) -> Vec<std::ffi::OsString>,
+) -> Spawned {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("lbt-{name}."))
+        .tempdir()
+        .expect("temp dir");
+    let log = dir.path().join(format!("{name}.log"));
+    let port = free_port();
+    let mut child = Command::new(program)
+        .args(args(port, dir.path()))
+        .stdin(Stdio::null())
+        .stdout(File::create(&log).expect("log file"))
+        .stderr(File::create(&log).expect("log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    wait_for_port(port, &mut child, name, &log);
+    Spawned { child, port, dir }
+}
+
+/// `["--flag", "value", ...]` as arguments for [`spawn_server`].
+pub(crate) fn os_args<const N: usize>(
+    args: [&dyn AsRef<std::ffi::OsStr>; N],
+) -> Vec<std::ffi::OsString> {
+    args.iter().map(|a| a.as_ref().to_owned()).collect()
+}
+
 fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -120,9 +167,7 @@ pub fn http_status(port: u16, method: &str, path: &str) -> std::io::Result<u16> 
 /// A running moto server (S3 API, path-style and virtual-host, any credentials).
 #[derive(Debug)]
 pub struct MotoServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+    server: Spawned,
 }
 
 fn moto_program() -> Option<PathBuf> {
@@ -156,40 +201,25 @@ pub fn moto() -> Option<MotoServer> {
         return missing("moto_server (.venv-s3)");
     };
     set_fake_aws_env();
-    let dir = tempfile::Builder::new()
-        .prefix("lbt-moto.")
-        .tempdir()
-        .expect("temp dir");
-    let log = dir.path().join("moto.log");
-    let port = free_port();
-    let mut child = Command::new(&program)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(File::create(&log).expect("log file"))
-        .stderr(File::create(&log).expect("log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    wait_for_port(port, &mut child, "moto_server", &log);
-    Some(MotoServer {
-        child,
-        port,
-        _dir: dir,
-    })
+    let server = spawn_server(&program, "moto", |port, _| {
+        os_args([&"-H", &"127.0.0.1", &"-p", &port.to_string()])
+    });
+    Some(MotoServer { server })
 }
 
 impl MotoServer {
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// `http://127.0.0.1:PORT`
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.port())
     }
 
     /// Create a bucket (idempotent).
     pub fn create_bucket(&self, bucket: &str) {
-        let status = http_status(self.port, "PUT", &format!("/{bucket}"))
+        let status = http_status(self.port(), "PUT", &format!("/{bucket}"))
             .unwrap_or_else(|e| panic!("create bucket {bucket}: {e}"));
         assert!(
             status == 200 || status == 409,
@@ -206,14 +236,8 @@ impl MotoServer {
 
     /// Wipe all state (every bucket).
     pub fn reset(&self) {
-        let status = http_status(self.port, "POST", "/moto-api/reset").expect("reset moto");
+        let status = http_status(self.port(), "POST", "/moto-api/reset").expect("reset moto");
         assert_eq!(status, 200, "reset moto");
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        stop(&mut self.child);
     }
 }
 

@@ -1,18 +1,14 @@
 //! WebDAV: WsgiDAV (PyPI `wsgidav` with the `cheroot` server) on a free
 //! loopback port, serving a temp dir anonymously.
 
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 
-use crate::{free_port, missing, stop, wait_for_port, workspace_root};
+use crate::{missing, os_args, spawn_server, workspace_root, Spawned};
 
 /// A running WsgiDAV server; stopped when dropped.
 #[derive(Debug)]
 pub struct DavServer {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
+    server: Spawned,
 }
 
 fn wsgidav_program() -> Option<PathBuf> {
@@ -32,46 +28,36 @@ pub fn webdav() -> Option<DavServer> {
     let Some(program) = wsgidav_program() else {
         return missing("wsgidav (LIFEBOAT_DAV_VENV)");
     };
-    let dir = tempfile::Builder::new()
-        .prefix("lbt-dav.")
-        .tempdir()
-        .expect("temp dir");
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).expect("dav root");
-    let log = dir.path().join("wsgidav.log");
-    let port = free_port();
-    let mut child = Command::new(&program)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--root")
-        .arg(&root)
-        .args(["--auth", "anonymous", "--no-config"])
-        .stdin(Stdio::null())
-        .stdout(File::create(&log).expect("log file"))
-        .stderr(File::create(&log).expect("log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    wait_for_port(port, &mut child, "wsgidav", &log);
-    Some(DavServer { child, port, dir })
+    let server = spawn_server(&program, "wsgidav", |port, dir| {
+        let root = dir.join("root");
+        std::fs::create_dir_all(&root).expect("dav root");
+        os_args([
+            &"--host",
+            &"127.0.0.1",
+            &"--port",
+            &port.to_string(),
+            &"--root",
+            &root,
+            &"--auth",
+            &"anonymous",
+            &"--no-config",
+        ])
+    });
+    Some(DavServer { server })
 }
 
 impl DavServer {
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port
     }
 
     /// `webdav://127.0.0.1:PORT/<name>`
     pub fn repo_url(&self, name: &str) -> String {
-        format!("webdav://127.0.0.1:{}/{name}", self.port)
+        format!("webdav://127.0.0.1:{}/{name}", self.port())
     }
 
     /// The directory served (files appear under it as the server stores them).
     pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-}
-
-impl Drop for DavServer {
-    fn drop(&mut self) {
-        stop(&mut self.child);
+        self.server.dir.path().join("root")
     }
 }
