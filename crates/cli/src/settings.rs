@@ -293,6 +293,15 @@ pub fn show_progress(g: &GlobalArgs) -> bool {
     !g.quiet && !g.json && !g.no_progress && std::io::stderr().is_terminal()
 }
 
+/// `--tag` values: repeatable, each may be comma-separated; empty parts dropped.
+pub fn tags(raw: &[String]) -> Vec<String> {
+    raw.iter()
+        .flat_map(|t| t.split(','))
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,13 +60,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
         dry_run: a.dry_run,
         ..WriterOptions::default()
     };
-    let tags: Vec<String> = a
-        .tag
-        .iter()
-        .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect();
+    let tags = settings::tags(&a.tag);
     let hostname = a.host.clone().unwrap_or_else(lifeboat_core::util::hostname);
     let time = a
         .time

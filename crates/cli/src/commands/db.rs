@@ -157,14 +157,6 @@ impl StreamSource for RepoSource<'_> {
     }
 }
 
-fn tags(raw: &[String]) -> Vec<String> {
-    raw.iter()
-        .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 fn warn_password_in_url(url: &str, variable: &str) {
     if lifeboat_sources::ConnUrl::parse(url).is_ok_and(|u| u.password.is_some()) {
         eprintln!(
@@ -342,7 +334,7 @@ pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
             .host
             .clone()
             .unwrap_or_else(lifeboat_core::util::hostname),
-        tags: tags(&common.tag),
+        tags: settings::tags(&common.tag),
         source: engine.to_string(),
         paths,
         writer: WriterOptions {

@@ -290,13 +290,7 @@ pub fn physical_backup(
         );
     }
     let repo = settings::open_indexed(g)?;
-    let tags: Vec<String> = a
-        .tag
-        .iter()
-        .flat_map(|t| t.split(','))
-        .filter(|t| !t.is_empty())
-        .map(String::from)
-        .collect();
+    let tags = settings::tags(&a.tag);
     let opts = StreamBackupOptions {
         hostname: a.host.clone().unwrap_or_else(lifeboat_core::util::hostname),
         tags,
