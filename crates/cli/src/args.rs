@@ -126,6 +126,10 @@ pub struct InitArgs {
     /// Create the repository in append-only mode (forget, prune and key remove refuse)
     #[arg(long)]
     pub append_only: bool,
+    /// S3 only: give every object a restore needs Object Lock retention, MODE:DAYSd
+    /// (governance:30d, compliance:90d); the bucket must have Object Lock enabled
+    #[arg(long, value_name = "MODE:DAYS")]
+    pub object_lock: Option<String>,
     /// Take the chunker settings and content key of --from-repo, so `copy` from it moves
     /// blobs by id (encryption keys stay separate)
     #[arg(long, requires = "from_repo")]
@@ -667,13 +671,13 @@ pub enum RepairCommand {
 pub enum ConfigCommand {
     /// Print the repository configuration
     Show,
-    /// Change a setting: `append-only true|false`
+    /// Change a setting: `append-only true|false`, `object-lock MODE:DAYSd|off`
     Set {
         key: String,
         value: String,
-        /// Required to turn append-only mode off
-        #[arg(long)]
-        allow_disable_append_only: bool,
+        /// Required to turn append-only mode or object lock off (or shorten the lock)
+        #[arg(long, alias = "allow-disable-append-only")]
+        allow_disable: bool,
     },
 }
 

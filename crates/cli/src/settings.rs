@@ -12,7 +12,10 @@ use std::sync::Mutex;
 
 use lifeboat_storage::layers::{FaultConfig, FaultStorage};
 use lifeboat_storage::{BackendOptions, CacheVerify, DynStorage, LocalCache, RepoUrl};
-use lifeboat_storage::{LayerOptions, StatsHandle, StorageStack, StorageStats};
+use lifeboat_storage::{
+    LayerOptions, ObjectLockLayer, ObjectLockSetting, S3ObjectLock, StatsHandle, StorageStack,
+    StorageStats,
+};
 
 use crate::args::{FromRepoArgs, GlobalArgs};
 
@@ -252,6 +255,15 @@ fn open_repo_on(
         ),
         e => e.into(),
     })?;
+    // S3 Object Lock: every object a restore needs gets retention on upload,
+    // and deletes check it first (`Repository::delete_unless_retained`).
+    let (repo, storage) = match repo.config().object_lock {
+        Some(setting) => {
+            let locked = object_lock_layer(g, location, storage, setting)?;
+            (repo.with_storage(locked.clone()), locked)
+        }
+        None => (repo, storage),
+    };
     // Remote repositories keep index and snapshot objects in a local cache,
     // keyed by repository id and verified against their names before use.
     if is_remote(location) && !g.no_cache {
@@ -266,6 +278,35 @@ fn open_repo_on(
         }
     }
     Ok(repo)
+}
+
+/// `storage` wrapped so uploads get the repository's Object Lock retention.
+pub fn object_lock_layer(
+    g: &GlobalArgs,
+    location: &str,
+    storage: DynStorage,
+    setting: ObjectLockSetting,
+) -> Result<DynStorage> {
+    let lock = S3ObjectLock::for_url(location, &backend_options(g)?)?.ok_or_else(|| {
+        anyhow!(
+            "the repository at {location} sets S3 Object Lock ({setting}), but it is not on S3\nhint: `lifeboat config set object-lock off --allow-disable` removes the setting"
+        )
+    })?;
+    Ok(Arc::new(ObjectLockLayer::with_setting(
+        storage, lock, setting,
+    )))
+}
+
+/// Fail unless `location` is an S3 bucket with Object Lock enabled.
+pub fn require_bucket_lock(g: &GlobalArgs, location: &str) -> Result<()> {
+    let lock = S3ObjectLock::for_url(location, &backend_options(g)?)?
+        .ok_or_else(|| anyhow!("object lock needs an S3 repository; {location} is not one"))?;
+    if !lock.bucket_enabled()? {
+        bail!(
+            "the bucket of {location} does not have S3 Object Lock enabled\nhint: Object Lock can only be enabled when a bucket is created (e.g. `aws s3api create-bucket --object-lock-enabled-for-bucket`)"
+        );
+    }
+    Ok(())
 }
 
 pub fn open_indexed(g: &GlobalArgs) -> Result<IndexedRepository> {

@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lifeboat_storage::{BackendOptions, DynStorage, KnownHosts};
+use lifeboat_storage::{BackendOptions, DynStorage, KnownHosts, Storage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -803,4 +803,149 @@ fn gcs_backup_restore_and_check_read_data_on_fake_gcs_server() {
     .unwrap();
     assert!(direct.get("config", None).is_ok());
     assert_eq!(direct.list("snapshots").unwrap().len(), 2);
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// S3 Object Lock end to end on moto: `init --object-lock` refuses a bucket
+/// without Object Lock (writing nothing), every object a restore needs gets
+/// retention, `forget` keeps locked snapshots and says so, `pin` refuses to
+/// rewrite one, and `prune` leaves a locked unused pack in place instead of
+/// hiding it behind a delete marker.
+#[test]
+fn s3_object_lock_retains_uploads_and_forget_pin_prune_refuse_early_deletion() {
+    let Some(moto) = lifeboat_testkit::moto() else {
+        return;
+    };
+    let env = Env::new();
+    let src = sample(env.path(), 1 << 20, 11);
+
+    let plain = Repo::s3(&moto, "no-lock", "repo");
+    let o = env.run(&plain, &["init", "--object-lock", "governance:2d"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not have S3 Object Lock enabled") && stderr(&o).contains("hint:"),
+        "{}",
+        stderr(&o)
+    );
+    let plain_storage = plain.storage(None);
+    assert!(!plain_storage.exists("config").unwrap());
+    assert!(plain_storage.list("keys").unwrap().is_empty());
+    let o = env.run(&plain, &["init", "--object-lock", "forever"]);
+    assert!(stderr(&o).contains("is not MODE:DAYSd"), "{}", stderr(&o));
+
+    moto.create_lock_bucket("locked");
+    let repo = Repo {
+        url: format!("s3:{}/locked/repo", moto.endpoint()),
+        password: PW.into(),
+        options: Vec::new(),
+    };
+    env.ok(&repo, &["init", "--object-lock", "governance:2d"]);
+    let config = env.json(&repo, &["config", "show"]);
+    assert_eq!(config["object_lock"]["mode"], "governance", "{config}");
+    assert_eq!(config["object_lock"]["days"], 2, "{config}");
+    let s1 = env.json(&repo, &["backup", src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(src.join("etc/hosts"), "10.0.0.9 changed\n").unwrap();
+    let s2 = env.json(&repo, &["backup", src.to_str().unwrap()])["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.assert_restores(&repo, &s2, &src);
+
+    // Every object a restore needs is retained; working state is not.
+    let lock = lifeboat_storage::S3ObjectLock::for_url(&repo.url, &BackendOptions::default())
+        .unwrap()
+        .unwrap();
+    let direct = repo.storage(None);
+    let before = chrono::Utc::now();
+    for prefix in ["keys", "data", "index", "snapshots"] {
+        for o in direct.list(prefix).unwrap() {
+            let r = lock
+                .retention(&o.key)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{} has no retention", o.key));
+            assert_eq!(r.mode, "GOVERNANCE");
+            let h = (r.until - before).num_hours();
+            assert!((46..=48).contains(&h), "{}: {h} h", o.key);
+        }
+    }
+    assert!(lock.retention("config").unwrap().is_some());
+
+    // forget: the policy removes s1, the lock keeps it.
+    let f = env.json(&repo, &["forget", "--keep-last", "1"]);
+    assert!(f["removed"].as_array().unwrap().is_empty(), "{f}");
+    assert_eq!(f["locked"][0]["id"], s1.as_str(), "{f}");
+    let o = env.run(&repo, &["forget", "--keep-last", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("keep: object lock (governance) until"),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("under S3 Object Lock") && stderr(&o).contains("hint:"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(env.json(&repo, &["snapshots"]).as_array().unwrap().len(), 2);
+
+    // pin rewrites the snapshot: refused while it is locked.
+    let o = env.run(&repo, &["pin", &s1]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(&format!(
+            "snapshots/{s1} is under S3 Object Lock (GOVERNANCE) until"
+        )),
+        "{}",
+        stderr(&o)
+    );
+
+    // An unused pack under retention (a copy of a real one under another
+    // name, uploaded with retention) is left in place and reported.
+    let layered = lifeboat_storage::ObjectLockLayer::new(
+        direct.clone(),
+        lock.clone(),
+        lifeboat_storage::LockMode::Governance,
+        2,
+    );
+    let some_pack = direct.list("data").unwrap()[0].key.clone();
+    let stray = format!("data/00/{}", "0".repeat(64));
+    layered
+        .put(
+            &stray,
+            direct.get(&some_pack, None).unwrap(),
+            &lifeboat_storage::PutOptions::create(),
+        )
+        .unwrap();
+    let p = env.json(&repo, &["prune"]);
+    assert_eq!(n(&p["locked_packs"]), 1, "{p}");
+    assert_eq!(n(&p["marked_unindexed_packs"]), 0, "{p}");
+    assert!(p["mark"].is_null(), "{p}");
+    let o = env.run(&repo, &["prune"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("under S3 Object Lock retention until"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        direct.exists(&stray).unwrap(),
+        "the locked pack is still visible"
+    );
+    fs::write(src.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    env.assert_restores(&repo, &s1, &src);
+
+    // Shortening or removing the lock needs --allow-disable.
+    let o = env.run(&repo, &["config", "set", "object-lock", "off"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--allow-disable"), "{}", stderr(&o));
+    env.ok(&repo, &["config", "set", "object-lock", "compliance:3d"]);
+    assert_eq!(
+        env.json(&repo, &["config", "show"])["object_lock"]["mode"],
+        "compliance"
+    );
 }

@@ -73,6 +73,17 @@ pub enum Error {
         new_len: u64,
     },
 
+    /// A delete refused because the object is under S3 Object Lock retention.
+    #[error(
+        "{object} is under S3 Object Lock ({mode}) until {}: refusing to delete it before then",
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )]
+    Retained {
+        object: String,
+        mode: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+
     #[error("{0}")]
     Other(String),
 }

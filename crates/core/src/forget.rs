@@ -7,6 +7,10 @@
 //! snapshot has a **new id** (the new object is saved before the old one is
 //! deleted, so a crash leaves both, never neither).
 //!
+//! Under S3 Object Lock ([`crate::repository::Config::object_lock`]) a
+//! snapshot still within its retention is never deleted: `forget` keeps it and
+//! lists it in [`ForgetReport::locked`]; `pin`/`unpin` refuse to rewrite it.
+//!
 //! # Errors
 //! Both refuse on append-only repositories ([`Error::Invalid`] saying so), except
 //! a dry run of `forget`, which deletes nothing.
@@ -36,14 +40,32 @@ pub struct ForgetReport {
     pub groups: Vec<GroupDecision>,
     /// Deleted snapshot ids (empty on a dry run).
     pub removed: Vec<Id>,
+    /// Snapshots the policy removes that stay because they are under S3
+    /// Object Lock retention (a later forget removes them).
+    pub locked: Vec<LockedSnapshot>,
+}
+
+/// A snapshot kept because of its object-lock retention.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockedSnapshot {
+    pub id: Id,
+    pub mode: String,
+    pub until: chrono::DateTime<chrono::Utc>,
 }
 
 impl ForgetReport {
-    /// Snapshots the policy removes (deleted unless dry run).
+    /// Snapshots the policy removes and no object lock keeps (deleted unless
+    /// dry run).
     pub fn to_remove(&self) -> impl Iterator<Item = Id> + '_ {
         self.groups
             .iter()
             .flat_map(|g| g.removed().map(|d| d.snapshot.id))
+            .filter(|id| self.locked_until(id).is_none())
+    }
+
+    /// The object lock that keeps `id`, if any.
+    pub fn locked_until(&self, id: &Id) -> Option<&LockedSnapshot> {
+        self.locked.iter().find(|l| l.id == *id)
     }
 }
 
@@ -68,10 +90,24 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     let mut report = ForgetReport {
         groups,
         removed: Vec::new(),
+        locked: Vec::new(),
     };
+    // Snapshots still under object-lock retention stay (checked on a dry run too).
+    let ids: Vec<Id> = report.to_remove().collect();
+    let keys: Vec<String> = ids.iter().map(|id| format!("snapshots/{id}")).collect();
+    for (key, r) in repo.retained_keys(&keys)? {
+        let id = key["snapshots/".len()..]
+            .parse()
+            .expect("keys built from ids above");
+        report.locked.push(LockedSnapshot {
+            id,
+            mode: r.mode,
+            until: r.until,
+        });
+    }
+    report.locked.sort_by_key(|l| l.id);
     if !opts.dry_run {
-        let ids: Vec<Id> = report.to_remove().collect();
-        for id in ids {
+        for id in report.to_remove().collect::<Vec<_>>() {
             repo.delete_snapshot(&id)
                 .map_err(|e| Error::Other(format!("deleting snapshot {id}: {e}")))?;
             report.removed.push(id);
@@ -95,6 +131,15 @@ pub fn set_pinned(repo: &Repository, id: &Id, pinned: bool) -> Result<Id> {
     } else {
         "unpin a snapshot (it is rewritten)"
     })?;
+    // The rewrite saves a new object and deletes the old one: refused while
+    // the old one is locked (it would leave both).
+    if let Some(r) = repo.retained(&format!("snapshots/{id}"))? {
+        return Err(Error::Retained {
+            object: format!("snapshots/{id}"),
+            mode: r.mode,
+            until: r.until,
+        });
+    }
     snap.pinned = pinned;
     let new_id = repo.save_snapshot(&snap)?;
     if new_id != *id {

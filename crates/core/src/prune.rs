@@ -134,6 +134,21 @@ pub struct PruneReport {
     pub unused_bytes_left: u64,
     /// The mark written by this run.
     pub mark: Option<Id>,
+    /// Packs prune would mark or repack, left alone because they are under
+    /// S3 Object Lock retention (deleting them would free nothing); a later
+    /// prune takes them once the retention ends.
+    pub locked_packs: u64,
+    pub locked_bytes: u64,
+    /// The latest retain-until date among them.
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+impl PruneReport {
+    fn add_locked(&mut self, size: u64, until: DateTime<Utc>) {
+        self.locked_packs += 1;
+        self.locked_bytes += size;
+        self.locked_until = self.locked_until.max(Some(until));
+    }
 }
 
 /// Run both phases; see the module documentation.
@@ -342,26 +357,35 @@ pub fn read_pack_header(
 }
 
 fn delete_pack(repo: &Repository, id: &Id) -> Result<()> {
-    match repo.storage().delete(&pack_key(id)) {
-        Ok(()) | Err(StorageError::NotFound { .. }) => {}
-        Err(e) => return Err(locked_or(e, id)),
-    }
-    match repo.storage().delete(&crate::parity::parity_key(id)) {
-        Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
+    repo.delete_unless_retained(&pack_key(id))
+        .map_err(|e| locked_or(e, id))?;
+    // A parity sidecar made later than its pack may still be locked; it is
+    // left (readers ignore sidecars without a pack).
+    match repo.delete_unless_retained(&crate::parity::parity_key(id)) {
+        Ok(()) | Err(Error::Retained { .. }) => Ok(()),
         Err(e) => Err(locked_or(e, id)),
     }
 }
 
 /// Map a refused delete (S3 Object Lock, a write-once bucket policy) to a clear
 /// error naming the pack.
-pub fn locked_or(e: StorageError, pack: &Id) -> Error {
+pub fn locked_or(e: Error, pack: &Id) -> Error {
     match e {
-        StorageError::PermissionDenied { message, .. } => Error::Other(format!(
+        Error::Storage(StorageError::PermissionDenied { message, .. }) => Error::Other(format!(
             "pack {pack} cannot be deleted: the storage refused ({message}); it is probably under object lock \
              retention until its retain-until date. Prune stopped safely: nothing that is still referenced was touched \
              and the mark stays, so a later prune retries after the retention ends"
         )),
+        e @ Error::Retained { .. } => e,
         e => Error::Other(format!("deleting pack {pack}: {e}")),
+    }
+}
+
+/// Deletes `<prefix>/<id>`; an object under object-lock retention stays.
+fn delete_object(repo: &Repository, prefix: &str, id: &Id) -> Result<()> {
+    match repo.delete_unless_retained(&format!("{prefix}/{id}")) {
+        Ok(()) | Err(Error::Retained { .. }) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -461,6 +485,32 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
             delete.push((*p, *size));
         }
     }
+    // Packs still under object-lock retention (it was extended, or the mark
+    // predates the lock) stay, and so do their marks.
+    let keys: Vec<String> = delete.iter().map(|(p, _)| pack_key(p)).collect();
+    let locked: HashMap<Id, DateTime<Utc>> = repo
+        .retained_keys(&keys)?
+        .into_iter()
+        .filter_map(|(k, r)| Some((k.rsplit('/').next()?.parse().ok()?, r.until)))
+        .collect();
+    delete.retain(|(p, size)| match locked.get(p) {
+        Some(until) => {
+            report.add_locked(*size, *until);
+            false
+        }
+        None => true,
+    });
+    ready.retain(|(id, m)| {
+        let n = m.packs.iter().filter(|p| locked.contains_key(p)).count();
+        if n > 0 {
+            report.waiting.push(format!(
+                "mark {} ({} packs): {n} pack(s) under S3 Object Lock retention",
+                id.short(),
+                m.packs.len()
+            ));
+        }
+        n == 0
+    });
     report.reindexed_packs = reindex.len() as u64;
     report.deleted_packs = delete.len() as u64;
     report.deleted_bytes = delete.iter().map(|(_, s)| s).sum();
@@ -481,13 +531,6 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         delete_object(repo, MARK_PREFIX, id)?;
     }
     Ok(())
-}
-
-fn delete_object(repo: &Repository, prefix: &str, id: &Id) -> Result<()> {
-    match repo.storage().delete(&format!("{prefix}/{id}")) {
-        Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 struct PackUse {
@@ -559,6 +602,32 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
         })
         .map(|(p, u)| (*p, u))
         .collect();
+    // Packs under object-lock retention can be neither deleted nor usefully
+    // repacked (the copy would only add bytes): leave them for a later run.
+    let candidates: Vec<String> = marked
+        .keys()
+        .chain(partial.iter().map(|(p, _)| p))
+        .map(pack_key)
+        .collect();
+    let locked: HashSet<Id> = repo
+        .retained_keys(&candidates)?
+        .into_iter()
+        .filter_map(|(k, r)| {
+            let id: Id = k.rsplit('/').next()?.parse().ok()?;
+            report.add_locked(stored.get(&id).copied().unwrap_or_default(), r.until);
+            Some(id)
+        })
+        .collect();
+    for p in &locked {
+        if marked.remove(p).is_some() {
+            if usage.contains_key(p) {
+                report.marked_unused_packs -= 1;
+            } else {
+                report.marked_unindexed_packs -= 1;
+            }
+        }
+    }
+    partial.retain(|(p, _)| !locked.contains(p));
     partial.sort_by(|a, b| {
         let ra = (a.1.total - a.1.used) as f64 / a.1.total as f64;
         let rb = (b.1.total - b.1.used) as f64 / b.1.total as f64;
@@ -595,8 +664,16 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     if marked.is_empty() || opts.dry_run {
         return Ok(());
     }
-    // New index without the marked packs, superseding every file read.
-    let superseded: Vec<Id> = files.iter().map(|(id, _)| *id).collect();
+    // New index without the marked packs, superseding every file read and
+    // every superseded file still present (one under object lock, or left by a
+    // crash): otherwise it would come back once its superseder is deleted.
+    let superseded: Vec<Id> = files
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(all_index_ids.iter().copied())
+        .collect::<std::collections::BTreeSet<Id>>()
+        .into_iter()
+        .collect();
     let keep_listed = files
         .iter()
         .any(|(_, f)| f.packs.iter().any(|p| marked.contains_key(&p.id)));
@@ -638,9 +715,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     // earlier that linger): until the mark exists, readers find the marked
     // packs in them (see `readers_fallback_index`).
     if keep_listed {
-        let mut gone: HashSet<Id> = superseded.into_iter().collect();
-        gone.extend(files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()));
-        for id in all_index_ids.iter().filter(|id| gone.contains(id)) {
+        for id in &superseded {
             delete_object(repo, "index", id)?;
         }
     }

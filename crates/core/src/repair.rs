@@ -94,9 +94,10 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
     report.index = Some(repo.save_index(&file)?);
     if !repo.config().append_only {
         for id in &old {
-            match repo.storage().delete(&format!("index/{id}")) {
-                Ok(()) | Err(lifeboat_storage::StorageError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+            // One under object-lock retention stays: the new file supersedes it.
+            match repo.delete_unless_retained(&format!("index/{id}")) {
+                Ok(()) | Err(crate::Error::Retained { .. }) => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -118,6 +119,8 @@ pub struct RepairSnapshotsReport {
     pub damaged_blobs: u64,
     pub snapshots_checked: u64,
     pub repaired: Vec<RepairedSnapshot>,
+    /// Damaged snapshots left in place because they are under object lock.
+    pub kept_locked: Vec<String>,
 }
 
 /// Rewrite every snapshot that depends on a missing or unreadable blob.
@@ -146,6 +149,7 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<RepairSnapsh
         damaged_blobs: damaged.len() as u64,
         snapshots_checked: snaps.len() as u64,
         repaired: Vec::new(),
+        kept_locked: Vec::new(),
     };
     if damaged.is_empty() {
         return Ok(report);
@@ -197,7 +201,16 @@ pub fn repair_snapshots(repo: &Repository, dry_run: bool) -> Result<RepairSnapsh
             None
         } else {
             let id = repo.save_snapshot(&snap)?;
-            repo.delete_snapshot(&old)?;
+            // A damaged snapshot under object-lock retention stays next to
+            // its repaired copy until the retention ends.
+            match repo.delete_snapshot(&old) {
+                Ok(()) => {}
+                Err(crate::Error::Retained { until, .. }) => report.kept_locked.push(format!(
+                    "{old} (under S3 Object Lock until {})",
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )),
+                Err(e) => return Err(e),
+            }
             Some(id.to_hex())
         };
         report.repaired.push(RepairedSnapshot {

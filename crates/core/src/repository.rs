@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, FixedOffset};
-use lifeboat_storage::{DynStorage, PutOptions, StorageError};
+use lifeboat_storage::{DynStorage, ObjectLockSetting, PutOptions, Retention, StorageError};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +60,10 @@ pub struct Config {
     /// absent: derived from the master secret (version 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_key: Option<ContentKey>,
+    /// S3 Object Lock retention for every object a restore needs (the CLI
+    /// wraps the storage in [`lifeboat_storage::ObjectLockLayer`]); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockSetting>,
 }
 
 impl Config {
@@ -90,6 +94,9 @@ pub struct InitOptions {
     /// Use this content key (another repository's, see [`Repository::content_key`])
     /// instead of deriving one: `init --copy-chunker-params`.
     pub content_key: Option<ContentKey>,
+    /// Record this S3 Object Lock setting in the config (the caller hands in
+    /// storage that already sets the retention, so config and key get it too).
+    pub object_lock: Option<ObjectLockSetting>,
 }
 
 impl Default for InitOptions {
@@ -102,6 +109,7 @@ impl Default for InitOptions {
             hostname: crate::util::hostname(),
             username: crate::util::username(),
             content_key: None,
+            object_lock: None,
         }
     }
 }
@@ -154,6 +162,7 @@ impl Repository {
             min_pack_size: opts.min_pack_size,
             append_only: false,
             content_key: opts.content_key.clone(),
+            object_lock: opts.object_lock,
         };
         let sealed = key.seal(
             ObjectKind::Config,
@@ -324,10 +333,59 @@ impl Repository {
         self.save_object("snapshots", ObjectKind::Snapshot, &json)
     }
 
-    /// Remove a snapshot object (refused on append-only repositories).
+    /// Remove a snapshot object (refused on append-only repositories and
+    /// while the snapshot is under object-lock retention).
     pub fn delete_snapshot(&self, id: &Id) -> Result<()> {
         self.refuse_if_append_only("delete a snapshot")?;
-        Ok(self.storage.delete(&format!("snapshots/{id}"))?)
+        self.delete_unless_retained(&format!("snapshots/{id}"))
+    }
+
+    /// Delete `key` unless it is under object-lock retention, which is
+    /// [`Error::Retained`] naming it (nothing deleted). A missing key is fine.
+    ///
+    /// On a versioned S3 bucket a plain `DELETE` of a locked object "succeeds"
+    /// by hiding it behind a delete marker while its bytes stay stored (and
+    /// billed) until the retention ends, so the lock is checked first.
+    pub fn delete_unless_retained(&self, key: &str) -> Result<()> {
+        if let Some(r) = self.retained(key)? {
+            return Err(Error::Retained {
+                object: key.to_string(),
+                mode: r.mode,
+                until: r.until,
+            });
+        }
+        match self.storage.delete(key) {
+            Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The object-lock retention of `key` if it is still in force. Only
+    /// repositories with [`Config::object_lock`] ask the storage (one `HEAD`).
+    pub fn retained(&self, key: &str) -> Result<Option<Retention>> {
+        if self.config.object_lock.is_none() {
+            return Ok(None);
+        }
+        match self.storage.retention(key) {
+            Ok(r) => Ok(r.filter(|r| r.until > chrono::Utc::now())),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Repository::retained`] for many keys at once (in parallel): the keys
+    /// still under retention, with it.
+    pub fn retained_keys(&self, keys: &[String]) -> Result<Vec<(String, Retention)>> {
+        if self.config.object_lock.is_none() {
+            return Ok(Vec::new());
+        }
+        keys.par_iter()
+            .filter_map(|k| match self.retained(k) {
+                Ok(Some(r)) => Some(Ok((k.clone(), r))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect()
     }
 
     pub fn refuse_if_append_only(&self, what: &str) -> Result<()> {
@@ -505,6 +563,9 @@ impl Repository {
         if slots.len() <= 1 {
             return Err(Error::invalid("key", "refusing to remove the last key"));
         }
+        // Under S3 Object Lock the delete hides the slot behind a delete
+        // marker (the locked version stays stored until its retention ends),
+        // which is what revoking a password needs: no client lists it again.
         self.storage.delete(&format!("keys/{id}"))?;
         Ok(id)
     }

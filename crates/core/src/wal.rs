@@ -435,6 +435,8 @@ pub struct ClusterWalRetention {
     pub removable_bytes: u64,
     /// Files deleted (empty on a dry run).
     pub removed: usize,
+    /// Removable files kept because they are under S3 Object Lock retention.
+    pub locked: usize,
 }
 
 /// The result of [`apply_retention`].
@@ -495,7 +497,25 @@ pub fn apply_retention(
             removable_bytes: removable.iter().map(|f| f.stored_bytes).sum(),
             removable,
             removed: 0,
+            locked: 0,
         };
+        // Files still under object-lock retention stay (a later forget takes them).
+        let keys: Vec<String> = c
+            .removable
+            .iter()
+            .map(|f| wal_key(sysid, &f.name))
+            .collect::<Result<_>>()?;
+        let locked: std::collections::HashSet<String> = repo
+            .retained_keys(&keys)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        if !locked.is_empty() {
+            c.removable
+                .retain(|f| wal_key(sysid, &f.name).is_ok_and(|k| !locked.contains(&k)));
+            c.locked = locked.len();
+            c.removable_bytes = c.removable.iter().map(|f| f.stored_bytes).sum();
+        }
         if !dry_run {
             for f in &c.removable {
                 delete(repo, sysid, &f.name).map_err(|e| {

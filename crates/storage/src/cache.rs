@@ -262,6 +262,10 @@ impl Storage for LocalCache {
         }
         Ok(())
     }
+
+    fn retention(&self, key: &str) -> StorageResult<Option<crate::Retention>> {
+        self.inner.retention(key)
+    }
 }
 
 #[cfg(test)]

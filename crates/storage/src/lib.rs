@@ -81,7 +81,9 @@ pub use error::{StorageError, StorageResult};
 pub use layers::{LayerOptions, StatsHandle, StorageStack, StorageStats};
 pub use local::LocalStorage;
 pub use memory::MemoryStorage;
-pub use object_lock::{LockMode, ObjectLockLayer, S3ObjectLock, RETAINED_PREFIXES};
+pub use object_lock::{
+    LockMode, ObjectLockLayer, ObjectLockSetting, S3ObjectLock, RETAINED_PREFIXES,
+};
 pub use open::{open_storage, BackendOptions, GcsAuth, KnownHosts, RepoUrl, S3Addressing};
 pub use remote::{OpendalStorage, PutStrategy};
 pub use sftp::{SftpConfig, SftpStorage};

@@ -35,7 +35,8 @@ use crate::{
 };
 
 /// Object Lock retention mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LockMode {
     /// Users with `s3:BypassGovernanceRetention` may still delete early.
     Governance,
@@ -50,6 +51,52 @@ impl LockMode {
             LockMode::Governance => "GOVERNANCE",
             LockMode::Compliance => "COMPLIANCE",
         }
+    }
+}
+
+/// A repository's Object Lock setting: every object a restore needs gets
+/// `mode` retention until `days` after its upload. Written as `MODE:DAYSd`
+/// (`governance:30d`, `compliance:90d`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectLockSetting {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+impl std::fmt::Display for ObjectLockSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode {
+            LockMode::Governance => "governance",
+            LockMode::Compliance => "compliance",
+        };
+        write!(f, "{mode}:{}d", self.days)
+    }
+}
+
+impl std::str::FromStr for ObjectLockSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let usage = || {
+            format!("object lock {s:?} is not MODE:DAYSd (e.g. governance:30d or compliance:90d)")
+        };
+        let (mode, days) = s.trim().split_once(':').ok_or_else(usage)?;
+        let mode = match mode.to_ascii_lowercase().as_str() {
+            "governance" => LockMode::Governance,
+            "compliance" => LockMode::Compliance,
+            _ => return Err(usage()),
+        };
+        let days: u32 = days
+            .trim()
+            .trim_end_matches('d')
+            .parse()
+            .map_err(|_| usage())?;
+        if days == 0 || days > 36_500 {
+            return Err(format!(
+                "object lock of {days} days: the retention must be 1 to 36500 days"
+            ));
+        }
+        Ok(ObjectLockSetting { mode, days })
     }
 }
 
@@ -316,6 +363,7 @@ pub const RETAINED_PREFIXES: &[&str] = &[
     "index/",
     "snapshots/",
     "parity/",
+    "wal/",
 ];
 
 /// A storage wrapper that sets Object Lock retention on every object it
@@ -338,6 +386,11 @@ impl ObjectLockLayer {
             days,
         }
     }
+
+    /// The layer for a repository's [`ObjectLockSetting`].
+    pub fn with_setting(inner: DynStorage, lock: S3ObjectLock, s: ObjectLockSetting) -> Self {
+        Self::new(inner, lock, s.mode, s.days)
+    }
 }
 
 impl Storage for ObjectLockLayer {
@@ -348,8 +401,19 @@ impl Storage for ObjectLockLayer {
     fn put(&self, key: &str, data: Bytes, options: &PutOptions) -> StorageResult<()> {
         self.inner.put(key, data, options)?;
         if RETAINED_PREFIXES.iter().any(|p| key.starts_with(p)) {
-            let until = Utc::now() + chrono::Duration::days(i64::from(self.days));
-            self.lock.put_retention(key, self.mode, until)?;
+            // The layer sits outside the retry layer (the upload below is
+            // retried there), so its own request gets a few tries here.
+            let mut attempt = 0u32;
+            loop {
+                let until = Utc::now() + chrono::Duration::days(i64::from(self.days));
+                match self.lock.put_retention(key, self.mode, until) {
+                    Err(e) if e.is_retryable() && attempt < 4 => {
+                        attempt += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(200 << attempt));
+                    }
+                    r => return r,
+                }
+            }
         }
         Ok(())
     }

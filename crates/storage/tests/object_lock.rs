@@ -2,34 +2,17 @@
 //! retention that `Storage::retention` reads back; working-state objects get
 //! none; buckets without Object Lock are recognised.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
 use bytes::Bytes;
 use lifeboat_storage::{
     open_storage, BackendOptions, LockMode, ObjectLockLayer, PutOptions, S3ObjectLock, Storage,
 };
-
-/// `PUT /bucket` with Object Lock enabled (moto accepts unsigned requests).
-fn create_lock_bucket(port: u16, bucket: &str) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nx-amz-bucket-object-lock-enabled: true\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = String::new();
-    s.read_to_string(&mut r).unwrap();
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-}
 
 #[test]
 fn uploads_carry_retention_and_it_reads_back() {
     let Some(moto) = lifeboat_testkit::moto() else {
         return;
     };
-    create_lock_bucket(moto.port(), "locked");
+    moto.create_lock_bucket("locked");
     let url = format!("s3:{}/locked/repo", moto.endpoint());
     let opts = BackendOptions::default();
     let lock = S3ObjectLock::for_url(&url, &opts)

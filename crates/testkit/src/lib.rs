@@ -145,11 +145,25 @@ fn stop(child: &mut Child) {
 
 /// Send one HTTP/1.1 request to 127.0.0.1:`port` and return the status code.
 pub fn http_status(port: u16, method: &str, path: &str) -> std::io::Result<u16> {
+    http_status_with(port, method, path, &[])
+}
+
+/// [`http_status`] with extra request headers.
+pub fn http_status_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<u16> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     s.read_to_string(&mut response)?;
@@ -225,6 +239,18 @@ impl MotoServer {
             status == 200 || status == 409,
             "create bucket {bucket}: HTTP {status}"
         );
+    }
+
+    /// Create a bucket with S3 Object Lock enabled (which turns on versioning).
+    pub fn create_lock_bucket(&self, bucket: &str) {
+        let status = http_status_with(
+            self.port(),
+            "PUT",
+            &format!("/{bucket}"),
+            &[("x-amz-bucket-object-lock-enabled", "true")],
+        )
+        .unwrap_or_else(|e| panic!("create bucket {bucket}: {e}"));
+        assert_eq!(status, 200, "create object-lock bucket {bucket}");
     }
 
     /// Create `bucket` and return the repository URL

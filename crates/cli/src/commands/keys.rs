@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use lifeboat_core::chunker::ChunkerParams;
 use lifeboat_core::crypto::KdfParams;
 use lifeboat_core::repository::{InitOptions, Repository};
+use lifeboat_storage::ObjectLockSetting;
 use serde_json::json;
 
 use super::Exit;
@@ -33,6 +34,13 @@ pub fn init(g: &GlobalArgs, a: &InitArgs) -> Result<Exit> {
     }
     if let Some(n) = a.min_pack_size {
         opts.min_pack_size = n;
+    }
+    let mut storage = storage;
+    if let Some(l) = &a.object_lock {
+        let setting: ObjectLockSetting = l.parse().map_err(anyhow::Error::msg)?;
+        settings::require_bucket_lock(g, &location)?;
+        storage = settings::object_lock_layer(g, &location, storage, setting)?;
+        opts.object_lock = Some(setting);
     }
     if storage.exists("config")? {
         anyhow::bail!("a repository already exists at {location}\nhint: use it with --repo {location}, or choose another location");

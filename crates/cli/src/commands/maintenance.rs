@@ -13,6 +13,7 @@ use lifeboat_core::retention::{
 };
 use lifeboat_core::wal;
 use lifeboat_core::writer::WriterOptions;
+use lifeboat_storage::ObjectLockSetting;
 use serde_json::json;
 
 use super::{to_filter, Exit};
@@ -27,7 +28,9 @@ use crate::settings;
 fn with_hint(e: lifeboat_core::Error) -> anyhow::Error {
     let msg = e.to_string();
     if msg.contains("append-only") {
-        anyhow!("{msg}\nhint: `lifeboat config show` shows the mode; it can only be turned off with `lifeboat config set append-only false --allow-disable-append-only`")
+        anyhow!("{msg}\nhint: `lifeboat config show` shows the mode; it can only be turned off with `lifeboat config set append-only false --allow-disable`")
+    } else if matches!(e, lifeboat_core::Error::Retained { .. }) {
+        anyhow!("{msg}\nhint: the repository sets S3 Object Lock (`lifeboat config show`); nothing was deleted")
     } else {
         e.into()
     }
@@ -155,6 +158,12 @@ fn print_wal_retention(r: &wal::WalRetentionReport) {
                 .map(|k| format!("; keeping everything from segment {k}"))
                 .unwrap_or_else(|| "; no kept base backup, keeping all".into())
         );
+        if c.locked > 0 {
+            println!(
+                "  {} more file(s) kept: under S3 Object Lock retention",
+                c.locked
+            );
+        }
         if r.dry_run {
             for f in &c.removable {
                 println!("  {}", f.name);
@@ -185,7 +194,7 @@ pub fn forget(g: &GlobalArgs, a: &ForgetArgs) -> Result<Exit> {
     };
     if g.json {
         print_json(
-            &json!({"groups": report.groups, "removed": report.removed, "dry_run": a.dry_run, "prune": pruned, "wal": wal}),
+            &json!({"groups": report.groups, "removed": report.removed, "locked": report.locked, "dry_run": a.dry_run, "prune": pruned, "wal": wal}),
         );
         return Ok(Exit::Ok);
     }
@@ -218,6 +227,12 @@ pub fn forget(g: &GlobalArgs, a: &ForgetArgs) -> Result<Exit> {
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             )
+                        } else if let Some(l) = report.locked_until(&d.snapshot.id) {
+                            format!(
+                                "keep: object lock ({}) until {}",
+                                l.mode.to_lowercase(),
+                                l.until.format("%Y-%m-%d %H:%M:%S UTC")
+                            )
                         } else {
                             "remove".into()
                         },
@@ -230,6 +245,13 @@ pub fn forget(g: &GlobalArgs, a: &ForgetArgs) -> Result<Exit> {
             );
         }
         let n = report.to_remove().count();
+        if let Some(last) = report.locked.iter().map(|l| l.until).max() {
+            eprintln!(
+                "warning: {} snapshot(s) the policy removes are under S3 Object Lock (until {} at the latest): kept\nhint: a later forget removes them once their retention ends",
+                report.locked.len(),
+                last.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+        }
         if a.dry_run {
             println!("\nwould remove {n} snapshot(s) (dry run)");
         } else {
@@ -293,6 +315,14 @@ fn print_prune(r: &PruneReport) {
         r.repacked_blobs,
         bytes(r.repack_written_bytes)
     );
+    if let Some(until) = r.locked_until {
+        println!(
+            "object lock: {} pack(s) ({}) left alone, under S3 Object Lock retention until {} at the latest; a later prune takes them",
+            r.locked_packs,
+            bytes(r.locked_bytes),
+            until.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+    }
     println!(
         "{} {verb} freed once the mark passes the grace period; {} unused left in partly used packs",
         bytes(r.to_be_freed_bytes),
@@ -356,6 +386,9 @@ pub fn repair(g: &GlobalArgs, c: RepairCommand) -> Result<Exit> {
                         println!("  {p}");
                     }
                 }
+                for k in &r.kept_locked {
+                    eprintln!("warning: damaged snapshot {k} kept next to its repaired copy");
+                }
                 println!(
                     "{} damaged blob(s); {} of {} snapshot(s) {}",
                     r.damaged_blobs,
@@ -381,30 +414,52 @@ pub fn config(g: &GlobalArgs, c: ConfigCommand) -> Result<Exit> {
                 println!("created       {}", c.created.to_rfc3339());
                 println!("compression   {}", c.compression);
                 println!("append-only   {}", c.append_only);
+                println!("object-lock   {}", lock_text(c));
             }
         }
         ConfigCommand::Set {
             key,
             value,
-            allow_disable_append_only,
+            allow_disable,
         } => {
-            if key != "append-only" {
-                bail!("unknown setting {key:?}\nhint: settable: append-only");
-            }
-            let on: bool = value
-                .parse()
-                .map_err(|_| anyhow!("append-only takes true or false, not {value:?}"))?;
-            let c = lifeboat_core::protect::set_append_only(&repo, on, allow_disable_append_only).map_err(|e| {
-                anyhow!("{e}\nhint: append-only protects against deletes by any Lifeboat client; pass --allow-disable-append-only if that is really intended")
-            })?;
+            let c = match key.as_str() {
+                "append-only" => {
+                    let on: bool = value
+                        .parse()
+                        .map_err(|_| anyhow!("append-only takes true or false, not {value:?}"))?;
+                    lifeboat_core::protect::set_append_only(&repo, on, allow_disable).map_err(|e| {
+                        anyhow!("{e}\nhint: append-only protects against deletes by any Lifeboat client; pass --allow-disable if that is really intended")
+                    })?
+                }
+                "object-lock" => {
+                    let setting = match value.as_str() {
+                        "off" | "none" | "false" => None,
+                        v => Some(v.parse::<ObjectLockSetting>().map_err(anyhow::Error::msg)?),
+                    };
+                    let location = settings::repo_location(g)?;
+                    if setting.is_some() {
+                        settings::require_bucket_lock(g, &location)?;
+                    }
+                    lifeboat_core::protect::set_object_lock(&repo, setting, allow_disable).map_err(|e| {
+                        anyhow!("{e}\nhint: objects uploaded so far keep their retention; pass --allow-disable if that is really intended")
+                    })?
+                }
+                _ => bail!("unknown setting {key:?}\nhint: settable: append-only, object-lock"),
+            };
             if g.json {
-                print_json(&c);
+                print_json(&c.display_json());
             } else if !g.quiet {
                 println!("append-only is now {}", c.append_only);
+                println!("object-lock is now {}", lock_text(&c));
             }
         }
     }
     Ok(Exit::Ok)
+}
+
+fn lock_text(c: &lifeboat_core::repository::Config) -> String {
+    c.object_lock
+        .map_or_else(|| "off".to_string(), |l| l.to_string())
 }
 
 /// `init --append-only`: the repository is created, then its config switched.
