@@ -312,7 +312,13 @@ impl Index {
     }
 
     pub fn contains(&self, id: &Id) -> bool {
-        self.entries.binary_search_by(|e| e.id.cmp(id)).is_ok()
+        self.position(id).is_some()
+    }
+
+    /// The blob's position in the index (`0..len()`), stable while the index
+    /// is not extended: lets callers keep one bit per blob instead of its id.
+    pub fn position(&self, id: &Id) -> Option<usize> {
+        self.entries.binary_search_by(|e| e.id.cmp(id)).ok()
     }
 
     pub fn len(&self) -> usize {

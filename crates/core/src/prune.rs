@@ -36,8 +36,10 @@
 //! snapshot referencing a deleted blob.
 //!
 //! # Memory
-//! The set of referenced blob ids (32 bytes each), the index of the packs
-//! involved, and one pack at a time while repacking.
+//! The decoded index files and the index built from them (as every command
+//! that reads blobs), one bit per indexed blob for the referenced set
+//! ([`UsedBlobs`]), one pack at a time while repacking (plus the index of the
+//! packs that stay, only when repacking). Measured in docs/MAINTENANCE.md.
 //!
 //! # Errors
 //! [`Error::Invalid`] on append-only repositories (a dry run is allowed);
@@ -294,8 +296,8 @@ fn index_with_marked(
 fn referenced_blobs(
     repo: &IndexedRepository,
     snaps: &[crate::snapshot::SnapshotEntry],
-) -> Result<(u64, HashSet<Id>)> {
-    let mut used: HashSet<Id> = HashSet::new();
+) -> Result<(u64, UsedBlobs)> {
+    let mut used = UsedBlobs::new(repo.index().clone());
     for s in snaps {
         let mut stack = vec![s.snapshot.tree];
         while let Some(t) = stack.pop() {
@@ -313,11 +315,67 @@ fn referenced_blobs(
                 if let Some(sub) = n.subtree {
                     stack.push(sub);
                 }
-                used.extend(n.content.into_iter().flatten());
+                for id in n.content.into_iter().flatten() {
+                    used.insert(id);
+                }
             }
         }
     }
     Ok((snaps.len() as u64, used))
+}
+
+/// The blobs the snapshots reference: one bit per entry of the index they
+/// were walked with (instead of a 32-byte id in a hash set, ~50 bytes per blob
+/// with the table's overhead), plus the rare referenced id that index lacks.
+struct UsedBlobs {
+    index: Arc<Index>,
+    bits: Vec<u64>,
+    unindexed: HashSet<Id>,
+    count: u64,
+}
+
+impl UsedBlobs {
+    fn new(index: Arc<Index>) -> Self {
+        UsedBlobs {
+            bits: vec![0; index.len().div_ceil(64)],
+            index,
+            unindexed: HashSet::new(),
+            count: 0,
+        }
+    }
+
+    /// Add `id`; false if it was there already.
+    fn insert(&mut self, id: Id) -> bool {
+        let new = match self.index.position(&id) {
+            Some(i) => {
+                let (word, bit) = (i / 64, 1u64 << (i % 64));
+                let new = self.bits[word] & bit == 0;
+                self.bits[word] |= bit;
+                new
+            }
+            None => self.unindexed.insert(id),
+        };
+        self.count += u64::from(new);
+        new
+    }
+
+    fn contains(&self, id: &Id) -> bool {
+        match self.index.position(id) {
+            Some(i) => self.bits[i / 64] & (1u64 << (i % 64)) != 0,
+            None => self.unindexed.contains(id),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether `id`'s location in the walked index is one of `listed` packs.
+    fn located_in(&self, id: &Id, listed: &HashMap<Id, Vec<Id>>) -> bool {
+        self.index
+            .get(id)
+            .is_some_and(|l| listed.contains_key(&l.pack))
+    }
 }
 
 /// Read a pack's header with two ranged reads; returns its type, entries and size.
@@ -449,13 +507,6 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
             indexed_in.entry(p.id).or_default().push(*fid);
         }
     }
-    // Blobs the index lists (in packs that stay: an indexed marked pack is
-    // kept, see below).
-    let indexed_blobs: HashSet<Id> = files
-        .iter()
-        .flat_map(|(_, f)| f.packs.iter())
-        .flat_map(|p| p.blobs.iter().map(|b| b.id))
-        .collect();
     let mut reindex: Vec<IndexPack> = Vec::new();
     let mut delete: Vec<(Id, u64)> = Vec::new();
     let mut seen = HashSet::new();
@@ -477,7 +528,10 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         } else if ip
             .blobs
             .iter()
-            .any(|e| used.contains(&e.id) && !indexed_blobs.contains(&e.id))
+            // (The walked index locates a blob in a pack an index file lists
+            // whenever one does: those packs come first in `index_with_marked`.
+            // Such packs stay: an indexed marked pack is kept, see above.)
+            .any(|e| used.contains(&e.id) && !used.located_in(&e.id, &indexed_in))
         {
             // Some referenced blob exists only here.
             reindex.push(ip.clone());
@@ -562,7 +616,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     let indexed = IndexedRepository::new(repo.clone(), index);
     let (n_snaps, used) = referenced_blobs(&indexed, &snaps)?;
     report.snapshots = n_snaps;
-    report.referenced_blobs = used.len() as u64;
+    report.referenced_blobs = used.len();
 
     let mut usage: BTreeMap<Id, PackUse> = BTreeMap::new();
     for (_, f) in &files {
@@ -727,7 +781,7 @@ fn copy_used_blobs(
     files: &[(Id, IndexFile)],
     repack: &[Id],
     marked: &BTreeMap<Id, u64>,
-    used: &HashSet<Id>,
+    used: &UsedBlobs,
     opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<()> {
@@ -794,4 +848,51 @@ fn copy_used_blobs(
     writer.finish()?;
     report.repack_written_bytes = stored_bytes;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::PackEntry;
+
+    #[test]
+    fn used_blobs_is_a_set_over_index_positions_with_unindexed_ids_aside() {
+        let ids: Vec<Id> = (0u8..200).map(|i| Id::of_stored(&[i])).collect();
+        let pack = |id: &[u8], blobs: &[Id]| IndexPack {
+            id: Id::of_stored(id),
+            blob_type: BlobType::Data,
+            blobs: blobs
+                .iter()
+                .enumerate()
+                .map(|(i, id)| PackEntry {
+                    id: *id,
+                    compression: 0,
+                    offset: i as u32 * 10,
+                    length: 10,
+                    raw_length: 10,
+                })
+                .collect(),
+        };
+        // Blob 7 is in both packs; the first file's pack comes first.
+        let first = pack(b"first", &ids[..100]);
+        let second = pack(b"second", &ids[7..150]);
+        let index = Arc::new(Index::from_files(&[IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![first.clone(), second],
+        }]));
+        let mut used = UsedBlobs::new(index);
+        assert!(used.insert(ids[7]));
+        assert!(!used.insert(ids[7]));
+        assert!(used.insert(ids[149]));
+        assert!(used.insert(ids[199]), "an id the index lacks");
+        assert!(!used.insert(ids[199]));
+        assert_eq!(used.len(), 3);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(used.contains(id), [7, 149, 199].contains(&i), "blob {i}");
+        }
+        let listed: HashMap<Id, Vec<Id>> = [(first.id, Vec::new())].into();
+        assert!(used.located_in(&ids[7], &listed), "first location wins");
+        assert!(!used.located_in(&ids[149], &listed));
+        assert!(!used.located_in(&ids[199], &listed));
+    }
 }
