@@ -297,8 +297,9 @@ pub fn object_lock_layer(
     )))
 }
 
-/// Fail unless `location` is an S3 bucket with Object Lock enabled.
-pub fn require_bucket_lock(g: &GlobalArgs, location: &str) -> Result<()> {
+/// The object-lock client for `location`; fails unless it is an S3 bucket
+/// with Object Lock enabled.
+pub fn require_bucket_lock(g: &GlobalArgs, location: &str) -> Result<S3ObjectLock> {
     let lock = S3ObjectLock::for_url(location, &backend_options(g)?)?
         .ok_or_else(|| anyhow!("object lock needs an S3 repository; {location} is not one"))?;
     if !lock.bucket_enabled()? {
@@ -306,7 +307,7 @@ pub fn require_bucket_lock(g: &GlobalArgs, location: &str) -> Result<()> {
             "the bucket of {location} does not have S3 Object Lock enabled\nhint: Object Lock can only be enabled when a bucket is created (e.g. `aws s3api create-bucket --object-lock-enabled-for-bucket`)"
         );
     }
-    Ok(())
+    Ok(lock)
 }
 
 pub fn open_indexed(g: &GlobalArgs) -> Result<IndexedRepository> {

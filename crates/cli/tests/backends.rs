@@ -837,11 +837,7 @@ fn s3_object_lock_retains_uploads_and_forget_pin_prune_refuse_early_deletion() {
     assert!(stderr(&o).contains("is not MODE:DAYSd"), "{}", stderr(&o));
 
     moto.create_lock_bucket("locked");
-    let repo = Repo {
-        url: format!("s3:{}/locked/repo", moto.endpoint()),
-        password: PW.into(),
-        options: Vec::new(),
-    };
+    let repo = Repo::s3(&moto, "locked", "repo"); // the bucket exists: kept as is
     env.ok(&repo, &["init", "--object-lock", "governance:2d"]);
     let config = env.json(&repo, &["config", "show"]);
     assert_eq!(config["object_lock"]["mode"], "governance", "{config}");

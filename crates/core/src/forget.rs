@@ -94,17 +94,15 @@ pub fn forget(repo: &Repository, opts: &ForgetOptions) -> Result<ForgetReport> {
     };
     // Snapshots still under object-lock retention stay (checked on a dry run too).
     let ids: Vec<Id> = report.to_remove().collect();
-    let keys: Vec<String> = ids.iter().map(|id| format!("snapshots/{id}")).collect();
-    for (key, r) in repo.retained_keys(&keys)? {
-        let id = key["snapshots/".len()..]
-            .parse()
-            .expect("keys built from ids above");
-        report.locked.push(LockedSnapshot {
+    report.locked = repo
+        .retained_among(&ids, |id| format!("snapshots/{id}"))?
+        .into_iter()
+        .map(|(id, r)| LockedSnapshot {
             id,
             mode: r.mode,
             until: r.until,
-        });
-    }
+        })
+        .collect();
     report.locked.sort_by_key(|l| l.id);
     if !opts.dry_run {
         for id in report.to_remove().collect::<Vec<_>>() {
@@ -133,13 +131,7 @@ pub fn set_pinned(repo: &Repository, id: &Id, pinned: bool) -> Result<Id> {
     })?;
     // The rewrite saves a new object and deletes the old one: refused while
     // the old one is locked (it would leave both).
-    if let Some(r) = repo.retained(&format!("snapshots/{id}"))? {
-        return Err(Error::Retained {
-            object: format!("snapshots/{id}"),
-            mode: r.mode,
-            until: r.until,
-        });
-    }
+    repo.refuse_if_retained(&format!("snapshots/{id}"))?;
     snap.pinned = pinned;
     let new_id = repo.save_snapshot(&snap)?;
     if new_id != *id {

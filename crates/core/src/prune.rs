@@ -440,7 +440,7 @@ pub fn locked_or(e: Error, pack: &Id) -> Error {
 }
 
 /// Deletes `<prefix>/<id>`; an object under object-lock retention stays.
-fn delete_object(repo: &Repository, prefix: &str, id: &Id) -> Result<()> {
+pub(crate) fn delete_object(repo: &Repository, prefix: &str, id: &Id) -> Result<()> {
     match repo.delete_unless_retained(&format!("{prefix}/{id}")) {
         Ok(()) | Err(Error::Retained { .. }) => Ok(()),
         Err(e) => Err(e),
@@ -541,11 +541,10 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
     }
     // Packs still under object-lock retention (it was extended, or the mark
     // predates the lock) stay, and so do their marks.
-    let keys: Vec<String> = delete.iter().map(|(p, _)| pack_key(p)).collect();
     let locked: HashMap<Id, DateTime<Utc>> = repo
-        .retained_keys(&keys)?
+        .retained_among(&delete, |(p, _)| pack_key(p))?
         .into_iter()
-        .filter_map(|(k, r)| Some((k.rsplit('/').next()?.parse().ok()?, r.until)))
+        .map(|((p, _), r)| (p, r.until))
         .collect();
     delete.retain(|(p, size)| match locked.get(p) {
         Some(until) => {
@@ -658,18 +657,17 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
         .collect();
     // Packs under object-lock retention can be neither deleted nor usefully
     // repacked (the copy would only add bytes): leave them for a later run.
-    let candidates: Vec<String> = marked
+    let candidates: Vec<Id> = marked
         .keys()
         .chain(partial.iter().map(|(p, _)| p))
-        .map(pack_key)
+        .copied()
         .collect();
     let locked: HashSet<Id> = repo
-        .retained_keys(&candidates)?
+        .retained_among(&candidates, pack_key)?
         .into_iter()
-        .filter_map(|(k, r)| {
-            let id: Id = k.rsplit('/').next()?.parse().ok()?;
-            report.add_locked(stored.get(&id).copied().unwrap_or_default(), r.until);
-            Some(id)
+        .map(|(p, r)| {
+            report.add_locked(stored.get(&p).copied().unwrap_or_default(), r.until);
+            p
         })
         .collect();
     for p in &locked {

@@ -95,10 +95,7 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
     if !repo.config().append_only {
         for id in &old {
             // One under object-lock retention stays: the new file supersedes it.
-            match repo.delete_unless_retained(&format!("index/{id}")) {
-                Ok(()) | Err(crate::Error::Retained { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            crate::prune::delete_object(repo, "index", id)?;
         }
     }
     Ok(report)

@@ -347,16 +347,22 @@ impl Repository {
     /// by hiding it behind a delete marker while its bytes stay stored (and
     /// billed) until the retention ends, so the lock is checked first.
     pub fn delete_unless_retained(&self, key: &str) -> Result<()> {
-        if let Some(r) = self.retained(key)? {
-            return Err(Error::Retained {
-                object: key.to_string(),
-                mode: r.mode,
-                until: r.until,
-            });
-        }
+        self.refuse_if_retained(key)?;
         match self.storage.delete(key) {
             Ok(()) | Err(StorageError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Error::Retained`] naming `key` if it is under object-lock retention.
+    pub fn refuse_if_retained(&self, key: &str) -> Result<()> {
+        match self.retained(key)? {
+            Some(r) => Err(Error::Retained {
+                object: key.to_string(),
+                mode: r.mode,
+                until: r.until,
+            }),
+            None => Ok(()),
         }
     }
 
@@ -373,15 +379,20 @@ impl Repository {
         }
     }
 
-    /// [`Repository::retained`] for many keys at once (in parallel): the keys
-    /// still under retention, with it.
-    pub fn retained_keys(&self, keys: &[String]) -> Result<Vec<(String, Retention)>> {
+    /// [`Repository::retained`] for many objects at once (in parallel): the
+    /// `items` whose object (named by `key`) is still under retention, with it.
+    pub fn retained_among<T: Clone + Send + Sync>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> String + Sync,
+    ) -> Result<Vec<(T, Retention)>> {
         if self.config.object_lock.is_none() {
             return Ok(Vec::new());
         }
-        keys.par_iter()
-            .filter_map(|k| match self.retained(k) {
-                Ok(Some(r)) => Some(Ok((k.clone(), r))),
+        items
+            .par_iter()
+            .filter_map(|item| match self.retained(&key(item)) {
+                Ok(Some(r)) => Some(Ok((item.clone(), r))),
                 Ok(None) => None,
                 Err(e) => Some(Err(e)),
             })

@@ -506,7 +506,7 @@ pub fn apply_retention(
             .map(|f| wal_key(sysid, &f.name))
             .collect::<Result<_>>()?;
         let locked: std::collections::HashSet<String> = repo
-            .retained_keys(&keys)?
+            .retained_among(&keys, String::clone)?
             .into_iter()
             .map(|(k, _)| k)
             .collect();

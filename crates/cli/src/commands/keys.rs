@@ -1,10 +1,12 @@
 //! `init` and `key list|add|remove|passwd`.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use lifeboat_core::chunker::ChunkerParams;
 use lifeboat_core::crypto::KdfParams;
 use lifeboat_core::repository::{InitOptions, Repository};
-use lifeboat_storage::ObjectLockSetting;
+use lifeboat_storage::{ObjectLockLayer, ObjectLockSetting};
 use serde_json::json;
 
 use super::Exit;
@@ -38,8 +40,8 @@ pub fn init(g: &GlobalArgs, a: &InitArgs) -> Result<Exit> {
     let mut storage = storage;
     if let Some(l) = &a.object_lock {
         let setting: ObjectLockSetting = l.parse().map_err(anyhow::Error::msg)?;
-        settings::require_bucket_lock(g, &location)?;
-        storage = settings::object_lock_layer(g, &location, storage, setting)?;
+        let lock = settings::require_bucket_lock(g, &location)?;
+        storage = Arc::new(ObjectLockLayer::with_setting(storage, lock, setting));
         opts.object_lock = Some(setting);
     }
     if storage.exists("config")? {
