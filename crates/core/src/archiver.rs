@@ -407,7 +407,9 @@ enum Event {
     EnterDir(Node),
     Leaf(Node),
     File(Receiver<FileResult>),
-    LeaveDir,
+    /// End of a directory, with the parent snapshot's tree for it (its id and
+    /// contents) when there was one: if the new tree equals it, its id is reused.
+    LeaveDir(Option<(Id, Tree)>),
     Warning(String),
 }
 
@@ -693,10 +695,10 @@ impl Walker<'_> {
         self.walk_trie(Path::new("/"), &trie, parent_root)
     }
 
-    fn subtree(&self, parent: Option<&Tree>, name: &OsStr) -> Option<Tree> {
+    fn subtree(&self, parent: Option<&Tree>, name: &OsStr) -> Option<(Id, Tree)> {
         let node = parent?.find(name)?;
         let id = node.subtree?;
-        self.repo.load_tree(&id).ok()
+        Some((id, self.repo.load_tree(&id).ok()?))
     }
 
     fn walk_trie(&self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<()> {
@@ -716,8 +718,8 @@ impl Walker<'_> {
                 let node = node_from_meta(name, &path, &meta);
                 self.emit(Event::EnterDir(node))?;
                 let sub = self.subtree(parent, name);
-                self.walk_trie(&path, child, sub.as_ref())?;
-                self.emit(Event::LeaveDir)?;
+                self.walk_trie(&path, child, sub.as_ref().map(|(_, t)| t))?;
+                self.emit(Event::LeaveDir(sub))?;
             }
         }
         Ok(())
@@ -740,11 +742,12 @@ impl Walker<'_> {
                 self.counters.dirs.fetch_add(1, Ordering::Relaxed);
                 self.emit(Event::EnterDir(node))?;
                 let crosses = self.one_file_system && dev.is_some_and(|d| d != meta.dev());
+                let mut sub = None;
                 if !crosses {
-                    let sub = self.subtree(parent, name);
-                    self.walk_dir(path, sub.as_ref(), meta.dev())?;
+                    sub = self.subtree(parent, name);
+                    self.walk_dir(path, sub.as_ref().map(|(_, t)| t), meta.dev())?;
                 }
-                self.emit(Event::LeaveDir)
+                self.emit(Event::LeaveDir(sub))
             }
             NodeKind::File => {
                 let old = parent.and_then(|t| t.find(name));
@@ -882,10 +885,18 @@ fn assemble(
                 }
             },
             Event::Warning(w) => warnings.push(w),
-            Event::LeaveDir => {
-                let (node, tree) = stack.pop().expect("balanced events");
+            Event::LeaveDir(old) => {
+                let (node, mut tree) = stack.pop().expect("balanced events");
                 let mut node = node.expect("directory node");
-                node.subtree = Some(pipeline.save_tree(tree).map_err(fail)?);
+                tree.sort();
+                // An unchanged directory: same nodes, so the same canonical
+                // bytes and the same id. Skip the encode, the hash and the
+                // index lookup (most of an unchanged re-backup's tree work).
+                let id = match old {
+                    Some((id, old)) if old == tree => id,
+                    _ => pipeline.save_tree(tree).map_err(fail)?,
+                };
+                node.subtree = Some(id);
                 stack.last_mut().expect("root").1.nodes.push(node);
             }
         }

@@ -9,6 +9,7 @@
 //! otherwise `name` holds a lossy rendering for display and `name_raw` the exact
 //! bytes in base64. The same applies to symlink targets (`link_target`, `link_target_raw`).
 
+use std::borrow::Cow;
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
@@ -142,6 +143,16 @@ impl Node {
         decode_name(&self.name, &self.name_raw)
     }
 
+    /// The exact name bytes, borrowed unless the name is not UTF-8 (then
+    /// decoded from `name_raw`). Sorting and lookups use this: they run once
+    /// per entry of every directory and must not allocate.
+    pub fn name_bytes(&self) -> Cow<'_, [u8]> {
+        match &self.name_raw {
+            None => Cow::Borrowed(self.name.as_bytes()),
+            Some(_) => Cow::Owned(self.os_name().into_vec()),
+        }
+    }
+
     pub fn set_link_target(&mut self, target: &OsStr) {
         let (t, raw) = encode_name(target.as_bytes());
         self.link_target = Some(t);
@@ -173,7 +184,15 @@ impl Tree {
     }
 
     pub fn sort(&mut self) {
-        self.nodes.sort_by_key(|a| a.os_name());
+        // Entries usually arrive sorted (the walker reads directories in name
+        // order), so check first: that costs no allocation and no moves.
+        if !self
+            .nodes
+            .is_sorted_by(|a, b| a.name_bytes() <= b.name_bytes())
+        {
+            self.nodes
+                .sort_by(|a, b| a.name_bytes().cmp(&b.name_bytes()));
+        }
     }
 
     /// # Errors
@@ -185,7 +204,7 @@ impl Tree {
     /// Find an entry by exact name bytes.
     pub fn find(&self, name: &OsStr) -> Option<&Node> {
         self.nodes
-            .binary_search_by(|n| n.os_name().as_os_str().cmp(name))
+            .binary_search_by(|n| (*n.name_bytes()).cmp(name.as_bytes()))
             .ok()
             .map(|i| &self.nodes[i])
     }

@@ -342,6 +342,58 @@ fn incremental_backup_reuses_unchanged_files_and_both_snapshots_restore() {
     assert_eq!(f.data_blobs_new, 0);
 }
 
+/// The tree id of directory `path` (absolute) in the snapshot whose root tree is `root`.
+fn tree_id_of(
+    repo: &IndexedRepository,
+    root: lifeboat_core::blob::Id,
+    path: &Path,
+) -> lifeboat_core::blob::Id {
+    let mut id = root;
+    for c in path.components().skip(1) {
+        let tree = repo.load_tree(&id).unwrap();
+        id = tree.find(c.as_os_str()).and_then(|n| n.subtree).unwrap();
+    }
+    id
+}
+
+#[test]
+fn unchanged_directories_keep_their_tree_ids_and_a_metadata_change_propagates_to_the_root() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo) = (tmp.path().join("src"), tmp.path().join("repo"));
+    for d in ["a", "b/deep", "c"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+        fs::write(src.join(d).join("f"), d.as_bytes()).unwrap();
+    }
+    new_repo(&repo);
+    let first = backup(&repo, std::slice::from_ref(&src));
+    let second = backup(&repo, std::slice::from_ref(&src));
+    assert_eq!(second.snapshot.tree, first.snapshot.tree, "nothing changed");
+    assert_eq!(second.snapshot.summary.as_ref().unwrap().tree_blobs_new, 0);
+
+    // Only metadata changes: the mode of a file two levels down. Its
+    // directory, every directory above it and the root get new trees; the
+    // siblings keep theirs.
+    fs::set_permissions(src.join("b/deep/f"), fs::Permissions::from_mode(0o600)).unwrap();
+    let third = backup(&repo, std::slice::from_ref(&src));
+    let r = indexed(&repo);
+    let ids = |o: &archiver::BackupOutcome, d: &str| tree_id_of(&r, o.snapshot.tree, &src.join(d));
+    assert_ne!(third.snapshot.tree, second.snapshot.tree);
+    for d in ["b", "b/deep"] {
+        assert_ne!(ids(&third, d), ids(&second, d), "{d} changed");
+    }
+    for d in ["a", "c"] {
+        assert_eq!(ids(&third, d), ids(&second, d), "{d} unchanged");
+    }
+    let t = tmp.path().join("r3");
+    restore_all(&repo, &third, &t);
+    assert_eq!(describe(&restored_root(&t, &src)), describe(&src));
+    let mode = fs::metadata(restored_root(&t, &src).join("b/deep/f"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
 #[test]
 fn excludes_and_dry_run() {
     let tmp = tempfile::tempdir().unwrap();
