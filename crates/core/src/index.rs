@@ -235,11 +235,20 @@ impl IndexBuilder {
 }
 
 /// The in-memory index of a repository: every blob's location, sorted by id.
+///
+/// Packs are numbered in the order they were added (a pack two index files
+/// list gets two numbers). A blob listed more than once keeps its first
+/// location in the sorted entries; the other listings are kept aside in
+/// `duplicates` (rare: concurrent backups storing the same blob, a pack listed
+/// twice), so [`listings`](Self::listings) can give back every pack's full
+/// content without the index files themselves.
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     packs: Vec<Id>,
     pack_sizes: Vec<u64>,
     entries: Vec<Entry>,
+    /// Listings `finish` moved out of `entries`, sorted by (id, pack number).
+    duplicates: Vec<Entry>,
 }
 
 impl Index {
@@ -284,10 +293,25 @@ impl Index {
     }
 
     fn finish(&mut self) {
-        self.entries
-            .sort_by(|a, b| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack)));
-        self.entries.dedup_by(|b, a| a.id == b.id);
+        let order = |a: &Entry, b: &Entry| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack));
+        self.entries.sort_by(order);
+        let before = self.duplicates.len();
+        let mut kept = 0;
+        for i in 0..self.entries.len() {
+            let e = self.entries[i];
+            if kept > 0 && self.entries[kept - 1].id == e.id {
+                self.duplicates.push(e);
+            } else {
+                self.entries[kept] = e;
+                kept += 1;
+            }
+        }
+        self.entries.truncate(kept);
         self.entries.shrink_to_fit();
+        if self.duplicates.len() > before {
+            self.duplicates.sort_by(order);
+            self.duplicates.shrink_to_fit();
+        }
     }
 
     /// Add packs written since the index was loaded.
@@ -309,6 +333,103 @@ impl Index {
             length: e.length,
             raw_length: e.raw_length,
         })
+    }
+
+    /// The number of the pack the index locates `id` in (see [`Index`]):
+    /// packs added later than some number can be told apart by it.
+    pub fn pack_number(&self, id: &Id) -> Option<usize> {
+        self.position(id).map(|i| self.entries[i].pack as usize)
+    }
+
+    /// How many pack listings were added (the next pack's number).
+    pub fn pack_count(&self) -> usize {
+        self.packs.len()
+    }
+
+    /// Whether some listing of `id` (its location or a duplicate) is in a pack
+    /// outside `excluded`.
+    pub fn has_location_outside(&self, id: &Id, excluded: &HashSet<Id>) -> bool {
+        let outside = |e: &Entry| !excluded.contains(&self.packs[e.pack as usize]);
+        let Some(i) = self.position(id) else {
+            return false;
+        };
+        if outside(&self.entries[i]) {
+            return true;
+        }
+        let from = self.duplicates.partition_point(|e| e.id < *id);
+        self.duplicates[from..]
+            .iter()
+            .take_while(|e| e.id == *id)
+            .any(outside)
+    }
+
+    /// Every pack numbered in `numbers` with all the blobs any of its listings
+    /// names (duplicates included, each blob once), in offset order; a pack
+    /// listed twice comes once, at its first number. This is what the index
+    /// files said, rebuilt from the index alone: the extra memory is 4 bytes
+    /// per blob plus one pack's entries at a time.
+    pub fn listings(
+        &self,
+        numbers: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = IndexPack> + '_ {
+        let mut first: std::collections::HashMap<Id, u32> = std::collections::HashMap::new();
+        let canon: Vec<u32> = self
+            .packs
+            .iter()
+            .enumerate()
+            .map(|(n, id)| *first.entry(*id).or_insert(n as u32))
+            .collect();
+        drop(first);
+        let all = || self.entries.iter().chain(&self.duplicates);
+        let wanted = |e: &Entry| numbers.contains(&(e.pack as usize));
+        // Counting sort of the entry numbers by canonical pack.
+        let mut starts = vec![0u32; self.packs.len() + 1];
+        for e in all().filter(|e| wanted(e)) {
+            starts[canon[e.pack as usize] as usize + 1] += 1;
+        }
+        for n in 1..starts.len() {
+            starts[n] += starts[n - 1];
+        }
+        let mut fill = starts.clone();
+        let mut order = vec![0u32; starts[self.packs.len()] as usize];
+        for (i, e) in all().enumerate().filter(|(_, e)| wanted(e)) {
+            let c = canon[e.pack as usize] as usize;
+            order[fill[c] as usize] = i as u32;
+            fill[c] += 1;
+        }
+        drop(fill);
+        numbers
+            .filter(move |n| canon[*n] as usize == *n)
+            .filter_map(move |n| {
+                let slice = &order[starts[n] as usize..starts[n + 1] as usize];
+                let entry = |i: u32| {
+                    let i = i as usize;
+                    self.entries
+                        .get(i)
+                        .unwrap_or_else(|| &self.duplicates[i - self.entries.len()])
+                };
+                let blob_type = entry(*slice.first()?).blob_type;
+                let mut blobs: Vec<PackEntry> = slice
+                    .iter()
+                    .map(|i| {
+                        let e = entry(*i);
+                        PackEntry {
+                            id: e.id,
+                            compression: e.compression,
+                            offset: e.offset,
+                            length: e.length,
+                            raw_length: e.raw_length,
+                        }
+                    })
+                    .collect();
+                blobs.sort_by_key(|b| (b.offset, b.id));
+                blobs.dedup_by(|b, a| a.offset == b.offset && a.id == b.id);
+                Some(IndexPack {
+                    id: self.packs[n],
+                    blob_type,
+                    blobs,
+                })
+            })
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -359,7 +480,8 @@ impl Index {
 
     /// Approximate heap bytes used (for the scale figures in docs/PERFORMANCE.md).
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Entry>() + self.packs.capacity() * (32 + 8)
+        (self.entries.capacity() + self.duplicates.capacity()) * std::mem::size_of::<Entry>()
+            + self.packs.capacity() * (32 + 8)
     }
 }
 
@@ -512,7 +634,82 @@ mod tests {
         assert_eq!(a.iter().collect::<Vec<_>>(), f.iter().collect::<Vec<_>>());
     }
 
+    /// Packs with blob ids drawn from a small space (so blobs repeat across
+    /// packs), blobs at increasing offsets.
+    fn packs_from(spec: &[(u8, Vec<u8>)]) -> Vec<IndexPack> {
+        let mut seen = HashSet::new();
+        spec.iter()
+            .filter(|(p, _)| seen.insert(*p))
+            .map(|(p, blobs)| IndexPack {
+                id: Id([*p; 32]),
+                blob_type: if p % 2 == 0 {
+                    BlobType::Data
+                } else {
+                    BlobType::Tree
+                },
+                blobs: blobs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| PackEntry {
+                        id: Id([*b; 32]),
+                        compression: 1,
+                        offset: i as u32 * 100,
+                        length: 90,
+                        raw_length: 95,
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn listings_rebuild_packs_with_blobs_located_elsewhere_and_repeats_once() {
+        // Blob 2 is in packs 10 and 11; pack 10 is listed by both files.
+        let packs = packs_from(&[(10, vec![1, 2]), (11, vec![2, 3])]);
+        let f1 = IndexFile {
+            supersedes: vec![],
+            packs: packs.clone(),
+        };
+        let f2 = IndexFile {
+            supersedes: vec![],
+            packs: vec![packs[0].clone()],
+        };
+        let idx = Index::from_files([&f1, &f2]);
+        assert_eq!((idx.len(), idx.pack_count()), (3, 3));
+        assert_eq!(idx.listings(0..3).collect::<Vec<_>>(), packs);
+        assert_eq!(
+            idx.listings(1..3).collect::<Vec<_>>(),
+            vec![packs[1].clone()]
+        );
+        assert_eq!(idx.pack_number(&Id([2; 32])), Some(0), "first listing wins");
+        let only_10: HashSet<Id> = [Id([10; 32])].into();
+        assert!(
+            idx.has_location_outside(&Id([2; 32]), &only_10),
+            "also in 11"
+        );
+        assert!(!idx.has_location_outside(&Id([1; 32]), &only_10));
+        assert!(!idx.has_location_outside(&Id([9; 32]), &HashSet::new()));
+    }
+
     proptest! {
+        #[test]
+        fn listings_equal_the_index_files(spec in proptest::collection::vec((0u8..12, proptest::collection::vec(0u8..30, 1..10)), 0..12), split in 0usize..12) {
+            let packs = packs_from(&spec);
+            // Spread over two files; the second also repeats the first pack.
+            let cut = split.min(packs.len());
+            let mut second = packs[cut..].to_vec();
+            second.extend(packs.first().cloned());
+            let files = [
+                IndexFile { supersedes: vec![], packs: packs[..cut].to_vec() },
+                IndexFile { supersedes: vec![], packs: second },
+            ];
+            let mut idx = Index::from_files(&files);
+            prop_assert_eq!(idx.listings(0..idx.pack_count()).collect::<Vec<_>>(), packs.clone());
+            // Still true after extending with the same packs again.
+            idx.extend(&packs);
+            prop_assert_eq!(idx.listings(0..idx.pack_count()).collect::<Vec<_>>(), packs);
+        }
+
         #[test]
         fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = IndexFile::decode(&bytes);

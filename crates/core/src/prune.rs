@@ -36,10 +36,12 @@
 //! snapshot referencing a deleted blob.
 //!
 //! # Memory
-//! The decoded index files and the index built from them (as every command
-//! that reads blobs), one bit per indexed blob for the referenced set
-//! ([`UsedBlobs`]), one pack at a time while repacking (plus the index of the
-//! packs that stay, only when repacking). Measured in docs/MAINTENANCE.md.
+//! The index (as every command that reads blobs, loaded streaming: the decoded
+//! index files are never all held), one bit per indexed blob for the
+//! referenced set ([`UsedBlobs`]), 4 bytes per blob while the index files'
+//! listings are rebuilt pack by pack ([`Index::listings`]) for the usage
+//! figures, the repacking and the new index files (written
+//! [`INDEX_FILE_BLOBS`] blobs at a time). Measured in docs/MAINTENANCE.md.
 //!
 //! # Errors
 //! [`Error::Invalid`] on append-only repositories (a dry run is allowed);
@@ -262,29 +264,65 @@ pub fn readers_fallback_index(repo: &Repository) -> Result<Index> {
     ))
 }
 
-/// The index of `files` plus the packs of `marked` that no file lists (read
-/// from their headers), so snapshots made by backups that deduplicated against
-/// marked packs can be walked. Returns the index and the headers read.
-fn index_with_marked(
-    repo: &Repository,
-    files: &[(Id, IndexFile)],
-    marked: &[Id],
-) -> Result<(Index, HashMap<Id, (IndexPack, u64)>)> {
-    let listed: HashSet<Id> = files
-        .iter()
-        .flat_map(|(_, f)| f.packs.iter().map(|p| p.id))
-        .collect();
-    let headers = read_headers(repo, marked)?;
-    let extra = IndexFile {
-        supersedes: Vec::new(),
-        packs: headers
+/// What prune works from: the index of the live index files, extended with
+/// the packs of pending marks that no index file lists (read from their
+/// headers), so snapshots made by backups that deduplicated against marked
+/// packs can be walked. The decoded index files are not kept: what they list
+/// is rebuilt pack by pack with [`Index::listings`].
+struct PruneIndex {
+    indexed: IndexedRepository,
+    /// Pack numbers below this come from index files, the rest from headers.
+    listed: usize,
+    /// Packs the index files list.
+    listed_packs: HashSet<Id>,
+    /// Packs added from headers (listed by no index file).
+    extra_packs: HashSet<Id>,
+    /// Every index file listed while loading (superseded ones included).
+    files: Vec<Id>,
+    /// Headers of the marked packs that still exist, with their sizes.
+    headers: HashMap<Id, (IndexPack, u64)>,
+}
+
+impl PruneIndex {
+    fn load(repo: &Repository, marked: &[Id]) -> Result<PruneIndex> {
+        let (mut index, files) = repo.load_index_listed()?;
+        let listed = index.pack_count();
+        let listed_packs: HashSet<Id> = index.packs().map(|(p, _)| p).collect();
+        let headers = read_headers(repo, marked)?;
+        let extra: Vec<IndexPack> = headers
             .values()
-            .filter(|(p, _)| !listed.contains(&p.id))
+            .filter(|(p, _)| !listed_packs.contains(&p.id))
             .map(|(p, _)| p.clone())
-            .collect(),
-    };
-    let index = Index::from_files(files.iter().map(|(_, f)| f).chain(std::iter::once(&extra)));
-    Ok((index, headers))
+            .collect();
+        let extra_packs = extra.iter().map(|p| p.id).collect();
+        if !extra.is_empty() {
+            index.extend(&extra);
+        }
+        Ok(PruneIndex {
+            indexed: IndexedRepository::new(repo.clone(), index),
+            listed,
+            listed_packs,
+            extra_packs,
+            files,
+            headers,
+        })
+    }
+
+    fn index(&self) -> &Index {
+        self.indexed.index()
+    }
+
+    /// The packs the index files list, each with all its blobs.
+    fn listings(&self) -> impl Iterator<Item = IndexPack> + '_ {
+        self.index().listings(0..self.listed)
+    }
+
+    /// Whether the index locates `id` in a pack an index file lists.
+    fn located_in_listed(&self, id: &Id) -> bool {
+        self.index()
+            .pack_number(id)
+            .is_some_and(|n| n < self.listed)
+    }
 }
 
 /// Every blob (trees and data) referenced by `snaps`.
@@ -368,13 +406,6 @@ impl UsedBlobs {
 
     fn len(&self) -> u64 {
         self.count
-    }
-
-    /// Whether `id`'s location in the walked index is one of `listed` packs.
-    fn located_in(&self, id: &Id, listed: &HashMap<Id, Vec<Id>>) -> bool {
-        self.index
-            .get(id)
-            .is_some_and(|l| listed.contains_key(&l.pack))
     }
 }
 
@@ -494,19 +525,12 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
     // Snapshots are listed after the session check (see the module docs) and
     // before the index is loaded (see `referenced_blobs`).
     let snaps = repo.snapshots()?;
-    let files = repo.index_files()?;
     let marked: Vec<Id> = ready
         .iter()
         .flat_map(|(_, m)| m.packs.iter().copied())
         .collect();
-    let (index, headers) = index_with_marked(repo, &files, &marked)?;
-    let (_, used) = referenced_blobs(&IndexedRepository::new(repo.clone(), index), &snaps)?;
-    let mut indexed_in: HashMap<Id, Vec<Id>> = HashMap::new();
-    for (fid, f) in &files {
-        for p in &f.packs {
-            indexed_in.entry(p.id).or_default().push(*fid);
-        }
-    }
+    let pi = PruneIndex::load(repo, &marked)?;
+    let (_, used) = referenced_blobs(&pi.indexed, &snaps)?;
     let mut reindex: Vec<IndexPack> = Vec::new();
     let mut delete: Vec<(Id, u64)> = Vec::new();
     let mut seen = HashSet::new();
@@ -515,10 +539,10 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
             continue;
         }
         // A pack already gone (deleted by an earlier run) is skipped.
-        let Some((ip, size)) = headers.get(p) else {
+        let Some((ip, size)) = pi.headers.get(p) else {
             continue;
         };
-        if indexed_in.contains_key(p) {
+        if pi.listed_packs.contains(p) {
             // An index file lists the pack again: one written by the backup
             // that uploaded it after phase 1 read the index (phase 1 marked it
             // as unindexed), or by another prune's re-indexing. Backups that
@@ -529,9 +553,9 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
             .blobs
             .iter()
             // (The walked index locates a blob in a pack an index file lists
-            // whenever one does: those packs come first in `index_with_marked`.
+            // whenever one does: those packs come first in `PruneIndex`.
             // Such packs stay: an indexed marked pack is kept, see above.)
-            .any(|e| used.contains(&e.id) && !used.located_in(&e.id, &indexed_in))
+            .any(|e| used.contains(&e.id) && !pi.located_in_listed(&e.id))
         {
             // Some referenced blob exists only here.
             reindex.push(ip.clone());
@@ -599,8 +623,6 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
         .collect();
     let already: HashSet<Id> = pending.iter().copied().collect();
     let snaps = repo.snapshots()?;
-    let all_index_ids = repo.list_ids("index")?;
-    let files = repo.index_files()?;
     let stored: BTreeMap<Id, u64> = repo
         .storage()
         .list("data")?
@@ -611,23 +633,22 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     report.pack_bytes = stored.values().sum();
     // Snapshots may reference blobs in packs of pending marks (phase 2 will
     // re-index those); walk them through the packs' own headers.
-    let (index, _) = index_with_marked(repo, &files, &pending)?;
-    let indexed = IndexedRepository::new(repo.clone(), index);
-    let (n_snaps, used) = referenced_blobs(&indexed, &snaps)?;
+    let mut pi = PruneIndex::load(repo, &pending)?;
+    pi.headers = HashMap::new();
+    let (n_snaps, used) = referenced_blobs(&pi.indexed, &snaps)?;
     report.snapshots = n_snaps;
     report.referenced_blobs = used.len();
 
     let mut usage: BTreeMap<Id, PackUse> = BTreeMap::new();
-    for (_, f) in &files {
-        for p in &f.packs {
-            let u = usage.entry(p.id).or_insert(PackUse { total: 0, used: 0 });
-            for b in &p.blobs {
-                u.total += b.length as u64;
-                if used.contains(&b.id) {
-                    u.used += b.length as u64;
-                }
+    for p in pi.listings() {
+        let mut u = PackUse { total: 0, used: 0 };
+        for b in &p.blobs {
+            u.total += b.length as u64;
+            if used.contains(&b.id) {
+                u.used += b.length as u64;
             }
         }
+        usage.insert(p.id, u);
     }
     let mut marked: BTreeMap<Id, u64> = BTreeMap::new();
     for (p, size) in &stored {
@@ -703,7 +724,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     }
     report.unused_bytes_left = unused_left;
     if !repack.is_empty() {
-        copy_used_blobs(repo, &files, &repack, &marked, &used, opts, report)?;
+        copy_used_blobs(repo, &pi, &repack, &marked, &used, opts, report)?;
         for p in &repack {
             marked.insert(*p, stored[p]);
         }
@@ -719,30 +740,10 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     // New index without the marked packs, superseding every file read and
     // every superseded file still present (one under object lock, or left by a
     // crash): otherwise it would come back once its superseder is deleted.
-    let superseded: Vec<Id> = files
-        .iter()
-        .map(|(id, _)| *id)
-        .chain(all_index_ids.iter().copied())
-        .collect::<std::collections::BTreeSet<Id>>()
-        .into_iter()
-        .collect();
-    let keep_listed = files
-        .iter()
-        .any(|(_, f)| f.packs.iter().any(|p| marked.contains_key(&p.id)));
+    let superseded = &pi.files;
+    let keep_listed = pi.listed_packs.iter().any(|p| marked.contains_key(p));
     if keep_listed {
-        let packs: Vec<IndexPack> = files
-            .iter()
-            .flat_map(|(_, f)| {
-                f.packs
-                    .iter()
-                    .filter(|p| !marked.contains_key(&p.id))
-                    .cloned()
-            })
-            .collect();
-        repo.save_index(&IndexFile {
-            supersedes: superseded.clone(),
-            packs,
-        })?;
+        write_index_without(repo, &pi, &marked, superseded, INDEX_FILE_BLOBS)?;
     }
     let m = Mark {
         version: 1,
@@ -767,16 +768,46 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     // earlier that linger): until the mark exists, readers find the marked
     // packs in them (see `readers_fallback_index`).
     if keep_listed {
-        for id in &superseded {
+        for id in superseded {
             delete_object(repo, "index", id)?;
         }
     }
     Ok(())
 }
 
+/// Blobs per index file prune writes (about 11 MiB encoded).
+const INDEX_FILE_BLOBS: usize = 1 << 18;
+
+/// Write the listed packs except `marked` as new index files of about
+/// `max_blobs` blobs (whole packs), streamed pack by pack. Only the last file
+/// supersedes `superseded`: until it exists the earlier ones merely repeat
+/// listings of live files, so a reader (or a crash) at any point sees every
+/// pack that is not marked.
+fn write_index_without(
+    repo: &Repository,
+    pi: &PruneIndex,
+    marked: &BTreeMap<Id, u64>,
+    superseded: &[Id],
+    max_blobs: usize,
+) -> Result<()> {
+    let mut file = IndexFile::default();
+    let mut blobs = 0;
+    for p in pi.listings().filter(|p| !marked.contains_key(&p.id)) {
+        blobs += p.blobs.len();
+        file.packs.push(p);
+        if blobs >= max_blobs {
+            repo.save_index(&std::mem::take(&mut file))?;
+            blobs = 0;
+        }
+    }
+    file.supersedes = superseded.to_vec();
+    repo.save_index(&file)?;
+    Ok(())
+}
+
 fn copy_used_blobs(
     repo: &Repository,
-    files: &[(Id, IndexFile)],
+    pi: &PruneIndex,
     repack: &[Id],
     marked: &BTreeMap<Id, u64>,
     used: &UsedBlobs,
@@ -784,40 +815,39 @@ fn copy_used_blobs(
     report: &mut PruneReport,
 ) -> Result<()> {
     let repack_set: HashSet<Id> = repack.iter().copied().collect();
-    // Blobs in packs that stay need no copy.
-    let kept_files: Vec<IndexFile> = files
+    // A used blob needs a copy unless some pack that stays has it. Packs that
+    // go: the repacked ones, the marked ones, and the packs of pending marks
+    // that no index file lists.
+    let going: HashSet<Id> = repack_set
         .iter()
-        .map(|(_, f)| IndexFile {
-            supersedes: Vec::new(),
-            packs: f
-                .packs
-                .iter()
-                .filter(|p| !repack_set.contains(&p.id) && !marked.contains_key(&p.id))
-                .cloned()
-                .collect(),
-        })
+        .chain(marked.keys())
+        .chain(&pi.extra_packs)
+        .copied()
         .collect();
-    let kept = Index::from_files(kept_files.iter());
+    let index = pi.index();
+    let staying: u64 = index
+        .packs()
+        .filter(|(p, _)| !going.contains(p))
+        .map(|(_, s)| s)
+        .sum();
     let reader = IndexedRepository::new(repo.clone(), Index::default());
-    let writer = BlobWriter::new(
+    let writer = BlobWriter::sized_for(
         repo,
-        Arc::new(kept),
+        Arc::new(Index::default()),
+        staying,
         &WriterOptions {
             dry_run: opts.dry_run,
             ..opts.writer.clone()
         },
     );
-    let by_pack: HashMap<Id, &IndexPack> = files
-        .iter()
-        .flat_map(|(_, f)| f.packs.iter())
-        .filter(|p| repack_set.contains(&p.id))
-        .map(|p| (p.id, p))
-        .collect();
-    for p in repack {
-        let ip = by_pack[p];
+    for ip in pi.listings().filter(|p| repack_set.contains(&p.id)) {
+        let p = &ip.id;
         let bytes = repo.storage().get(&pack_key(p), None)?;
         for b in &ip.blobs {
-            if !used.contains(&b.id) || !writer.claim(b.id) {
+            if !used.contains(&b.id)
+                || index.has_location_outside(&b.id, &going)
+                || !writer.claim(b.id)
+            {
                 continue;
             }
             let end = b.offset as usize + b.length as usize;
@@ -853,6 +883,75 @@ mod tests {
     use super::*;
     use crate::pack::PackEntry;
 
+    fn fake_pack(n: u8, blobs: u8) -> IndexPack {
+        IndexPack {
+            id: Id([n; 32]),
+            blob_type: BlobType::Data,
+            blobs: (0..blobs)
+                .map(|i| PackEntry {
+                    id: Id([n.wrapping_mul(16).wrapping_add(i); 32]),
+                    compression: 0,
+                    offset: u32::from(i) * 10,
+                    length: 10,
+                    raw_length: 10,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_new_index_is_written_in_parts_and_only_the_last_supersedes() {
+        use lifeboat_storage::{DynStorage, LocalStorage};
+        let tmp = tempfile::tempdir().unwrap();
+        let storage: DynStorage = Arc::new(LocalStorage::new(tmp.path()).without_sync());
+        let opts = crate::repository::InitOptions {
+            kdf: crate::crypto::KdfParams {
+                m_cost: 256,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        };
+        let repo = Repository::init(storage, "pw", &opts).unwrap();
+        // Six packs of three blobs over two files; pack 2 is also listed twice.
+        let packs: Vec<IndexPack> = (1..=6).map(|n| fake_pack(n, 3)).collect();
+        let old = [
+            repo.save_index(&IndexFile {
+                supersedes: vec![],
+                packs: packs[..3].to_vec(),
+            })
+            .unwrap(),
+            repo.save_index(&IndexFile {
+                supersedes: vec![],
+                packs: [&packs[3..], &packs[1..2]].concat(),
+            })
+            .unwrap(),
+        ];
+        let pi = PruneIndex::load(&repo, &[]).unwrap();
+        let marked: BTreeMap<Id, u64> = [(packs[2].id, 1)].into();
+        write_index_without(&repo, &pi, &marked, &pi.files, 4).unwrap();
+
+        let files = repo.index_files().unwrap();
+        let new: Vec<&IndexFile> = files
+            .iter()
+            .filter(|(id, _)| !old.contains(id))
+            .map(|(_, f)| f)
+            .collect();
+        assert_eq!(files.len(), 3, "the old files are superseded");
+        assert_eq!(new.len(), 3);
+        let mut supersedes: Vec<&Vec<Id>> = new.iter().map(|f| &f.supersedes).collect();
+        supersedes.sort_by_key(|s| s.len());
+        let mut expected = old.to_vec();
+        expected.sort();
+        assert_eq!(supersedes, [&vec![], &vec![], &expected]);
+        let mut listed: Vec<IndexPack> = new.iter().flat_map(|f| f.packs.clone()).collect();
+        listed.sort_by_key(|p| p.id);
+        let mut want = packs.clone();
+        want.remove(2);
+        assert_eq!(listed, want, "every pack once, the marked one left out");
+        assert!(new.iter().all(|f| f.blob_count() <= 6));
+    }
+
     #[test]
     fn used_blobs_is_a_set_over_index_positions_with_unindexed_ids_aside() {
         let ids: Vec<Id> = (0u8..200).map(|i| Id::of_stored(&[i])).collect();
@@ -876,7 +975,7 @@ mod tests {
         let second = pack(b"second", &ids[7..150]);
         let index = Arc::new(Index::from_files(&[IndexFile {
             supersedes: Vec::new(),
-            packs: vec![first.clone(), second],
+            packs: vec![first, second],
         }]));
         let mut used = UsedBlobs::new(index);
         assert!(used.insert(ids[7]));
@@ -888,9 +987,5 @@ mod tests {
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(used.contains(id), [7, 149, 199].contains(&i), "blob {i}");
         }
-        let listed: HashMap<Id, Vec<Id>> = [(first.id, Vec::new())].into();
-        assert!(used.located_in(&ids[7], &listed), "first location wins");
-        assert!(!used.located_in(&ids[149], &listed));
-        assert!(!used.located_in(&ids[199], &listed));
     }
 }

@@ -81,6 +81,19 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     pub fn new(repo: &Repository, known: Arc<Index>, opts: &WriterOptions) -> Self {
+        let stored: u64 = known.packs().map(|(_, s)| s).sum();
+        Self::sized_for(repo, known, stored, opts)
+    }
+
+    /// A writer that deduplicates against `known` but sizes its packs for a
+    /// repository of `stored` bytes (prune's repacking deduplicates by itself
+    /// and passes an empty `known`).
+    pub fn sized_for(
+        repo: &Repository,
+        known: Arc<Index>,
+        stored: u64,
+        opts: &WriterOptions,
+    ) -> Self {
         let shared = Arc::new(Shared {
             repo: repo.clone(),
             pending: Mutex::new(Vec::new()),
@@ -109,7 +122,6 @@ impl BlobWriter {
             .collect();
         // Packs grow with the repository: about 1/4096 of what the index
         // references, between the configured minimum and 128 MiB.
-        let stored: u64 = known.packs().map(|(_, s)| s).sum();
         let min = repo.config().min_pack_size.max(64 * 1024);
         let target = (stored / 4096).clamp(min, 128 * 1024 * 1024.max(min)) as usize;
         Self {
