@@ -294,7 +294,9 @@ impl Index {
 
     fn finish(&mut self) {
         let order = |a: &Entry, b: &Entry| a.id.cmp(&b.id).then(a.pack.cmp(&b.pack));
-        self.entries.sort_by(order);
+        // In place: a stable sort would take a scratch buffer of half the
+        // index. (id, pack number) orders every entry a blob can have.
+        self.entries.sort_unstable_by(order);
         let before = self.duplicates.len();
         let mut kept = 0;
         for i in 0..self.entries.len() {
@@ -309,13 +311,13 @@ impl Index {
         self.entries.truncate(kept);
         self.entries.shrink_to_fit();
         if self.duplicates.len() > before {
-            self.duplicates.sort_by(order);
+            self.duplicates.sort_unstable_by(order);
             self.duplicates.shrink_to_fit();
         }
     }
 
     /// Add packs written since the index was loaded.
-    pub fn extend(&mut self, packs: &[IndexPack]) {
+    pub fn extend<'a>(&mut self, packs: impl IntoIterator<Item = &'a IndexPack>) {
         for p in packs {
             self.push_pack(p);
         }

@@ -289,14 +289,14 @@ impl PruneIndex {
         let listed = index.pack_count();
         let listed_packs: HashSet<Id> = index.packs().map(|(p, _)| p).collect();
         let headers = read_headers(repo, marked)?;
-        let extra: Vec<IndexPack> = headers
+        let extra: Vec<&IndexPack> = headers
             .values()
-            .filter(|(p, _)| !listed_packs.contains(&p.id))
-            .map(|(p, _)| p.clone())
+            .map(|(p, _)| p)
+            .filter(|p| !listed_packs.contains(&p.id))
             .collect();
         let extra_packs = extra.iter().map(|p| p.id).collect();
         if !extra.is_empty() {
-            index.extend(&extra);
+            index.extend(extra);
         }
         Ok(PruneIndex {
             indexed: IndexedRepository::new(repo.clone(), index),
