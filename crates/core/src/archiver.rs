@@ -16,7 +16,7 @@
 //! Unreadable or vanishing entries become warnings in the snapshot summary
 //! (the backup is "partial"), never silent omissions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -520,6 +520,16 @@ pub fn backup(
         }
         drop(job_rx);
         let assembler = scope.spawn(|| assemble(&pipeline, ev_rx, progress));
+        let (prefetch_tx, prefetch_rx) = bounded::<(Id, Sender<Option<Tree>>)>(PREFETCH_TREES);
+        for _ in 0..cores().max(2) {
+            let prefetch_rx = prefetch_rx.clone();
+            scope.spawn(move || {
+                for (id, reply) in prefetch_rx {
+                    let _ = reply.send(repo.load_tree(&id).ok());
+                }
+            });
+        }
+        drop(prefetch_rx);
         let walker = Walker {
             repo,
             excludes: &excludes,
@@ -529,6 +539,8 @@ pub fn backup(
             counters: &counters,
             pipeline: &pipeline,
             progress,
+            prefetch: prefetch_tx,
+            prefetched: Default::default(),
         };
         let walk_result = walker.walk_roots(&paths, parent_root.as_ref());
         if walk_result.is_err() {
@@ -667,6 +679,28 @@ struct Walker<'a> {
     counters: &'a Counters,
     pipeline: &'a Pipeline,
     progress: &'a dyn Progress,
+    /// Parent trees to decode ahead of the walk, and those under way.
+    prefetch: Sender<(Id, Sender<Option<Tree>>)>,
+    prefetched: std::cell::RefCell<Prefetched>,
+}
+
+/// Parent trees decoded ahead of the walker: at most this many, and at most
+/// this many bytes of tree JSON (a decoded tree takes one to two times that).
+const PREFETCH_TREES: usize = 256;
+const PREFETCH_BYTES: u64 = 16 << 20;
+
+#[derive(Default)]
+struct Prefetched {
+    trees: HashMap<Id, (Receiver<Option<Tree>>, u64)>,
+    bytes: u64,
+}
+
+impl Prefetched {
+    fn take(&mut self, id: &Id) -> Option<Receiver<Option<Tree>>> {
+        let (rx, size) = self.trees.remove(id)?;
+        self.bytes -= size;
+        Some(rx)
+    }
 }
 
 impl Walker<'_> {
@@ -698,7 +732,42 @@ impl Walker<'_> {
     fn subtree(&self, parent: Option<&Tree>, name: &OsStr) -> Option<(Id, Tree)> {
         let node = parent?.find(name)?;
         let id = node.subtree?;
-        Some((id, self.repo.load_tree(&id).ok()?))
+        let prefetched = self.prefetched.borrow_mut().take(&id);
+        let tree = match prefetched {
+            Some(rx) => rx.recv().ok().flatten(),
+            None => self.repo.load_tree(&id).ok(),
+        };
+        Some((id, tree?))
+    }
+
+    /// Start loading the parent trees of `parent`'s subdirectories on the
+    /// prefetch threads, so the walker (one thread, the bottleneck of an
+    /// unchanged re-backup) finds them decoded. Returns the ids started.
+    fn prefetch_children(&self, parent: Option<&Tree>) -> Vec<Id> {
+        let mut started = Vec::new();
+        let Some(parent) = parent else {
+            return started;
+        };
+        let mut pending = self.prefetched.borrow_mut();
+        for id in parent.nodes.iter().filter_map(|n| n.subtree) {
+            if pending.trees.contains_key(&id) {
+                continue;
+            }
+            let Some(size) = self.repo.index().get(&id).map(|l| u64::from(l.raw_length)) else {
+                continue;
+            };
+            if pending.trees.len() >= PREFETCH_TREES || pending.bytes + size > PREFETCH_BYTES {
+                break;
+            }
+            let (tx, rx) = bounded(1);
+            if self.prefetch.try_send((id, tx)).is_err() {
+                break;
+            }
+            pending.trees.insert(id, (rx, size));
+            pending.bytes += size;
+            started.push(id);
+        }
+        started
     }
 
     fn walk_trie(&self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<()> {
@@ -783,6 +852,17 @@ impl Walker<'_> {
     }
 
     fn walk_dir(&self, dir: &Path, parent: Option<&Tree>, dev: u64) -> Result<()> {
+        let started = self.prefetch_children(parent);
+        let walked = self.walk_dir_entries(dir, parent, dev);
+        // Trees of subdirectories that are gone (or excluded) now.
+        let mut pending = self.prefetched.borrow_mut();
+        for id in started {
+            pending.take(&id);
+        }
+        walked
+    }
+
+    fn walk_dir_entries(&self, dir: &Path, parent: Option<&Tree>, dev: u64) -> Result<()> {
         let entries = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) => return self.warn(dir, e),

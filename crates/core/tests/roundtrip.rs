@@ -392,6 +392,17 @@ fn unchanged_directories_keep_their_tree_ids_and_a_metadata_change_propagates_to
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+
+    // A directory removed since the parent snapshot (its parent tree was
+    // prefetched for nothing) and one added.
+    fs::remove_dir_all(src.join("c")).unwrap();
+    fs::create_dir_all(src.join("e")).unwrap();
+    fs::write(src.join("e/g"), b"g").unwrap();
+    let fourth = backup(&repo, std::slice::from_ref(&src));
+    assert_eq!(ids(&fourth, "a"), ids(&third, "a"));
+    let t = tmp.path().join("r4");
+    restore_all(&repo, &fourth, &t);
+    assert_eq!(describe(&restored_root(&t, &src)), describe(&src));
 }
 
 #[test]

@@ -61,13 +61,31 @@ pub fn missing<T>(what: &str) -> Option<T> {
     None
 }
 
-/// A free TCP port on 127.0.0.1 (small race window between this and the bind
-/// by the server; fine for tests).
+/// A free TCP port on 127.0.0.1 for a server to bind next.
+///
+/// Taken from 20000–31999, below Linux's ephemeral range (32768–60999), and
+/// each port handed out once per process: a port from `bind(":0")` was
+/// sometimes taken between this call and the server's bind, by another test's
+/// `free_port` or by an outgoing connection (tests make many), and the server
+/// then failed to start or, worse, the test talked to another test's server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let seed = std::process::id().wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+    let _ = NEXT.compare_exchange(u32::MAX, seed % SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// A server process started by [`spawn_server`]: stopped when dropped, then its
