@@ -729,6 +729,16 @@ impl Walker<'_> {
         self.walk_trie(Path::new("/"), &trie, parent_root)
     }
 
+    /// The parent tree for `LeaveDir`, offered for reuse only when this
+    /// backup's index has it. A tree found only through the readers' fallback
+    /// (a pack a pending prune mark took out of the index) must be written
+    /// again, like any blob: phase 2 may delete that pack once the snapshot
+    /// that referenced it is gone, and it does not wait for backups that
+    /// started after the mark.
+    fn reusable(&self, sub: Option<(Id, Tree)>) -> Option<(Id, Tree)> {
+        sub.filter(|(id, _)| self.repo.index().contains(id))
+    }
+
     fn subtree(&self, parent: Option<&Tree>, name: &OsStr) -> Option<(Id, Tree)> {
         let node = parent?.find(name)?;
         let id = node.subtree?;
@@ -788,7 +798,7 @@ impl Walker<'_> {
                 self.emit(Event::EnterDir(node))?;
                 let sub = self.subtree(parent, name);
                 self.walk_trie(&path, child, sub.as_ref().map(|(_, t)| t))?;
-                self.emit(Event::LeaveDir(sub))?;
+                self.emit(Event::LeaveDir(self.reusable(sub)))?;
             }
         }
         Ok(())
@@ -816,7 +826,7 @@ impl Walker<'_> {
                     sub = self.subtree(parent, name);
                     self.walk_dir(path, sub.as_ref().map(|(_, t)| t), meta.dev())?;
                 }
-                self.emit(Event::LeaveDir(sub))
+                self.emit(Event::LeaveDir(self.reusable(sub)))
             }
             NodeKind::File => {
                 let old = parent.and_then(|t| t.find(name));

@@ -365,9 +365,10 @@ impl Index {
             .any(outside)
     }
 
-    /// Every pack numbered in `numbers` with all the blobs any of its listings
-    /// names (duplicates included, each blob once), in offset order; a pack
-    /// listed twice comes once, at its first number. This is what the index
+    /// Every pack whose first number is in `numbers`, with all the blobs its
+    /// listings in `numbers` name (duplicates included, each blob once), in
+    /// offset order; a pack listed twice comes once, at its first number, and
+    /// a listing with no blobs is left out. This is what the index
     /// files said, rebuilt from the index alone: the extra memory is 4 bytes
     /// per blob plus one pack's entries at a time.
     pub fn listings(

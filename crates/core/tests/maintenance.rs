@@ -945,3 +945,49 @@ fn object_lock_keeps_locked_objects_and_lingering_index_files_never_come_back() 
         fs::read(srcs[2].join("f.bin")).unwrap()
     );
 }
+
+/// Review finding: a parent tree that only a pending prune mark still holds
+/// (the backup that deduplicated against its pack finished after the mark)
+/// is loaded through the readers' fallback. A later unchanged backup must
+/// write it again instead of reusing its id, or phase 2 could delete the
+/// only copy once the old snapshot is forgotten.
+#[test]
+fn a_parent_tree_only_in_a_marked_pack_is_written_again_not_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    fs::write(src.join("d/e/f"), b"unchanged").unwrap();
+    new_repo(&dir);
+    let first = backup(&dir, &src, 1);
+    let snapshot = open(&dir).load_snapshot(&first).unwrap();
+    open(&dir).delete_snapshot(&first).unwrap();
+    let marked = prune::prune(
+        &open(&dir),
+        &PruneOptions {
+            grace: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(marked.mark.is_some() && marked.marked_unused_packs > 0);
+    // The snapshot of a backup that deduplicated against the marked packs
+    // lands after the mark.
+    open(&dir).save_snapshot(&snapshot).unwrap();
+
+    let second = backup(&dir, &src, 2);
+    let repo = indexed(&dir);
+    let snap = repo.load_snapshot(&second).unwrap();
+    let mut stack = vec![snap.tree];
+    while let Some(t) = stack.pop() {
+        assert!(
+            repo.index().contains(&t),
+            "tree {t} is indexed, not only marked"
+        );
+        for n in repo.load_tree(&t).unwrap().nodes {
+            stack.extend(n.subtree);
+            for id in n.content.into_iter().flatten() {
+                assert!(repo.index().contains(&id), "blob {id} is indexed");
+            }
+        }
+    }
+}
