@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile};
 use crate::pack::{self, pack_key};
 use crate::progress::Progress;
+use crate::prune::UsedBlobs;
 use crate::repository::{IndexedRepository, Repository};
 use crate::tree::NodeKind;
 
@@ -131,38 +132,41 @@ pub fn check(
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
 
-    // Index files, one by one so one damaged file does not hide the rest.
+    // Index files, one by one so one damaged file does not hide the rest,
+    // each handed to the index builder once read (never all held decoded).
     let ids = repo.list_ids("index")?;
-    let mut files: Vec<(Id, IndexFile)> = Vec::new();
+    let mut builder = Index::builder();
+    let mut superseded: HashSet<Id> = HashSet::new();
+    let mut file_packs: Vec<(Id, Vec<(Id, u64)>)> = Vec::new();
     for id in &ids {
         match repo
             .load_object("index", crate::crypto::ObjectKind::Index, id)
             .and_then(|b| IndexFile::decode(&b).map_err(|e| Error::damaged("index file", id, e)))
         {
-            Ok(f) => files.push((*id, f)),
+            Ok(f) => {
+                superseded.extend(f.supersedes.iter().copied());
+                let sizes = f
+                    .packs
+                    .iter()
+                    .map(|p| (p.id, expected_pack_size(&p.blobs)))
+                    .collect();
+                file_packs.push((*id, sizes));
+                builder.add(*id, f);
+            }
             Err(e) => report
                 .errors
                 .push(format!("{e} (hint: lifeboat repair index)")),
         }
     }
-    report.index_files = files.len() as u64;
-    let superseded: HashSet<Id> = files
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
-        .collect();
-    // Superseded files (prune, repair) may linger until deleted; readers ignore them.
-    let files: Vec<IndexFile> = files
-        .into_iter()
-        .filter(|(id, _)| !superseded.contains(id))
-        .map(|(_, f)| f)
-        .collect();
+    report.index_files = file_packs.len() as u64;
+    // Superseded files (prune, repair) may linger until deleted; readers
+    // ignore them, and so does the builder.
     let mut expected: BTreeMap<Id, u64> = BTreeMap::new();
-    for f in &files {
-        for p in &f.packs {
-            expected.insert(p.id, expected_pack_size(&p.blobs));
-        }
+    for (_, sizes) in file_packs.iter().filter(|(id, _)| !superseded.contains(id)) {
+        expected.extend(sizes.iter().copied());
     }
-    let index = Index::from_files(files.iter());
+    drop(file_packs);
+    let index = builder.finish();
 
     // Packs present with the right size.
     let stored: HashMap<Id, u64> = repo
@@ -212,9 +216,10 @@ pub fn check(
         }
     }
     report.snapshots = snapshots.len() as u64;
-    let mut seen_trees: HashSet<Id> = HashSet::new();
+    // One bit per indexed blob (see `prune::UsedBlobs`), not a hash set of ids.
+    let mut seen_trees = UsedBlobs::new(repo.index().clone());
     let mut damaged: BTreeSet<Id> = BTreeSet::new();
-    let mut data_refs: HashSet<Id> = HashSet::new();
+    let mut data_refs = UsedBlobs::new(repo.index().clone());
     // Blobs found only in packs a pending prune mark took out of the index
     // (a backup ran during prune phase 1; phase 2 re-indexes them).
     let mut via_marks: HashSet<Id> = HashSet::new();
@@ -289,8 +294,8 @@ pub fn check(
             via_marks.len()
         ));
     }
-    report.trees = seen_trees.len() as u64;
-    report.data_blobs_referenced = data_refs.len() as u64;
+    report.trees = seen_trees.len();
+    report.data_blobs_referenced = data_refs.len();
 
     // Read data.
     if let Some(subset) = opts.read_data {

@@ -365,7 +365,8 @@ fn referenced_blobs(
 /// The blobs the snapshots reference: one bit per entry of the index they
 /// were walked with (instead of a 32-byte id in a hash set, ~50 bytes per blob
 /// with the table's overhead), plus the rare referenced id that index lacks.
-struct UsedBlobs {
+/// `check` uses it too.
+pub(crate) struct UsedBlobs {
     index: Arc<Index>,
     bits: Vec<u64>,
     unindexed: HashSet<Id>,
@@ -373,7 +374,7 @@ struct UsedBlobs {
 }
 
 impl UsedBlobs {
-    fn new(index: Arc<Index>) -> Self {
+    pub(crate) fn new(index: Arc<Index>) -> Self {
         UsedBlobs {
             bits: vec![0; index.len().div_ceil(64)],
             index,
@@ -383,7 +384,7 @@ impl UsedBlobs {
     }
 
     /// Add `id`; false if it was there already.
-    fn insert(&mut self, id: Id) -> bool {
+    pub(crate) fn insert(&mut self, id: Id) -> bool {
         let new = match self.index.position(&id) {
             Some(i) => {
                 let (word, bit) = (i / 64, 1u64 << (i % 64));
@@ -404,7 +405,7 @@ impl UsedBlobs {
         }
     }
 
-    fn len(&self) -> u64 {
+    pub(crate) fn len(&self) -> u64 {
         self.count
     }
 }
