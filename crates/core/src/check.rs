@@ -22,10 +22,9 @@ use serde::Serialize;
 use crate::blob::{BlobType, Id};
 use crate::crypto::SEAL_OVERHEAD;
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexFile};
+use crate::index::{BlobSet, Index, IndexFile};
 use crate::pack::{self, pack_key};
 use crate::progress::Progress;
-use crate::prune::UsedBlobs;
 use crate::repository::{IndexedRepository, Repository};
 use crate::tree::NodeKind;
 
@@ -216,10 +215,9 @@ pub fn check(
         }
     }
     report.snapshots = snapshots.len() as u64;
-    // One bit per indexed blob (see `prune::UsedBlobs`), not a hash set of ids.
-    let mut seen_trees = UsedBlobs::new(repo.index().clone());
+    let mut seen_trees = BlobSet::new(repo.index().clone());
     let mut damaged: BTreeSet<Id> = BTreeSet::new();
-    let mut data_refs = UsedBlobs::new(repo.index().clone());
+    let mut data_refs = BlobSet::new(repo.index().clone());
     // Blobs found only in packs a pending prune mark took out of the index
     // (a backup ran during prune phase 1; phase 2 re-indexes them).
     let mut via_marks: HashSet<Id> = HashSet::new();

@@ -16,6 +16,7 @@
 //! 52 MB per million blobs.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::blob::{BlobType, Id};
 use crate::pack::PackEntry;
@@ -485,6 +486,53 @@ impl Index {
     pub fn heap_bytes(&self) -> usize {
         (self.entries.capacity() + self.duplicates.capacity()) * std::mem::size_of::<Entry>()
             + self.packs.capacity() * (32 + 8)
+    }
+}
+
+/// A set of blob ids as one bit per entry of an index (instead of a 32-byte
+/// id in a hash set, ~50 bytes per blob with the table's overhead), plus the
+/// rare id that index lacks. Prune and check keep the referenced blobs in it.
+pub(crate) struct BlobSet {
+    index: Arc<Index>,
+    bits: Vec<u64>,
+    unindexed: HashSet<Id>,
+    count: u64,
+}
+
+impl BlobSet {
+    pub(crate) fn new(index: Arc<Index>) -> Self {
+        BlobSet {
+            bits: vec![0; index.len().div_ceil(64)],
+            index,
+            unindexed: HashSet::new(),
+            count: 0,
+        }
+    }
+
+    /// Add `id`; false if it was there already.
+    pub(crate) fn insert(&mut self, id: Id) -> bool {
+        let new = match self.index.position(&id) {
+            Some(i) => {
+                let (word, bit) = (i / 64, 1u64 << (i % 64));
+                let new = self.bits[word] & bit == 0;
+                self.bits[word] |= bit;
+                new
+            }
+            None => self.unindexed.insert(id),
+        };
+        self.count += u64::from(new);
+        new
+    }
+
+    pub(crate) fn contains(&self, id: &Id) -> bool {
+        match self.index.position(id) {
+            Some(i) => self.bits[i / 64] & (1u64 << (i % 64)) != 0,
+            None => self.unindexed.contains(id),
+        }
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.count
     }
 }
 

@@ -38,7 +38,7 @@
 //! # Memory
 //! The index (as every command that reads blobs, loaded streaming: the decoded
 //! index files are never all held), one bit per indexed blob for the
-//! referenced set ([`UsedBlobs`]), 4 bytes per blob while the index files'
+//! referenced set ([`BlobSet`]), 4 bytes per blob while the index files'
 //! listings are rebuilt pack by pack ([`Index::listings`]) for the usage
 //! figures, the repacking and the new index files (written
 //! [`INDEX_FILE_BLOBS`] blobs at a time). Measured in docs/MAINTENANCE.md.
@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{BlobType, Id};
 use crate::error::{Error, Result};
-use crate::index::{Index, IndexFile, IndexPack};
+use crate::index::{BlobSet, Index, IndexFile, IndexPack};
 use crate::lock;
 use crate::pack::pack_key;
 use crate::repository::{IndexedRepository, Repository};
@@ -197,7 +197,7 @@ pub fn marks(repo: &Repository) -> Result<Vec<(Id, Mark)>> {
 }
 
 /// Headers of the packs in `marked` that still exist (read in parallel).
-fn read_headers(repo: &Repository, marked: &[Id]) -> Result<HashMap<Id, (IndexPack, u64)>> {
+fn read_headers(repo: &Repository, marked: &[Id]) -> Result<Headers> {
     use rayon::prelude::*;
     let unique: Vec<Id> = marked
         .iter()
@@ -279,12 +279,14 @@ struct PruneIndex {
     extra_packs: HashSet<Id>,
     /// Every index file listed while loading (superseded ones included).
     files: Vec<Id>,
-    /// Headers of the marked packs that still exist, with their sizes.
-    headers: HashMap<Id, (IndexPack, u64)>,
 }
 
+/// Headers of marked packs that still exist, with their sizes.
+type Headers = HashMap<Id, (IndexPack, u64)>;
+
 impl PruneIndex {
-    fn load(repo: &Repository, marked: &[Id]) -> Result<PruneIndex> {
+    /// Also returns the headers read for `marked`.
+    fn load(repo: &Repository, marked: &[Id]) -> Result<(PruneIndex, Headers)> {
         let (mut index, files) = repo.load_index_listed()?;
         let listed = index.pack_count();
         let listed_packs: HashSet<Id> = index.packs().map(|(p, _)| p).collect();
@@ -298,14 +300,14 @@ impl PruneIndex {
         if !extra.is_empty() {
             index.extend(extra);
         }
-        Ok(PruneIndex {
+        let pi = PruneIndex {
             indexed: IndexedRepository::new(repo.clone(), index),
             listed,
             listed_packs,
             extra_packs,
             files,
-            headers,
-        })
+        };
+        Ok((pi, headers))
     }
 
     fn index(&self) -> &Index {
@@ -334,8 +336,8 @@ impl PruneIndex {
 fn referenced_blobs(
     repo: &IndexedRepository,
     snaps: &[crate::snapshot::SnapshotEntry],
-) -> Result<(u64, UsedBlobs)> {
-    let mut used = UsedBlobs::new(repo.index().clone());
+) -> Result<(u64, BlobSet)> {
+    let mut used = BlobSet::new(repo.index().clone());
     for s in snaps {
         let mut stack = vec![s.snapshot.tree];
         while let Some(t) = stack.pop() {
@@ -360,54 +362,6 @@ fn referenced_blobs(
         }
     }
     Ok((snaps.len() as u64, used))
-}
-
-/// The blobs the snapshots reference: one bit per entry of the index they
-/// were walked with (instead of a 32-byte id in a hash set, ~50 bytes per blob
-/// with the table's overhead), plus the rare referenced id that index lacks.
-/// `check` uses it too.
-pub(crate) struct UsedBlobs {
-    index: Arc<Index>,
-    bits: Vec<u64>,
-    unindexed: HashSet<Id>,
-    count: u64,
-}
-
-impl UsedBlobs {
-    pub(crate) fn new(index: Arc<Index>) -> Self {
-        UsedBlobs {
-            bits: vec![0; index.len().div_ceil(64)],
-            index,
-            unindexed: HashSet::new(),
-            count: 0,
-        }
-    }
-
-    /// Add `id`; false if it was there already.
-    pub(crate) fn insert(&mut self, id: Id) -> bool {
-        let new = match self.index.position(&id) {
-            Some(i) => {
-                let (word, bit) = (i / 64, 1u64 << (i % 64));
-                let new = self.bits[word] & bit == 0;
-                self.bits[word] |= bit;
-                new
-            }
-            None => self.unindexed.insert(id),
-        };
-        self.count += u64::from(new);
-        new
-    }
-
-    fn contains(&self, id: &Id) -> bool {
-        match self.index.position(id) {
-            Some(i) => self.bits[i / 64] & (1u64 << (i % 64)) != 0,
-            None => self.unindexed.contains(id),
-        }
-    }
-
-    pub(crate) fn len(&self) -> u64 {
-        self.count
-    }
 }
 
 /// Read a pack's header with two ranged reads; returns its type, entries and size.
@@ -530,7 +484,7 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         .iter()
         .flat_map(|(_, m)| m.packs.iter().copied())
         .collect();
-    let pi = PruneIndex::load(repo, &marked)?;
+    let (pi, headers) = PruneIndex::load(repo, &marked)?;
     let (_, used) = referenced_blobs(&pi.indexed, &snaps)?;
     let mut reindex: Vec<IndexPack> = Vec::new();
     let mut delete: Vec<(Id, u64)> = Vec::new();
@@ -540,7 +494,7 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
             continue;
         }
         // A pack already gone (deleted by an earlier run) is skipped.
-        let Some((ip, size)) = pi.headers.get(p) else {
+        let Some((ip, size)) = headers.get(p) else {
             continue;
         };
         if pi.listed_packs.contains(p) {
@@ -634,8 +588,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     report.pack_bytes = stored.values().sum();
     // Snapshots may reference blobs in packs of pending marks (phase 2 will
     // re-index those); walk them through the packs' own headers.
-    let mut pi = PruneIndex::load(repo, &pending)?;
-    pi.headers = HashMap::new();
+    let (pi, _) = PruneIndex::load(repo, &pending)?;
     let (n_snaps, used) = referenced_blobs(&pi.indexed, &snaps)?;
     report.snapshots = n_snaps;
     report.referenced_blobs = used.len();
@@ -811,7 +764,7 @@ fn copy_used_blobs(
     pi: &PruneIndex,
     repack: &[Id],
     marked: &BTreeMap<Id, u64>,
-    used: &UsedBlobs,
+    used: &BlobSet,
     opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<()> {
@@ -928,7 +881,7 @@ mod tests {
             })
             .unwrap(),
         ];
-        let pi = PruneIndex::load(&repo, &[]).unwrap();
+        let (pi, _) = PruneIndex::load(&repo, &[]).unwrap();
         let marked: BTreeMap<Id, u64> = [(packs[2].id, 1)].into();
         write_index_without(&repo, &pi, &marked, &pi.files, 4).unwrap();
 
@@ -986,7 +939,7 @@ mod tests {
             supersedes: Vec::new(),
             packs: vec![first, second],
         }]));
-        let mut used = UsedBlobs::new(index);
+        let mut used = BlobSet::new(index);
         assert!(used.insert(ids[7]));
         assert!(!used.insert(ids[7]));
         assert!(used.insert(ids[149]));

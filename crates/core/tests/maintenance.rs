@@ -126,10 +126,14 @@ fn check_all(dir: &Path) -> check::CheckReport {
 }
 
 fn prune_now(dir: &Path) -> PruneReport {
+    prune_with_grace(dir, Duration::ZERO)
+}
+
+fn prune_with_grace(dir: &Path, grace: Duration) -> PruneReport {
     prune::prune(
         &open(dir),
         &PruneOptions {
-            grace: Duration::ZERO,
+            grace,
             ..Default::default()
         },
     )
@@ -287,14 +291,7 @@ fn prune_marks_first_and_deletes_on_a_later_run() {
     assert!(check_all(&dir).ok());
 
     // A grace period that has not passed keeps the mark waiting.
-    let waiting = prune::prune(
-        &open(&dir),
-        &PruneOptions {
-            grace: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let waiting = prune_with_grace(&dir, Duration::from_secs(3600));
     assert_eq!(waiting.deleted_packs, 0);
     assert!(
         waiting.waiting.iter().any(|w| w.contains("grace")),
@@ -377,14 +374,7 @@ fn snapshot_saved_during_phase_one_stays_readable_and_gets_reindexed() {
     // Phase 1 sees no snapshot (the "concurrent" one is saved right after it
     // listed them) and marks every pack.
     open(&dir).delete_snapshot(&snap_a).unwrap();
-    let first = prune::prune(
-        &open(&dir),
-        &PruneOptions {
-            grace: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let first = prune_with_grace(&dir, Duration::from_secs(3600));
     assert!(first.marked_unused_packs > 0, "{first:?}");
     let snap = open(&dir).save_snapshot(&saved).unwrap();
     assert!(indexed(&dir).index().is_empty(), "every pack is marked");
@@ -961,14 +951,7 @@ fn a_parent_tree_only_in_a_marked_pack_is_written_again_not_reused() {
     let first = backup(&dir, &src, 1);
     let snapshot = open(&dir).load_snapshot(&first).unwrap();
     open(&dir).delete_snapshot(&first).unwrap();
-    let marked = prune::prune(
-        &open(&dir),
-        &PruneOptions {
-            grace: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let marked = prune_with_grace(&dir, Duration::from_secs(3600));
     assert!(marked.mark.is_some() && marked.marked_unused_packs > 0);
     // The snapshot of a backup that deduplicated against the marked packs
     // lands after the mark.

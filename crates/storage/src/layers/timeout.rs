@@ -148,17 +148,21 @@ mod tests {
     use crate::layers::{FaultConfig, FaultStorage};
     use crate::MemoryStorage;
 
-    #[test]
-    fn slow_calls_time_out_and_fast_ones_pass() {
-        // Every call stalls for 300 ms.
+    /// A timeout layer over storage whose every call stalls for `latency_ms`.
+    fn stalling(latency_ms: u64, limit: Duration) -> TimeoutStorage {
         let slow = FaultStorage::new(
             Arc::new(MemoryStorage::new()),
             FaultConfig {
-                latency: Duration::from_millis(300),
+                latency: Duration::from_millis(latency_ms),
                 ..FaultConfig::none(1)
             },
         );
-        let s = TimeoutStorage::new(Arc::new(slow), Duration::from_millis(50));
+        TimeoutStorage::new(Arc::new(slow), limit)
+    }
+
+    #[test]
+    fn slow_calls_time_out_and_fast_ones_pass() {
+        let s = stalling(300, Duration::from_millis(50));
         let t = Instant::now();
         let err = s.head("a/b").unwrap_err();
         assert!(t.elapsed() < Duration::from_millis(250), "gave up on time");
@@ -182,14 +186,7 @@ mod tests {
         assert!(names(&fast).len() <= 5, "helpers are reused");
 
         // A call stuck past its limit keeps its helper; later calls still run.
-        let slow = FaultStorage::new(
-            Arc::new(MemoryStorage::new()),
-            FaultConfig {
-                latency: Duration::from_millis(500),
-                ..FaultConfig::none(1)
-            },
-        );
-        let s = TimeoutStorage::new(Arc::new(slow), Duration::from_millis(20));
+        let s = stalling(500, Duration::from_millis(20));
         assert!(s.head("x").is_err());
         let t = Instant::now();
         assert_eq!(
