@@ -43,9 +43,10 @@ pub struct GlobalArgs {
     /// More log output on stderr (repeat for more)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// Parallel storage operations (pack uploads, pack reads)
-    #[arg(long, default_value_t = 4, global = true)]
-    pub connections: usize,
+    /// Parallel storage operations (pack uploads, pack reads) [default: 4 for a remote
+    /// repository; for a local one the number of cores, 2 to 8]
+    #[arg(long, global = true)]
+    pub connections: Option<usize>,
     /// Never show progress bars
     #[arg(long, global = true)]
     pub no_progress: bool,

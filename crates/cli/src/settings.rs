@@ -103,7 +103,7 @@ pub fn open_storage_stack(g: &GlobalArgs, location: &str) -> Result<StorageStack
         backend = Arc::new(FaultStorage::new(backend, faults));
     }
     let mut layers = LayerOptions {
-        connections: Some(g.connections.max(1)),
+        connections: Some(connections_for(g, location)),
         limit_upload_kib: g.limit_upload,
         limit_download_kib: g.limit_download,
         ..LayerOptions::default()
@@ -114,6 +114,23 @@ pub fn open_storage_stack(g: &GlobalArgs, location: &str) -> Result<StorageStack
             .map_err(|_| anyhow!("LIFEBOAT_TEST_RETRIES={n:?} is not a number"))?;
     }
     Ok(StorageStack::build(backend, &layers))
+}
+
+/// Parallel storage operations for the repository at `location`: `--connections`, or 4
+/// for a remote repository (requests wait on the network) and the number of cores (2 to 8)
+/// for a local one, where each connection is a thread decoding or writing a pack and more
+/// threads than cores only add memory (a restore holds one ranged read per connection).
+pub fn connections_for(g: &GlobalArgs, location: &str) -> usize {
+    match g.connections {
+        Some(n) => n.max(1),
+        None if is_remote(location) => 4,
+        None => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+    }
+}
+
+/// [`connections_for`] the repository of the global arguments.
+pub fn connections(g: &GlobalArgs) -> usize {
+    connections_for(g, g.repo.as_deref().unwrap_or_default())
 }
 
 fn is_remote(location: &str) -> bool {

@@ -192,6 +192,90 @@ pub fn compress(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
     }
 }
 
+thread_local! {
+    /// One zstd context per thread and level, reused for every blob: creating a
+    /// context per call allocates and initialises its tables each time.
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`compress`] into `out` (cleared first, grown as needed and reused by the
+/// caller), with this thread's zstd context. Returns the algorithm code; 0 means
+/// compression did not shrink the data and the caller stores `data` itself
+/// (`out` is then unspecified). Same bytes as [`compress`].
+pub fn compress_into(c: Compression, data: &[u8], out: &mut Vec<u8>) -> u8 {
+    out.clear();
+    let ok = match c {
+        Compression::None => false,
+        Compression::Zstd(level) => ZSTD.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.as_ref().is_none_or(|(l, _)| *l != level) {
+                *cell = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+            }
+            let Some((_, z)) = cell.as_mut() else {
+                return false;
+            };
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            z.compress_to_buffer(data, out).is_ok()
+        }),
+        Compression::Lz4 => {
+            *out = lz4_flex::compress(data);
+            true
+        }
+    };
+    if ok && out.len() < data.len() {
+        c.code()
+    } else {
+        0
+    }
+}
+
+thread_local! {
+    static UNZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`decompress`] of `data` into `out` (cleared first, reused by the caller),
+/// with this thread's zstd context. Code 0 (stored as is) is the caller's case:
+/// the data is the plaintext.
+///
+/// # Errors
+/// As [`decompress`].
+pub fn decompress_into(
+    code: u8,
+    data: &[u8],
+    raw_length: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.clear();
+    match code {
+        1 => UNZSTD.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.is_none() {
+                *cell = Some(zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?);
+            }
+            let z = cell.as_mut().expect("set above");
+            out.reserve(raw_length);
+            z.decompress_to_buffer(data, out)
+                .map(|_| ())
+                .map_err(|e| format!("zstd: {e}"))
+        })?,
+        2 => {
+            out.resize(raw_length, 0);
+            let n = lz4_flex::decompress_into(data, out).map_err(|e| format!("lz4: {e}"))?;
+            out.truncate(n);
+        }
+        c => return Err(format!("unknown compression code {c}")),
+    }
+    if out.len() != raw_length {
+        return Err(format!(
+            "decompressed to {} bytes, index says {raw_length}",
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Undo [`compress`]; `raw_length` is the plaintext size from the index.
 ///
 /// # Errors
@@ -216,6 +300,36 @@ pub fn decompress(code: u8, data: Vec<u8>, raw_length: usize) -> Result<Vec<u8>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compress_into_gives_the_bytes_of_compress_and_decompresses_back() {
+        let text: Vec<u8> = b"lifeboat ".iter().copied().cycle().take(50_000).collect();
+        let noise: Vec<u8> = (0..5_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let mut out = vec![1u8; 10];
+        let mut back = Vec::new();
+        for c in [
+            Compression::Zstd(3),
+            Compression::Zstd(19),
+            Compression::Lz4,
+            Compression::None,
+        ] {
+            for data in [&text[..], &noise[..], b""] {
+                let code = compress_into(c, data, &mut out);
+                let (want_code, want) = compress(c, data);
+                assert_eq!(code, want_code, "{c:?}");
+                if code == 0 {
+                    continue;
+                }
+                assert_eq!(out, want, "{c:?}");
+                decompress_into(code, &out, data.len(), &mut back).unwrap();
+                assert_eq!(back, data);
+                assert!(decompress_into(code, &out, data.len() + 1, &mut back).is_err());
+            }
+        }
+        assert!(decompress_into(9, b"x", 1, &mut back).is_err());
+    }
 
     #[test]
     fn id_hex_roundtrip() {

@@ -62,6 +62,16 @@ impl PackWriter {
         }
     }
 
+    /// A writer that appends to `buf` (cleared; its capacity is reused).
+    pub fn with_buffer(blob_type: BlobType, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self {
+            blob_type,
+            data: buf,
+            entries: Vec::new(),
+        }
+    }
+
     pub fn blob_type(&self) -> BlobType {
         self.blob_type
     }

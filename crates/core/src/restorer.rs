@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::index::BlobLocation;
 use crate::pack::pack_key;
 use crate::progress::Progress;
-use crate::repository::IndexedRepository;
+use crate::repository::{BlobBuffers, IndexedRepository};
 use crate::tree::{Node, NodeKind};
 use crate::walk;
 
@@ -398,6 +398,7 @@ fn restore_pack(
     // Files this pack writes to, opened once each (a pack holds many blobs of
     // the same few files).
     let mut open: HashMap<usize, File> = HashMap::new();
+    let mut bufs = BlobBuffers::default();
     let mut i = 0;
     while i < blobs.len() {
         let start = blobs[i].1.offset as u64;
@@ -414,7 +415,14 @@ fn restore_pack(
         for (id, loc) in &blobs[i..j] {
             let off = (loc.offset as u64 - start) as usize;
             let sealed = &data[off..off + loc.length as usize];
-            let plain = repo.decode_blob(id, pack, loc.compression, loc.raw_length, sealed)?;
+            let plain = repo.decode_blob_with(
+                id,
+                pack,
+                loc.compression,
+                loc.raw_length,
+                sealed,
+                &mut bufs,
+            )?;
             let zero = plain.iter().all(|b| *b == 0);
             for (t, offset) in &uses[id] {
                 let target = &targets[*t];
@@ -428,7 +436,7 @@ fn restore_pack(
                                 .map_err(|e| Error::io(&target.path, e))?,
                         ),
                     };
-                    f.write_all_at(&plain, *offset)
+                    f.write_all_at(plain, *offset)
                         .map_err(|e| Error::io(&target.path, e))?;
                 }
                 debug_assert!(*offset + plain.len() as u64 <= target.size);

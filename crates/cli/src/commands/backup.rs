@@ -56,7 +56,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
     };
     let writer = WriterOptions {
         compression,
-        connections: g.connections,
+        connections: settings::connections(g),
         dry_run: a.dry_run,
         ..WriterOptions::default()
     };

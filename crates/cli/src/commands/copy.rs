@@ -37,10 +37,10 @@ pub fn run(g: &GlobalArgs, a: &CopyArgs) -> Result<Exit> {
     let opts = CopyOptions {
         writer: WriterOptions {
             compression: dst.config().compression(),
-            connections: g.connections,
+            connections: settings::connections_for(g, &to),
             ..WriterOptions::default()
         },
-        read_connections: g.connections,
+        read_connections: settings::connections_for(g, &from),
         dry_run: a.dry_run,
     };
     let bar = Bar::new(settings::show_progress(g), false, "copy");

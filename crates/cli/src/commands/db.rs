@@ -339,7 +339,7 @@ pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
         paths,
         writer: WriterOptions {
             compression,
-            connections: g.connections,
+            connections: settings::connections(g),
             dry_run: common.dry_run,
             ..WriterOptions::default()
         },
@@ -481,7 +481,7 @@ pub fn restore(g: &GlobalArgs, r: &RestoreArgs) -> Result<Exit> {
         paths,
         writer: WriterOptions {
             compression: repo.config().compression(),
-            connections: g.connections,
+            connections: settings::connections(g),
             ..WriterOptions::default()
         },
         ..StreamBackupOptions::default()

@@ -117,7 +117,7 @@ fn prune_options(g: &GlobalArgs, a: &PruneOptionArgs, dry_run: bool) -> Result<P
             .context("--max-repack")?,
         dry_run,
         writer: WriterOptions {
-            connections: g.connections.max(1),
+            connections: settings::connections(g),
             ..WriterOptions::default()
         },
     })

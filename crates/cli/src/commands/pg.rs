@@ -298,7 +298,7 @@ pub fn physical_backup(
         paths: vec![format!("/postgres/{}", info.system_identifier)],
         writer: WriterOptions {
             compression: repo.config().compression(),
-            connections: g.connections,
+            connections: settings::connections(g),
             ..WriterOptions::default()
         },
         dry_run: false,
