@@ -275,14 +275,29 @@ impl Pipeline {
         reader: impl Read,
         progress: &dyn Progress,
     ) -> std::io::Result<(Vec<Id>, u64)> {
+        thread_local! {
+            /// The read buffer of this reader thread's last chunker.
+            static READ_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+        }
         let key = self.writer.repository().key();
         let mut ids = Vec::new();
         let mut total = 0u64;
-        for chunk in self.writer.repository().chunker().chunker(reader) {
+        let mut chunker = self
+            .writer
+            .repository()
+            .chunker()
+            .chunker_with(reader, READ_BUF.take());
+        let result = loop {
+            let Some(chunk) = chunker.next() else {
+                break Ok(());
+            };
             if self.aborted() {
-                return Err(std::io::Error::other("backup aborted"));
+                break Err(std::io::Error::other("backup aborted"));
             }
-            let chunk = chunk?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => break Err(e),
+            };
             let id = key.blob_id(&chunk);
             total += chunk.len() as u64;
             progress.add_bytes(chunk.len() as u64);
@@ -290,10 +305,12 @@ impl Pipeline {
             if self.writer.claim(id) {
                 let tx = self.compress_tx.as_ref().expect("pipeline open");
                 if tx.send((id, chunk)).is_err() {
-                    return Err(std::io::Error::other("compressors stopped"));
+                    break Err(std::io::Error::other("compressors stopped"));
                 }
             }
-        }
+        };
+        READ_BUF.set(chunker.into_buffer());
+        result?;
         self.bytes_read.fetch_add(total, Ordering::Relaxed);
         Ok((ids, total))
     }

@@ -108,11 +108,18 @@ impl ChunkerConfig {
     }
 
     pub fn chunker<R: Read>(&self, reader: R) -> Chunker<'_, R> {
+        self.chunker_with(reader, Vec::new())
+    }
+
+    /// A chunker reading into `buf` (its size and capacity are reused, its bytes
+    /// are not): a reader thread passes the buffer of its previous file back in
+    /// ([`Chunker::into_buffer`]) instead of growing a new one per file.
+    pub fn chunker_with<R: Read>(&self, reader: R, buf: Vec<u8>) -> Chunker<'_, R> {
         let cap = 2 * self.params.max_size as usize;
         Chunker {
             config: self,
             reader,
-            buf: Vec::new(),
+            buf,
             cap,
             start: 0,
             end: 0,
@@ -137,6 +144,11 @@ pub struct Chunker<'a, R> {
 }
 
 impl<R: Read> Chunker<'_, R> {
+    /// The read buffer, for the next [`ChunkerConfig::chunker_with`].
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.buf
+    }
+
     fn fill(&mut self) -> io::Result<()> {
         let max = self.config.params.max_size as usize;
         if self.eof || self.end - self.start >= max {
@@ -274,7 +286,17 @@ mod tests {
             }
             // Boundaries do not depend on how the reader splits its reads.
             let whole: Vec<usize> = cfg.chunker(&data[..]).map(|c| c.unwrap().len()).collect();
-            prop_assert_eq!(whole, chunks.iter().map(|c| c.len()).collect::<Vec<_>>());
+            prop_assert_eq!(&whole, &chunks.iter().map(|c| c.len()).collect::<Vec<_>>());
+            // Nor on the buffer a previous, larger stream left behind (filled
+            // with other bytes, longer than this stream).
+            let other = pseudo_random(100_000, seed ^ 1);
+            let mut big = cfg.chunker(&other[..]);
+            for c in big.by_ref() { c.unwrap(); }
+            let reused: Vec<usize> = cfg
+                .chunker_with(Trickle(&data, step), big.into_buffer())
+                .map(|c| c.unwrap().len())
+                .collect();
+            prop_assert_eq!(reused, whole);
         }
     }
 }
