@@ -117,14 +117,16 @@ pub fn open_storage_stack(g: &GlobalArgs, location: &str) -> Result<StorageStack
 }
 
 /// Parallel storage operations for the repository at `location`: `--connections`, or 4
-/// for a remote repository (requests wait on the network) and the number of cores (2 to 8)
-/// for a local one, where each connection is a thread decoding or writing a pack and more
-/// threads than cores only add memory (a restore holds one ranged read per connection).
+/// for a remote repository (requests wait on the network) and the number of cores, 2 to
+/// 4, for a local one. There each connection is a thread decoding or writing a pack, and
+/// more threads than cores add memory, not speed (a restore holds one ranged read per
+/// connection, a backup one finished pack per uploader). Never more than the remote
+/// default, so no machine uses more memory than with 4.
 pub fn connections_for(g: &GlobalArgs, location: &str) -> usize {
     match g.connections {
         Some(n) => n.max(1),
         None if is_remote(location) => 4,
-        None => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+        None => std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
     }
 }
 

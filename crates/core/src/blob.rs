@@ -219,8 +219,14 @@ pub fn compress_into(c: Compression, data: &[u8], out: &mut Vec<u8>) -> u8 {
             z.compress_to_buffer(data, out).is_ok()
         }),
         Compression::Lz4 => {
-            *out = lz4_flex::compress(data);
-            true
+            out.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
+            match lz4_flex::compress_into(data, out) {
+                Ok(n) => {
+                    out.truncate(n);
+                    true
+                }
+                Err(_) => false,
+            }
         }
     };
     if ok && out.len() < data.len() {
@@ -303,17 +309,35 @@ mod tests {
 
     #[test]
     fn compress_into_gives_the_bytes_of_compress_and_decompresses_back() {
-        let text: Vec<u8> = b"lifeboat ".iter().copied().cycle().take(50_000).collect();
+        // Words drawn pseudo-randomly: compressible, and levels differ on it.
+        let words = ["lifeboat ", "restore ", "pack ", "index ", "tree ", "blob "];
+        let mut x = 7u64;
+        let text: Vec<u8> = (0..20_000)
+            .flat_map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                words[(x >> 33) as usize % words.len()].bytes()
+            })
+            .collect();
         let noise: Vec<u8> = (0..5_000u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
+        assert_ne!(
+            compress(Compression::Zstd(1), &text).1,
+            compress(Compression::Zstd(19), &text).1,
+            "the levels must differ on the test data"
+        );
         let mut out = vec![1u8; 10];
         let mut back = Vec::new();
+        // Level changes in both directions on one thread's cached context.
         for c in [
             Compression::Zstd(3),
             Compression::Zstd(19),
+            Compression::Zstd(1),
             Compression::Lz4,
             Compression::None,
+            Compression::Zstd(19),
         ] {
             for data in [&text[..], &noise[..], b""] {
                 let code = compress_into(c, data, &mut out);

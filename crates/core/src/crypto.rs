@@ -213,7 +213,11 @@ impl MasterKey {
         out.extend_from_slice(ct);
         self.object_cipher(salt)
             .decrypt_in_place_detached(nonce, kind.aad(), out, tag.into())
-            .map_err(|_| CryptoError::Authentication)
+            .map_err(|_| {
+                // Never leave unauthenticated plaintext behind.
+                out.clear();
+                CryptoError::Authentication
+            })
     }
 
     fn open_aad(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {

@@ -788,8 +788,8 @@ impl IndexedRepository {
         Ok(data)
     }
 
-    /// [`IndexedRepository::decode_blob`] into reused buffers (one set per
-    /// thread in restore): no allocation per blob. Returns the plaintext.
+    /// [`IndexedRepository::decode_blob`] into reused buffers (restore keeps
+    /// one set per thread): no allocation per blob. Returns the plaintext.
     pub fn decode_blob_with<'b>(
         &self,
         id: &Id,

@@ -391,14 +391,18 @@ fn restore_pack(
 ) -> Result<()> {
     const MAX_GAP: u64 = 256 * 1024;
     // One ranged read is held per connection while its blobs are written:
-    // 16 MiB (a default-sized pack) keeps 4 connections at 64 MiB in flight
-    // even when packs grow to 128 MiB in large repositories (64 MiB reads
-    // allowed 256 MiB).
-    const MAX_READ: u64 = 16 << 20;
+    // 8 MiB keeps 4 connections at 32 MiB in flight whatever the pack size
+    // (a default pack, 16 MiB, is two reads).
+    const MAX_READ: u64 = 8 << 20;
+    thread_local! {
+        /// Decrypt/decompress buffers of this restore thread, kept across packs
+        /// (taken here, put back after the pack; an error drops them).
+        static BUFS: std::cell::Cell<BlobBuffers> = std::cell::Cell::new(BlobBuffers::default());
+    }
+    let mut bufs = BUFS.take();
     // Files this pack writes to, opened once each (a pack holds many blobs of
     // the same few files).
     let mut open: HashMap<usize, File> = HashMap::new();
-    let mut bufs = BlobBuffers::default();
     let mut i = 0;
     while i < blobs.len() {
         let start = blobs[i].1.offset as u64;
@@ -446,6 +450,7 @@ fn restore_pack(
         }
         i = j;
     }
+    BUFS.set(bufs);
     Ok(())
 }
 

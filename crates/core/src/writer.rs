@@ -217,7 +217,9 @@ impl BlobWriter {
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
         let full = {
             let mut packer = self.packers[blob_type.code() as usize].lock();
-            if packer.is_empty() {
+            // Data packs fill to the target: they take a pooled buffer. Tree
+            // packs stay small in most backups and grow on demand.
+            if packer.is_empty() && blob_type == BlobType::Data {
                 *packer =
                     PackWriter::with_buffer(blob_type, self.shared.buffer(self.target_pack_size));
             }
@@ -297,8 +299,9 @@ impl Drop for BlobWriter {
 }
 
 impl Shared {
-    /// A buffer for a new pack: a recycled one, or a new one with room for the
-    /// target size and one more large blob (so appending never reallocates).
+    /// A buffer for a new data pack: a recycled one, or a new one with room for
+    /// the target size and 2 MiB (a pack ends with the blob that crosses the
+    /// target; a larger last blob grows the buffer, which is then kept).
     fn buffer(&self, target: usize) -> Vec<u8> {
         self.spare
             .lock()
