@@ -510,7 +510,7 @@ pub fn backup(
             )
         });
         let (job_tx, job_rx) = bounded::<FileJob>(256);
-        let (ev_tx, ev_rx) = bounded::<Event>(4096);
+        let (ev_tx, ev_rx) = bounded::<Vec<Event>>(4096 / EVENT_BATCH);
         let readers = if opts.readers == 0 {
             cores().max(2)
         } else {
@@ -553,13 +553,16 @@ pub fn backup(
             one_file_system: opts.one_file_system,
             jobs: job_tx,
             events: ev_tx,
+            batch: Default::default(),
             counters: &counters,
             pipeline: &pipeline,
             progress,
             prefetch: prefetch_tx,
             prefetched: Default::default(),
         };
-        let walk_result = walker.walk_roots(&paths, parent_root.as_ref());
+        let walk_result = walker
+            .walk_roots(&paths, parent_root.as_ref())
+            .and_then(|()| walker.flush());
         if walk_result.is_err() {
             pipeline.fail(Error::Other("backup aborted".into()));
         }
@@ -692,7 +695,11 @@ struct Walker<'a> {
     excludes: &'a Excludes,
     one_file_system: bool,
     jobs: Sender<FileJob>,
-    events: Sender<Event>,
+    /// Events go to the assembler in batches ([`EVENT_BATCH`]): one channel
+    /// operation per event made the two threads hand over, spin and yield for
+    /// every entry (128k `sched_yield` in an unchanged re-backup of 46k files).
+    events: Sender<Vec<Event>>,
+    batch: std::cell::RefCell<Vec<Event>>,
     counters: &'a Counters,
     pipeline: &'a Pipeline,
     progress: &'a dyn Progress,
@@ -700,6 +707,9 @@ struct Walker<'a> {
     prefetch: Sender<(Id, Sender<Option<Tree>>)>,
     prefetched: std::cell::RefCell<Prefetched>,
 }
+
+/// Events per batch from the walker to the assembler.
+const EVENT_BATCH: usize = 64;
 
 /// Parent trees decoded ahead of the walker: at most this many, and at most
 /// this many bytes of tree JSON (a decoded tree takes one to two times that).
@@ -722,8 +732,30 @@ impl Prefetched {
 
 impl Walker<'_> {
     fn emit(&self, e: Event) -> Result<()> {
+        let full = {
+            let mut batch = self.batch.borrow_mut();
+            batch.push(e);
+            batch.len() >= EVENT_BATCH
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Send the events batched so far (at the end of the walk, or when a batch
+    /// is full). The assembler never waits on the walker for anything but
+    /// events, so holding a partial batch cannot deadlock.
+    fn flush(&self) -> Result<()> {
+        let batch = std::mem::replace(
+            &mut *self.batch.borrow_mut(),
+            Vec::with_capacity(EVENT_BATCH),
+        );
+        if batch.is_empty() {
+            return Ok(());
+        }
         self.events
-            .send(e)
+            .send(batch)
             .map_err(|_| Error::Other("backup aborted".into()))
     }
 
@@ -962,7 +994,7 @@ fn open_noatime(path: &Path) -> std::io::Result<File> {
 /// Builds trees in walk order; returns the root tree id and the warnings.
 fn assemble(
     pipeline: &Pipeline,
-    events: Receiver<Event>,
+    events: Receiver<Vec<Event>>,
     progress: &dyn Progress,
 ) -> Result<(Id, Vec<String>)> {
     let mut stack: Vec<(Option<Node>, Tree)> = vec![(None, Tree::default())];
@@ -971,7 +1003,7 @@ fn assemble(
         pipeline.fail(Error::Other("backup aborted".into()));
         e
     };
-    for ev in events {
+    for ev in events.into_iter().flatten() {
         match ev {
             Event::EnterDir(node) => stack.push((Some(node), Tree::default())),
             Event::Leaf(node) => stack.last_mut().expect("root").1.nodes.push(node),
