@@ -347,7 +347,12 @@ impl Pipeline {
 }
 
 /// Stat-derived node for `path`; content and subtree are filled in later.
-fn node_from_meta(name: &OsStr, path: &Path, meta: &Metadata) -> Node {
+///
+/// Extended attributes are copied from `old`, the parent snapshot's node of the
+/// same name, when its kind, device, inode and ctime are equal: setting or
+/// removing an attribute changes the ctime, so an unchanged entry costs no
+/// `llistxattr` (50k of them in an unchanged re-backup of the bench set).
+fn node_from_meta(name: &OsStr, path: &Path, meta: &Metadata, old: Option<&Node>) -> Node {
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         NodeKind::Dir
@@ -387,7 +392,17 @@ fn node_from_meta(name: &OsStr, path: &Path, meta: &Metadata) -> Node {
         }
     }
     if matches!(kind, NodeKind::File | NodeKind::Dir) {
-        n.xattrs = read_xattrs(path);
+        n.xattrs = match old {
+            Some(o)
+                if o.kind == kind
+                    && o.device_id == n.device_id
+                    && o.inode == n.inode
+                    && o.ctime_ns == n.ctime_ns =>
+            {
+                o.xattrs.clone()
+            }
+            _ => read_xattrs(path),
+        };
     }
     n
 }
@@ -843,7 +858,7 @@ impl Walker<'_> {
                 self.visit(&path, name, &meta, parent, None)?;
             } else {
                 let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-                let node = node_from_meta(name, &path, &meta);
+                let node = node_from_meta(name, &path, &meta, parent.and_then(|t| t.find(name)));
                 self.emit(Event::EnterDir(node))?;
                 let sub = self.subtree(parent, name);
                 self.walk_trie(&path, child, sub.as_ref().map(|(_, t)| t))?;
@@ -864,7 +879,8 @@ impl Walker<'_> {
         if self.pipeline.aborted() {
             return Err(Error::Other("backup aborted".into()));
         }
-        let node = node_from_meta(name, path, meta);
+        let old = parent.and_then(|t| t.find(name));
+        let node = node_from_meta(name, path, meta, old);
         match node.kind {
             NodeKind::Dir => {
                 self.counters.dirs.fetch_add(1, Ordering::Relaxed);
@@ -878,7 +894,6 @@ impl Walker<'_> {
                 self.emit(Event::LeaveDir(self.reusable(sub)))
             }
             NodeKind::File => {
-                let old = parent.and_then(|t| t.find(name));
                 if let Some(old) = old.filter(|o| unchanged(o, &node)) {
                     let content = old.content.clone().unwrap_or_default();
                     if content.iter().all(|id| self.repo.index().contains(id)) {

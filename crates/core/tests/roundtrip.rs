@@ -413,6 +413,43 @@ fn unchanged_directories_keep_their_tree_ids_and_a_metadata_change_propagates_to
 }
 
 #[test]
+fn xattrs_of_unchanged_entries_come_from_the_parent_and_a_changed_one_is_read_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo) = (tmp.path().join("src"), tmp.path().join("repo"));
+    fs::create_dir_all(src.join("d")).unwrap();
+    for f in ["a", "b", "d/c"] {
+        fs::write(src.join(f), f.as_bytes()).unwrap();
+    }
+    if xattr::set(src.join("a"), "user.k", b"one").is_err() {
+        eprintln!("skipping: no user xattrs on this file system");
+        return;
+    }
+    xattr::set(src.join("b"), "user.k", b"b").unwrap();
+    xattr::set(src.join("d"), "user.k", b"dir").unwrap();
+    new_repo(&repo);
+    backup(&repo, std::slice::from_ref(&src));
+    // Changing an attribute changes the ctime: the new value must be read,
+    // not copied from the parent snapshot's node. A directory likewise.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    xattr::set(src.join("a"), "user.k", b"two").unwrap();
+    xattr::remove(src.join("d"), "user.k").unwrap();
+    xattr::set(src.join("d"), "user.other", b"new").unwrap();
+    let second = backup(&repo, std::slice::from_ref(&src));
+    // And unchanged once more (all from the parent).
+    let third = backup(&repo, std::slice::from_ref(&src));
+    for (i, snap) in [second, third].iter().enumerate() {
+        let t = tmp.path().join(format!("r{i}"));
+        restore_all(&repo, snap, &t);
+        let back = restored_root(&t, &src);
+        let get = |p: &str, k: &str| xattr::get(back.join(p), k).unwrap();
+        assert_eq!(get("a", "user.k").as_deref(), Some(&b"two"[..]));
+        assert_eq!(get("b", "user.k").as_deref(), Some(&b"b"[..]));
+        assert_eq!(get("d", "user.k"), None);
+        assert_eq!(get("d", "user.other").as_deref(), Some(&b"new"[..]));
+    }
+}
+
+#[test]
 fn excludes_and_dry_run() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, repo_dir) = (tmp.path().join("src"), tmp.path().join("repo"));
