@@ -18,7 +18,7 @@
 //!   instead of deriving it, so both give the same data the same chunks and blob
 //!   ids — `copy` then moves blobs by id — while each keeps its own encryption key.
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset};
@@ -200,6 +200,21 @@ impl MasterKey {
         sealed: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
+        self.open_aad_into(kind.aad(), sealed, out)
+    }
+
+    fn open_aad(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let mut out = Vec::new();
+        self.open_aad_into(aad, sealed, &mut out)?;
+        Ok(out)
+    }
+
+    fn open_aad_into(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         out.clear();
         if sealed.len() < SEAL_OVERHEAD {
             return Err(CryptoError::Truncated);
@@ -212,33 +227,12 @@ impl MasterKey {
         let (ct, tag) = sealed[1 + SALT_LEN + NONCE_LEN..].split_at(sealed.len() - SEAL_OVERHEAD);
         out.extend_from_slice(ct);
         self.object_cipher(salt)
-            .decrypt_in_place_detached(nonce, kind.aad(), out, tag.into())
+            .decrypt_in_place_detached(nonce, aad, out, tag.into())
             .map_err(|_| {
                 // Never leave unauthenticated plaintext behind.
                 out.clear();
                 CryptoError::Authentication
             })
-    }
-
-    fn open_aad(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(CryptoError::Truncated);
-        }
-        if sealed[0] != SEALED_VERSION {
-            return Err(CryptoError::UnknownVersion(sealed[0]));
-        }
-        let salt = &sealed[1..1 + SALT_LEN];
-        let nonce = Nonce::from_slice(&sealed[1 + SALT_LEN..1 + SALT_LEN + NONCE_LEN]);
-        let cipher = self.object_cipher(salt);
-        cipher
-            .decrypt(
-                nonce,
-                Payload {
-                    msg: &sealed[1 + SALT_LEN + NONCE_LEN..],
-                    aad,
-                },
-            )
-            .map_err(|_| CryptoError::Authentication)
     }
 
     fn object_cipher(&self, salt: &[u8]) -> Aes256Gcm {

@@ -776,16 +776,13 @@ impl IndexedRepository {
         raw_length: u32,
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
-        let damaged = |r: String| Error::damaged("blob", id, format!("in pack {pack}: {r}"));
-        let plain = self
-            .key()
-            .open(ObjectKind::Blob, sealed)
-            .map_err(|e| damaged(e.to_string()))?;
-        let data = blob::decompress(compression, plain, raw_length as usize).map_err(damaged)?;
-        if self.key().blob_id(&data) != *id {
-            return Err(damaged("content does not hash to its id".into()));
-        }
-        Ok(data)
+        let mut bufs = BlobBuffers::default();
+        self.decode_blob_with(id, pack, compression, raw_length, sealed, &mut bufs)?;
+        Ok(if compression == 0 {
+            bufs.opened
+        } else {
+            bufs.plain
+        })
     }
 
     /// [`IndexedRepository::decode_blob`] into reused buffers (restore keeps
