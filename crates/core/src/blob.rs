@@ -181,14 +181,10 @@ impl FromStr for Compression {
 /// Compress `data`; returns the algorithm code actually used (0 when compression
 /// did not shrink the data) and the bytes to seal.
 pub fn compress(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
-    let out = match c {
-        Compression::None => None,
-        Compression::Zstd(level) => zstd::bulk::compress(data, level).ok(),
-        Compression::Lz4 => Some(lz4_flex::compress(data)),
-    };
-    match out {
-        Some(out) if out.len() < data.len() => (c.code(), out),
-        _ => (0, data.to_vec()),
+    let mut out = Vec::new();
+    match compress_into(c, data, &mut out) {
+        0 => (0, data.to_vec()),
+        code => (code, out),
     }
 }
 
@@ -202,7 +198,7 @@ thread_local! {
 /// [`compress`] into `out` (cleared first, grown as needed and reused by the
 /// caller), with this thread's zstd context. Returns the algorithm code; 0 means
 /// compression did not shrink the data and the caller stores `data` itself
-/// (`out` is then unspecified). Same bytes as [`compress`].
+/// (`out` is then unspecified). The bytes of a one-shot zstd or lz4 call.
 pub fn compress_into(c: Compression, data: &[u8], out: &mut Vec<u8>) -> u8 {
     out.clear();
     let ok = match c {
@@ -273,13 +269,7 @@ pub fn decompress_into(
         }
         c => return Err(format!("unknown compression code {c}")),
     }
-    if out.len() != raw_length {
-        return Err(format!(
-            "decompressed to {} bytes, index says {raw_length}",
-            out.len()
-        ));
-    }
-    Ok(())
+    check_length(out.len(), raw_length)
 }
 
 /// Undo [`compress`]; `raw_length` is the plaintext size from the index.
@@ -288,24 +278,42 @@ pub fn decompress_into(
 /// A message when the algorithm code is unknown or the data does not decompress
 /// to exactly `raw_length` bytes.
 pub fn decompress(code: u8, data: Vec<u8>, raw_length: usize) -> Result<Vec<u8>, String> {
-    let out = match code {
-        0 => data,
-        1 => zstd::bulk::decompress(&data, raw_length).map_err(|e| format!("zstd: {e}"))?,
-        2 => lz4_flex::decompress(&data, raw_length).map_err(|e| format!("lz4: {e}"))?,
-        c => return Err(format!("unknown compression code {c}")),
-    };
-    if out.len() != raw_length {
+    if code == 0 {
+        check_length(data.len(), raw_length)?;
+        return Ok(data);
+    }
+    let mut out = Vec::new();
+    decompress_into(code, &data, raw_length, &mut out)?;
+    Ok(out)
+}
+
+/// The decompressed size must be the index's `raw_length`.
+pub(crate) fn check_length(len: usize, raw_length: usize) -> Result<(), String> {
+    if len != raw_length {
         return Err(format!(
-            "decompressed to {} bytes, index says {raw_length}",
-            out.len()
+            "decompressed to {len} bytes, index says {raw_length}"
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `compress` did before it shared `compress_into`: one-shot library
+    /// calls, a fresh zstd context each time.
+    fn one_shot(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
+        let out = match c {
+            Compression::None => None,
+            Compression::Zstd(level) => zstd::bulk::compress(data, level).ok(),
+            Compression::Lz4 => Some(lz4_flex::compress(data)),
+        };
+        match out {
+            Some(out) if out.len() < data.len() => (c.code(), out),
+            _ => (0, data.to_vec()),
+        }
+    }
 
     #[test]
     fn compress_into_gives_the_bytes_of_compress_and_decompresses_back() {
@@ -324,8 +332,8 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         assert_ne!(
-            compress(Compression::Zstd(1), &text).1,
-            compress(Compression::Zstd(19), &text).1,
+            one_shot(Compression::Zstd(1), &text).1,
+            one_shot(Compression::Zstd(19), &text).1,
             "the levels must differ on the test data"
         );
         let mut out = vec![1u8; 10];
@@ -341,8 +349,9 @@ mod tests {
         ] {
             for data in [&text[..], &noise[..], b""] {
                 let code = compress_into(c, data, &mut out);
-                let (want_code, want) = compress(c, data);
+                let (want_code, want) = one_shot(c, data);
                 assert_eq!(code, want_code, "{c:?}");
+                assert_eq!(compress(c, data), (want_code, want.clone()), "{c:?}");
                 if code == 0 {
                     continue;
                 }

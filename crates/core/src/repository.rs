@@ -801,12 +801,7 @@ impl IndexedRepository {
             .open_into(ObjectKind::Blob, sealed, &mut bufs.opened)
             .map_err(|e| damaged(e.to_string()))?;
         let data = if compression == 0 {
-            if bufs.opened.len() != raw_length as usize {
-                return Err(damaged(format!(
-                    "decompressed to {} bytes, index says {raw_length}",
-                    bufs.opened.len()
-                )));
-            }
+            blob::check_length(bufs.opened.len(), raw_length as usize).map_err(damaged)?;
             &bufs.opened[..]
         } else {
             blob::decompress_into(
