@@ -475,10 +475,24 @@ pub fn backup(
     opts: &BackupOptions,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
-    let started = chrono::Local::now().fixed_offset();
-    if opts.paths.is_empty() {
-        return Err(Error::invalid("backup", "no paths given"));
-    }
+    let listing = Listing::start(&opts.paths, &opts.excludes, opts.one_file_system)?;
+    backup_listed(repo, opts, listing, progress)
+}
+
+/// [`backup`] of a listing started earlier (before the repository was opened,
+/// so that the walk of the file system overlaps the key derivation and the
+/// index load). The listing's paths, excludes and `one_file_system` are used;
+/// `opts`' are not.
+///
+/// # Errors
+/// As [`backup`].
+pub fn backup_listed(
+    repo: &IndexedRepository,
+    opts: &BackupOptions,
+    listing: Listing,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
+    let started = listing.started;
     // Visible to prune until the snapshot is saved (see crate::lock); the view
     // is reloaded if a prune rewrote the index before the session existed.
     let (_session, reloaded) = if opts.dry_run {
@@ -488,11 +502,8 @@ pub fn backup(
         (Some(s), fresh)
     };
     let repo = reloaded.as_ref().unwrap_or(repo);
-    let excludes = Excludes::new(&opts.excludes)?;
-    let paths = absolute_paths(&opts.paths)?;
-    for p in &paths {
-        std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
-    }
+    let excludes = &*listing.excludes;
+    let paths = &listing.paths;
     let path_strings: Vec<String> = paths
         .iter()
         .map(|p| p.to_string_lossy().into_owned())
@@ -517,9 +528,9 @@ pub fn backup(
                 return;
             }
             scan_totals(
-                &paths,
-                &excludes,
-                opts.one_file_system,
+                paths,
+                excludes,
+                listing.one_file_system,
                 &scan_stop,
                 progress,
             )
@@ -564,8 +575,8 @@ pub fn backup(
         drop(prefetch_rx);
         let walker = Walker {
             repo,
-            excludes: &excludes,
-            one_file_system: opts.one_file_system,
+            one_file_system: listing.one_file_system,
+            listed: std::cell::RefCell::new(Listed::cursor(&listing)),
             jobs: job_tx,
             events: ev_tx,
             batch: Default::default(),
@@ -576,7 +587,7 @@ pub fn backup(
             prefetched: Default::default(),
         };
         let walk_result = walker
-            .walk_roots(&paths, parent_root.as_ref())
+            .walk_roots(parent_root.as_ref())
             .and_then(|()| walker.flush());
         if walk_result.is_err() {
             pipeline.fail(Error::Other("backup aborted".into()));
@@ -707,8 +718,9 @@ struct PathTrie {
 
 struct Walker<'a> {
     repo: &'a IndexedRepository,
-    excludes: &'a Excludes,
     one_file_system: bool,
+    /// The lister's findings, in walk order.
+    listed: std::cell::RefCell<ListedCursor<'a>>,
     jobs: Sender<FileJob>,
     /// Events go to the assembler in batches ([`EVENT_BATCH`]): one channel
     /// operation per event made the two threads hand over, spin and yield for
@@ -780,17 +792,33 @@ impl Walker<'_> {
         self.emit(Event::Warning(msg))
     }
 
-    fn walk_roots(&self, paths: &[PathBuf], parent_root: Option<&Tree>) -> Result<()> {
-        let mut trie = PathTrie::default();
-        for p in paths {
-            let mut t = &mut trie;
-            for c in p.components().skip(1) {
-                t = t.children.entry(c.as_os_str().to_os_string()).or_default();
-            }
-            t.selected = true;
-        }
+    fn walk_roots(&self, parent_root: Option<&Tree>) -> Result<()> {
         // The root tree itself has no node; its children are emitted into it.
-        self.walk_trie(Path::new("/"), &trie, parent_root)
+        self.walk_listed(parent_root, None)
+    }
+
+    /// Visit what the lister found in one directory, up to its `End`; `dev`
+    /// is the directory's device (`None` above the roots).
+    fn walk_listed(&self, parent: Option<&Tree>, dev: Option<u64>) -> Result<()> {
+        loop {
+            let next = self.listed.borrow_mut().next();
+            match next {
+                Some(Listed::Entry { path, name, meta }) => {
+                    self.visit(&path, &name, &meta, parent, dev)?;
+                }
+                Some(Listed::Via { path, name, meta }) => {
+                    let old = parent.and_then(|t| t.find(&name));
+                    self.emit(Event::EnterDir(node_from_meta(&name, &path, &meta, old)))?;
+                    let sub = self.subtree(parent, &name);
+                    self.walk_listed(sub.as_ref().map(|(_, t)| t), None)?;
+                    self.emit(Event::LeaveDir(self.reusable(sub)))?;
+                }
+                Some(Listed::Warn { path, msg }) => self.warn(&path, msg)?,
+                Some(Listed::Fatal(e)) => return Err(e),
+                Some(Listed::End) => return Ok(()),
+                None => return Err(Error::Other("the file system walk stopped early".into())),
+            }
+        }
     }
 
     /// The parent tree for `LeaveDir`, offered for reuse only when this
@@ -844,30 +872,6 @@ impl Walker<'_> {
         started
     }
 
-    fn walk_trie(&self, dir: &Path, trie: &PathTrie, parent: Option<&Tree>) -> Result<()> {
-        for (name, child) in &trie.children {
-            let path = dir.join(name);
-            if child.selected {
-                let meta = match std::fs::symlink_metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        self.warn(&path, e)?;
-                        continue;
-                    }
-                };
-                self.visit(&path, name, &meta, parent, None)?;
-            } else {
-                let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-                let node = node_from_meta(name, &path, &meta, parent.and_then(|t| t.find(name)));
-                self.emit(Event::EnterDir(node))?;
-                let sub = self.subtree(parent, name);
-                self.walk_trie(&path, child, sub.as_ref().map(|(_, t)| t))?;
-                self.emit(Event::LeaveDir(self.reusable(sub)))?;
-            }
-        }
-        Ok(())
-    }
-
     fn visit(
         &self,
         path: &Path,
@@ -889,7 +893,7 @@ impl Walker<'_> {
                 let mut sub = None;
                 if !crosses {
                     sub = self.subtree(parent, name);
-                    self.walk_dir(path, sub.as_ref().map(|(_, t)| t), meta.dev())?;
+                    self.walk_dir(sub.as_ref().map(|(_, t)| t), meta.dev())?;
                 }
                 self.emit(Event::LeaveDir(self.reusable(sub)))
             }
@@ -925,9 +929,9 @@ impl Walker<'_> {
         }
     }
 
-    fn walk_dir(&self, dir: &Path, parent: Option<&Tree>, dev: u64) -> Result<()> {
+    fn walk_dir(&self, parent: Option<&Tree>, dev: u64) -> Result<()> {
         let started = self.prefetch_children(parent);
-        let walked = self.walk_dir_entries(dir, parent, dev);
+        let walked = self.walk_listed(parent, Some(dev));
         // Trees of subdirectories that are gone (or excluded) now.
         let mut pending = self.prefetched.borrow_mut();
         for id in started {
@@ -935,17 +939,251 @@ impl Walker<'_> {
         }
         walked
     }
+}
 
-    fn walk_dir_entries(&self, dir: &Path, parent: Option<&Tree>, dev: u64) -> Result<()> {
+/// The file system side of a backup's walk, started before the repository is
+/// opened: listing directories and `lstat`-ing their entries needs no key, so
+/// it runs on its own thread while the password's Argon2id derives the key and
+/// the index loads, and then alongside the walker (which compares with the
+/// parent snapshot and hands files to the readers). Dropping it stops the
+/// lister.
+pub struct Listing {
+    paths: Vec<PathBuf>,
+    excludes: Arc<Excludes>,
+    one_file_system: bool,
+    started: DateTime<FixedOffset>,
+    rx: Option<Receiver<Vec<Listed>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the lister found, in the order the walker visits it.
+enum Listed {
+    /// An entry to visit: a selected path, or an entry of a listed directory
+    /// that no exclude matched. A directory the walk descends into (not one
+    /// that `one_file_system` stops at) is followed by its entries and `End`.
+    Entry {
+        path: PathBuf,
+        name: OsString,
+        meta: Metadata,
+    },
+    /// A directory on the way to a selected path (its metadata follows
+    /// symlinks), followed by what is under it and `End`.
+    Via {
+        path: PathBuf,
+        name: OsString,
+        meta: Metadata,
+    },
+    /// The end of a directory's entries, and of the whole listing.
+    End,
+    /// Something that could not be listed or `lstat`-ed: a warning.
+    Warn { path: PathBuf, msg: String },
+    /// A directory on the way to a selected path is gone: the backup fails.
+    Fatal(Error),
+}
+
+/// Entries per batch from the lister to the walker, and batches in flight: at
+/// most 16k entries (a few MB) listed ahead of the walker.
+const LIST_BATCH: usize = 64;
+const LIST_AHEAD: usize = 256;
+
+impl Listing {
+    /// Check the paths and excludes and start listing.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] without paths or with an exclude pattern that does
+    /// not parse, [`Error::Io`] naming a path that cannot be `lstat`-ed.
+    pub fn start(
+        paths: &[PathBuf],
+        excludes: &ExcludeOptions,
+        one_file_system: bool,
+    ) -> Result<Listing> {
+        let started = chrono::Local::now().fixed_offset();
+        if paths.is_empty() {
+            return Err(Error::invalid("backup", "no paths given"));
+        }
+        let excludes = Arc::new(Excludes::new(excludes)?);
+        let paths = absolute_paths(paths)?;
+        for p in &paths {
+            std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
+        }
+        let mut trie = PathTrie::default();
+        for p in &paths {
+            let mut t = &mut trie;
+            for c in p.components().skip(1) {
+                t = t.children.entry(c.as_os_str().to_os_string()).or_default();
+            }
+            t.selected = true;
+        }
+        let (tx, rx) = bounded(LIST_AHEAD);
+        let mut lister = Lister {
+            excludes: Arc::clone(&excludes),
+            one_file_system,
+            tx,
+            batch: Vec::with_capacity(LIST_BATCH),
+        };
+        let thread = std::thread::Builder::new()
+            .name("lister".into())
+            .spawn(move || lister.run(&trie))
+            .map_err(|e| Error::Other(format!("cannot start the file lister: {e}")))?;
+        Ok(Listing {
+            paths,
+            excludes,
+            one_file_system,
+            started,
+            rx: Some(rx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The selected paths, absolute, sorted, none inside another.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        // A lister blocked on a full channel sees it closed and stops.
+        self.rx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The walker's end of a [`Listing`]: one batch at a time.
+struct ListedCursor<'a> {
+    rx: &'a Receiver<Vec<Listed>>,
+    batch: std::vec::IntoIter<Listed>,
+}
+
+impl Listed {
+    fn cursor(listing: &Listing) -> ListedCursor<'_> {
+        ListedCursor {
+            rx: listing
+                .rx
+                .as_ref()
+                .expect("a listing's receiver lives until drop"),
+            batch: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl ListedCursor<'_> {
+    /// `None` when the lister stopped without its final `End` (it panicked).
+    fn next(&mut self) -> Option<Listed> {
+        loop {
+            if let Some(l) = self.batch.next() {
+                return Some(l);
+            }
+            self.batch = self.rx.recv().ok()?.into_iter();
+        }
+    }
+}
+
+/// The lister thread: the walk's directory reads, `lstat`s and excludes, in
+/// the walker's order (selected paths and directory entries sorted by name).
+struct Lister {
+    excludes: Arc<Excludes>,
+    one_file_system: bool,
+    tx: Sender<Vec<Listed>>,
+    batch: Vec<Listed>,
+}
+
+/// The walker is gone (the backup failed or was dropped), or a fatal error
+/// was sent: stop listing.
+struct Stop;
+
+impl Lister {
+    fn run(&mut self, trie: &PathTrie) {
+        let _ = self
+            .list_trie(Path::new("/"), trie)
+            .and_then(|()| self.send(Listed::End));
+        let _ = self.flush();
+    }
+
+    fn send(&mut self, l: Listed) -> std::result::Result<(), Stop> {
+        self.batch.push(l);
+        if self.batch.len() >= LIST_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::result::Result<(), Stop> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(LIST_BATCH));
+        self.tx.send(batch).map_err(|_| Stop)
+    }
+
+    fn warn(&mut self, path: PathBuf, e: &std::io::Error) -> std::result::Result<(), Stop> {
+        self.send(Listed::Warn {
+            path,
+            msg: e.to_string(),
+        })
+    }
+
+    fn list_trie(&mut self, dir: &Path, trie: &PathTrie) -> std::result::Result<(), Stop> {
+        for (name, child) in &trie.children {
+            let path = dir.join(name);
+            if child.selected {
+                match std::fs::symlink_metadata(&path) {
+                    Ok(meta) => self.list_entry(path, name.clone(), meta, None)?,
+                    Err(e) => self.warn(path, &e)?,
+                }
+            } else {
+                match std::fs::metadata(&path) {
+                    Ok(meta) => {
+                        self.send(Listed::Via {
+                            path: path.clone(),
+                            name: name.clone(),
+                            meta,
+                        })?;
+                        self.list_trie(&path, child)?;
+                        self.send(Listed::End)?;
+                    }
+                    Err(e) => {
+                        self.send(Listed::Fatal(Error::io(&path, e)))?;
+                        return Err(Stop);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `dev`: the device of the directory holding the entry (`None` for a
+    /// selected path), as the walker's [`Walker::visit`] decides descending.
+    fn list_entry(
+        &mut self,
+        path: PathBuf,
+        name: OsString,
+        meta: Metadata,
+        dev: Option<u64>,
+    ) -> std::result::Result<(), Stop> {
+        let own_dev = meta.dev();
+        let descend = meta.is_dir() && !(self.one_file_system && dev.is_some_and(|d| d != own_dev));
+        let dir = descend.then(|| path.clone());
+        self.send(Listed::Entry { path, name, meta })?;
+        if let Some(dir) = dir {
+            self.list_dir(&dir, own_dev)?;
+            self.send(Listed::End)?;
+        }
+        Ok(())
+    }
+
+    fn list_dir(&mut self, dir: &Path, dev: u64) -> std::result::Result<(), Stop> {
         let entries = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
-            Err(e) => return self.warn(dir, e),
+            Err(e) => return self.warn(dir.to_path_buf(), &e),
         };
         let mut names = Vec::new();
         for entry in entries {
             match entry {
                 Ok(e) => names.push(e.file_name()),
-                Err(e) => self.warn(dir, e)?,
+                Err(e) => self.warn(dir.to_path_buf(), &e)?,
             }
         }
         names.sort();
@@ -954,14 +1192,14 @@ impl Walker<'_> {
             let meta = match std::fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
-                    self.warn(&path, e)?;
+                    self.warn(path, &e)?;
                     continue;
                 }
             };
             if self.excludes.excludes(&path, &meta) {
                 continue;
             }
-            self.visit(&path, &name, &meta, parent, Some(dev))?;
+            self.list_entry(path, name, meta, Some(dev))?;
         }
         Ok(())
     }

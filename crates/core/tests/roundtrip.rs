@@ -514,6 +514,75 @@ fn excludes_and_dry_run() {
     assert_eq!(rel, vec!["keep", "keep/a.txt"]);
 }
 
+/// `--one-file-system` stops at a mount point below a backed-up directory:
+/// the mount point's directory is kept, what is under it is not. `/dev/shm`
+/// is a tmpfs mounted in the devtmpfs `/dev` on the machines here.
+#[test]
+fn one_file_system_keeps_the_mount_point_and_leaves_out_what_is_under_it() {
+    let (dev, shm) = (Path::new("/dev"), Path::new("/dev/shm"));
+    let same_fs =
+        |a: &Path, b: &Path| fs::metadata(a).unwrap().dev() == fs::metadata(b).unwrap().dev();
+    if !shm.is_dir() || same_fs(dev, shm) {
+        eprintln!("skipped: /dev/shm is not a mount point below /dev on this machine");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    let marker = tempfile::Builder::new()
+        .prefix("lifeboat-ofs-test")
+        .tempfile_in(shm)
+        .unwrap();
+    let marker_name = marker.path().file_name().unwrap().to_owned();
+    new_repo(&repo_dir);
+    let repo = indexed(&repo_dir);
+    let shm_entries = |one_file_system: bool| {
+        let opts = BackupOptions {
+            paths: vec![dev.to_path_buf()],
+            one_file_system,
+            ..Default::default()
+        };
+        let out = archiver::backup(&repo, &opts, &NoProgress).unwrap();
+        let root = repo.load_tree(&out.snapshot.tree).unwrap();
+        let dev_tree = repo
+            .load_tree(&root.find(OsStr::new("dev")).unwrap().subtree.unwrap())
+            .unwrap();
+        let shm_node = dev_tree
+            .find(OsStr::new("shm"))
+            .expect("/dev/shm itself is kept");
+        let shm_tree = repo.load_tree(&shm_node.subtree.unwrap()).unwrap();
+        shm_tree
+            .nodes
+            .iter()
+            .map(|n| n.os_name())
+            .collect::<Vec<_>>()
+    };
+    assert!(shm_entries(false).contains(&marker_name));
+    assert_eq!(shm_entries(true), Vec::<std::ffi::OsString>::new());
+}
+
+/// A listing dropped before (or without) its backup stops its lister thread,
+/// even when the lister is blocked on a full channel (more entries than it
+/// lists ahead).
+#[test]
+fn a_listing_dropped_unread_stops_its_lister() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20_000 {
+        fs::File::create(src.join(format!("f{i}"))).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let listing = archiver::Listing::start(&[src], &ExcludeOptions::default(), false).unwrap();
+        // Let the lister fill its channel and block.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(listing);
+        tx.send(()).unwrap();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(120))
+        .expect("dropping the listing returns");
+}
+
 #[test]
 fn stream_snapshots_round_trip() {
     let tmp = tempfile::tempdir().unwrap();

@@ -49,6 +49,17 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
     for p in &a.paths {
         std::fs::symlink_metadata(p).with_context(|| format!("cannot back up {}", p.display()))?;
     }
+    // The file system walk needs no key: it starts now and runs while the key
+    // is derived and the index loads.
+    let listing = if a.stdin {
+        None
+    } else {
+        Some(archiver::Listing::start(
+            &a.paths,
+            &excludes,
+            a.one_file_system,
+        )?)
+    };
     let repo = settings::open_indexed(g)?;
     let compression = match &a.compression {
         Some(c) => c.parse().map_err(anyhow::Error::msg)?,
@@ -68,20 +79,7 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
         .map(lifeboat_core::select::parse_time)
         .transpose()?;
     let bar = Bar::new(settings::show_progress(g), !g.quiet && !g.json, "backup");
-    let outcome = if a.stdin {
-        let opts = StreamBackupOptions {
-            hostname,
-            tags,
-            source: "stdin".into(),
-            paths: vec![a.stdin_filename.clone()],
-            writer,
-            dry_run: a.dry_run,
-            time,
-        };
-        let mut w = StreamSnapshotWriter::new(&repo, opts, &bar);
-        w.add_stream(&a.stdin_filename, &mut std::io::stdin().lock())?;
-        w.finish(None)?
-    } else {
+    let outcome = if let Some(listing) = listing {
         let parent = match &a.parent {
             None => ParentChoice::Auto,
             Some(spec) => {
@@ -101,7 +99,20 @@ pub fn run(g: &GlobalArgs, a: &BackupArgs) -> Result<Exit> {
             time,
             readers: 0,
         };
-        archiver::backup(&repo, &opts, &bar)?
+        archiver::backup_listed(&repo, &opts, listing, &bar)?
+    } else {
+        let opts = StreamBackupOptions {
+            hostname,
+            tags,
+            source: "stdin".into(),
+            paths: vec![a.stdin_filename.clone()],
+            writer,
+            dry_run: a.dry_run,
+            time,
+        };
+        let mut w = StreamSnapshotWriter::new(&repo, opts, &bar);
+        w.add_stream(&a.stdin_filename, &mut std::io::stdin().lock())?;
+        w.finish(None)?
     };
     bar.finish();
     print_outcome(g, &outcome, a.dry_run);
