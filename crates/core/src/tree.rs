@@ -198,7 +198,13 @@ impl Tree {
     /// # Errors
     /// The JSON error when the bytes are not a tree.
     pub fn deserialize(bytes: &[u8]) -> Result<Tree, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        // One UTF-8 check of the whole tree (word at a time over ASCII), then
+        // strings are taken as they are: `from_slice` validates each string
+        // on its own, ~10% of decoding a tree.
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(bytes), // the error, with its position
+        }
     }
 
     /// Find an entry by exact name bytes.
