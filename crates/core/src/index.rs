@@ -370,6 +370,13 @@ impl Index {
         })
     }
 
+    /// Where the blobs of the pack holding `id` end (the index's view of the
+    /// pack's size, without its header): how far a read may reach.
+    pub fn pack_end(&self, id: &Id) -> Option<u64> {
+        self.position(id)
+            .map(|i| self.pack_sizes[self.entries[i].pack as usize])
+    }
+
     /// The number of the pack the index locates `id` in (see [`Index`]):
     /// packs added later than some number can be told apart by it.
     pub fn pack_number(&self, id: &Id) -> Option<usize> {
