@@ -16,7 +16,7 @@
 //! Unreadable or vanishing entries become warnings in the snapshot summary
 //! (the backup is "partial"), never silent omissions.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
 use std::io::Read;
@@ -1799,6 +1799,7 @@ mod tests {
     use super::*;
     use crate::repository::{InitOptions, Repository};
     use lifeboat_storage::{DynStorage, MemoryStorage};
+    use std::collections::HashSet;
 
     /// Every parent tree the walker asks for, in walk order, comes out of the
     /// trees-ahead cache equal to a plain `load_tree`, whatever the window
