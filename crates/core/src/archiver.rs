@@ -523,7 +523,9 @@ pub fn backup_listed(
     listing: Listing,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
-    let started = listing.started;
+    // When the backup proper starts (after the password and the unlock), as
+    // before the listing started early.
+    let started = chrono::Local::now().fixed_offset();
     // Visible to prune until the snapshot is saved (see crate::lock); the view
     // is reloaded if a prune rewrote the index before the session existed.
     let (_session, reloaded) = if opts.dry_run {
@@ -595,10 +597,10 @@ pub fn backup_listed(
         }
         drop(job_rx);
         let assembler = scope.spawn(|| assemble(&pipeline, ev_rx, progress));
+        let _close = CloseOnDrop(&ahead);
         for _ in 0..cores().max(2) {
             scope.spawn(|| ahead.work());
         }
-        let _close = CloseOnDrop(&ahead);
         let walker = Walker {
             repo,
             one_file_system: listing.one_file_system,
@@ -854,14 +856,15 @@ impl<'a> TreesAhead<'a> {
                 let w = self.window;
                 let start = offset / w * w;
                 let stop = ((offset / w + 1) * w).clamp(end, pack_end.max(end));
-                let data = self
+                let data = match self
                     .repo
                     .storage()
                     .get(&crate::pack::pack_key(&loc.pack), Some(start..stop))
-                    .ok()?;
-                if (data.len() as u64) < end - start {
-                    return self.repo.load_tree(id).ok();
-                }
+                {
+                    Ok(data) if data.len() as u64 >= end - start => data,
+                    // Short or failed: the tree alone, through the usual path.
+                    _ => return self.repo.load_tree(id).ok(),
+                };
                 let mut windows = self.windows.lock();
                 if windows.len() >= TREE_WINDOWS {
                     windows.remove(0);
@@ -1074,8 +1077,14 @@ impl Walker<'_> {
     }
 
     fn walk_roots(&self, parent_root: Option<&Tree>) -> Result<()> {
+        let next = self.listed.borrow_mut().next();
+        let root_dev = match next {
+            Some(Listed::Start { root_dev }) => root_dev,
+            Some(Listed::Fatal(e)) => return Err(e),
+            _ => return Err(Error::Other("the file system walk stopped early".into())),
+        };
         // The root tree itself has no node; its children are emitted into it.
-        self.walk_listed(Path::new("/"), parent_root, None)
+        self.walk_listed(Path::new("/"), parent_root, root_dev)
     }
 
     /// Visit what the lister found in directory `dir`, up to its `End`; `dev`
@@ -1114,6 +1123,9 @@ impl Walker<'_> {
                 Some(Listed::Warn { path, msg }) => self.warn(&path, msg)?,
                 Some(Listed::Fatal(e)) => return Err(e),
                 Some(Listed::End) => return Ok(()),
+                Some(Listed::Start { .. }) => {
+                    return Err(Error::Other("the file system walk restarted".into()))
+                }
                 None => return Err(Error::Other("the file system walk stopped early".into())),
             }
         }
@@ -1207,7 +1219,6 @@ pub struct Listing {
     paths: Vec<PathBuf>,
     excludes: Arc<Excludes>,
     one_file_system: bool,
-    started: DateTime<FixedOffset>,
     rx: Option<Receiver<Vec<Listed>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -1221,6 +1232,10 @@ enum Listed {
     /// A directory on the way to a selected path (its metadata follows
     /// symlinks), followed by what is under it and `End`.
     Via { name: OsString, meta: Stat },
+    /// The first record: `root_dev` is the device of `/` when `/` itself is
+    /// backed up (its entries follow, as a directory's), else `None` (the
+    /// selected paths follow, with `Via` records for the directories above).
+    Start { root_dev: Option<u64> },
     /// The end of a directory's entries, and of the whole listing.
     End,
     /// Something that could not be listed or `lstat`-ed: a warning.
@@ -1247,7 +1262,6 @@ impl Listing {
         excludes: &ExcludeOptions,
         one_file_system: bool,
     ) -> Result<Listing> {
-        let started = chrono::Local::now().fixed_offset();
         if paths.is_empty() {
             return Err(Error::invalid("backup", "no paths given"));
         }
@@ -1279,7 +1293,6 @@ impl Listing {
             paths,
             excludes,
             one_file_system,
-            started,
             rx: Some(rx),
             thread: Some(thread),
         })
@@ -1346,9 +1359,23 @@ struct Stop;
 
 impl Lister {
     fn run(&mut self, trie: &PathTrie) {
-        let _ = self
-            .list_trie(Path::new("/"), trie)
-            .and_then(|()| self.send(Listed::End));
+        let root = Path::new("/");
+        let listed = if trie.selected {
+            // `/` itself: its entries go straight into the root tree, under
+            // `--one-file-system` on the root's device.
+            match std::fs::symlink_metadata(root) {
+                Ok(meta) => self
+                    .send(Listed::Start {
+                        root_dev: Some(meta.dev()),
+                    })
+                    .and_then(|()| self.list_dir(root, meta.dev())),
+                Err(e) => self.send(Listed::Fatal(Error::io(root, e))).and(Err(Stop)),
+            }
+        } else {
+            self.send(Listed::Start { root_dev: None })
+                .and_then(|()| self.list_trie(root, trie))
+        };
+        let _ = listed.and_then(|()| self.send(Listed::End));
         let _ = self.flush();
     }
 
@@ -1858,10 +1885,10 @@ mod tests {
             ahead.window = window;
             let ahead = &ahead;
             std::thread::scope(|scope| {
+                let _close = CloseOnDrop(ahead);
                 for _ in 0..2 {
                     scope.spawn(move || ahead.work());
                 }
-                let _close = CloseOnDrop(ahead);
                 // Depth first, as the walker; skip every third subdirectory.
                 let mut stack = vec![root.clone()];
                 let mut seen = 0;

@@ -560,6 +560,37 @@ fn one_file_system_keeps_the_mount_point_and_leaves_out_what_is_under_it() {
     assert_eq!(shm_entries(true), Vec::<std::ffi::OsString>::new());
 }
 
+/// Backing up `/` itself walks its entries (it used to back up nothing: the
+/// root was a selected path with no name). Everything but `/etc` is left out,
+/// and what is in `/etc`, so the walk stays small.
+#[test]
+fn backing_up_the_root_directory_walks_its_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo_dir = tmp.path().join("repo");
+    new_repo(&repo_dir);
+    let repo = indexed(&repo_dir);
+    let opts = BackupOptions {
+        paths: vec![PathBuf::from("/")],
+        excludes: ExcludeOptions {
+            exclude: vec!["/[!e]*".into(), "/e[!t]*".into(), "/etc/*".into()],
+            ..Default::default()
+        },
+        one_file_system: true,
+        ..Default::default()
+    };
+    let out = archiver::backup(&repo, &opts, &NoProgress).unwrap();
+    assert_eq!(out.snapshot.paths, vec!["/".to_string()]);
+    let repo = indexed(&repo_dir);
+    let root = repo.load_tree(&out.snapshot.tree).unwrap();
+    let names: Vec<_> = root.nodes.iter().map(|n| n.os_name()).collect();
+    assert!(names.contains(&"etc".into()), "{names:?}");
+    assert!(!names.contains(&"usr".into()), "{names:?}");
+    let etc = repo
+        .load_tree(&root.find(OsStr::new("etc")).unwrap().subtree.unwrap())
+        .unwrap();
+    assert!(etc.nodes.is_empty());
+}
+
 /// A listing dropped before (or without) its backup stops its lister thread,
 /// even when the lister is blocked on a full channel (more entries than it
 /// lists ahead).
