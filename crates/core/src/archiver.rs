@@ -604,7 +604,7 @@ pub fn backup_listed(
         let walker = Walker {
             repo,
             one_file_system: listing.one_file_system,
-            listed: std::cell::RefCell::new(Listed::cursor(&listing)),
+            listed: std::cell::RefCell::new(listing.cursor()),
             jobs: job_tx,
             events: ev_tx,
             batch: Default::default(),
@@ -830,10 +830,6 @@ impl<'a> TreesAhead<'a> {
     /// holds it). A tree the index does not list (the readers' fallback) is
     /// loaded on its own.
     fn load(&self, id: &Id) -> Option<Tree> {
-        thread_local! {
-            static BUFS: std::cell::Cell<crate::repository::BlobBuffers> =
-                std::cell::Cell::new(Default::default());
-        }
         let index = self.repo.index();
         let (Some(loc), Some(pack_end)) = (index.get(id), index.pack_end(id)) else {
             return self.repo.load_tree(id).ok();
@@ -874,26 +870,18 @@ impl<'a> TreesAhead<'a> {
             }
         };
         let sealed = &data[(offset - start) as usize..(end - start) as usize];
-        let mut bufs = BUFS.take();
-        let tree = self
-            .repo
-            .decode_blob_with(
-                id,
-                &loc.pack,
-                loc.compression,
-                loc.raw_length,
-                sealed,
-                &mut bufs,
-            )
-            .ok()
-            .and_then(|plain| Tree::deserialize(plain).ok());
-        BUFS.set(bufs);
+        let tree = crate::repository::BlobBuffers::with_this_thread(|bufs| {
+            self.repo
+                .decode_blob_with(id, &loc.pack, loc.compression, loc.raw_length, sealed, bufs)
+                .ok()
+                .and_then(|plain| Tree::deserialize(plain).ok())
+        });
         tree
     }
 
     /// Ask for the trees of `tree`'s subdirectories.
     fn request_children(&self, tree: &Tree) {
-        let subdirs: Vec<Id> = tree.nodes.iter().filter_map(|n| n.subtree).collect();
+        let subdirs: Vec<Id> = tree.subtrees().collect();
         self.request(&subdirs);
     }
 
@@ -970,10 +958,7 @@ impl<'a> TreesAhead<'a> {
             match st.slots.remove(&id) {
                 Some(Slot::Ready(tree, size)) => {
                     st.bytes -= size;
-                    todo.extend(
-                        tree.iter()
-                            .flat_map(|t| t.nodes.iter().filter_map(|n| n.subtree)),
-                    );
+                    todo.extend(tree.iter().flat_map(Tree::subtrees));
                 }
                 // A worker that finishes it finds no slot and drops it.
                 Some(Slot::Pending(size)) => st.bytes -= size,
@@ -1010,10 +995,7 @@ impl<'a> TreesAhead<'a> {
             let Slot::Pending(size) = *slot else {
                 unreachable!("matched Pending")
             };
-            let subdirs: Vec<Id> = tree
-                .iter()
-                .flat_map(|t| t.nodes.iter().filter_map(|n| n.subtree))
-                .collect();
+            let subdirs: Vec<Id> = tree.iter().flat_map(Tree::subtrees).collect();
             *slot = Slot::Ready(tree, size);
             // Under the same lock: a discard of this tree also finds these.
             let added = self.request_locked(&mut st, &subdirs);
@@ -1096,10 +1078,7 @@ impl Walker<'_> {
         }
         let walked = self.walk_entries(dir, parent, dev);
         // Trees of subdirectories that are gone (or excluded) now.
-        for id in parent
-            .iter()
-            .flat_map(|p| p.nodes.iter().filter_map(|n| n.subtree))
-        {
+        for id in parent.iter().flat_map(|p| p.subtrees()) {
             self.ahead.discard(id);
         }
         walked
@@ -1298,9 +1277,15 @@ impl Listing {
         })
     }
 
-    /// The selected paths, absolute, sorted, none inside another.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
+    /// The walker's end of the listing.
+    fn cursor(&self) -> ListedCursor<'_> {
+        ListedCursor {
+            rx: self
+                .rx
+                .as_ref()
+                .expect("a listing's receiver lives until drop"),
+            batch: Vec::new().into_iter(),
+        }
     }
 }
 
@@ -1318,18 +1303,6 @@ impl Drop for Listing {
 struct ListedCursor<'a> {
     rx: &'a Receiver<Vec<Listed>>,
     batch: std::vec::IntoIter<Listed>,
-}
-
-impl Listed {
-    fn cursor(listing: &Listing) -> ListedCursor<'_> {
-        ListedCursor {
-            rx: listing
-                .rx
-                .as_ref()
-                .expect("a listing's receiver lives until drop"),
-            batch: Vec::new().into_iter(),
-        }
-    }
 }
 
 impl ListedCursor<'_> {
@@ -1894,7 +1867,7 @@ mod tests {
                 let mut seen = 0;
                 while let Some(tree) = stack.pop() {
                     ahead.request_children(&tree);
-                    for (i, id) in tree.nodes.iter().filter_map(|n| n.subtree).enumerate() {
+                    for (i, id) in tree.subtrees().enumerate() {
                         if i % 3 == 2 {
                             continue;
                         }
@@ -1907,7 +1880,7 @@ mod tests {
                         seen += 1;
                         stack.push(got);
                     }
-                    for id in tree.nodes.iter().filter_map(|n| n.subtree) {
+                    for id in tree.subtrees() {
                         ahead.discard(id);
                     }
                 }

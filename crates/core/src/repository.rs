@@ -90,6 +90,20 @@ pub struct BlobBuffers {
     plain: Vec<u8>,
 }
 
+impl BlobBuffers {
+    /// Run `f` with this thread's buffers, kept for the thread's next call
+    /// (restore threads and the backup's tree decoders decode blob after blob).
+    pub fn with_this_thread<R>(f: impl FnOnce(&mut BlobBuffers) -> R) -> R {
+        thread_local! {
+            static BUFS: std::cell::Cell<BlobBuffers> = std::cell::Cell::new(BlobBuffers::default());
+        }
+        let mut bufs = BUFS.take();
+        let r = f(&mut bufs);
+        BUFS.set(bufs);
+        r
+    }
+}
+
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {

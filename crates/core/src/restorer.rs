@@ -394,64 +394,54 @@ fn restore_pack(
     // 8 MiB keeps 4 connections at 32 MiB in flight whatever the pack size
     // (a default pack, 16 MiB, is two reads).
     const MAX_READ: u64 = 8 << 20;
-    thread_local! {
-        /// Decrypt/decompress buffers of this restore thread, kept across packs
-        /// (taken here, put back after the pack; an error drops them).
-        static BUFS: std::cell::Cell<BlobBuffers> = std::cell::Cell::new(BlobBuffers::default());
-    }
-    let mut bufs = BUFS.take();
     // Files this pack writes to, opened once each (a pack holds many blobs of
     // the same few files).
     let mut open: HashMap<usize, File> = HashMap::new();
-    let mut i = 0;
-    while i < blobs.len() {
-        let start = blobs[i].1.offset as u64;
-        let mut end = start + blobs[i].1.length as u64;
-        let mut j = i + 1;
-        while j < blobs.len()
-            && (blobs[j].1.offset as u64) <= end + MAX_GAP
-            && end - start < MAX_READ
-        {
-            end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
-            j += 1;
-        }
-        let data = repo.storage().get(&pack_key(pack), Some(start..end))?;
-        for (id, loc) in &blobs[i..j] {
-            let off = (loc.offset as u64 - start) as usize;
-            let sealed = &data[off..off + loc.length as usize];
-            let plain = repo.decode_blob_with(
-                id,
-                pack,
-                loc.compression,
-                loc.raw_length,
-                sealed,
-                &mut bufs,
-            )?;
-            let zero = plain.iter().all(|b| *b == 0);
-            for (t, offset) in &uses[id] {
-                let target = &targets[*t];
-                if !zero {
-                    let f = match open.entry(*t) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                            File::options()
-                                .write(true)
-                                .open(&target.path)
-                                .map_err(|e| Error::io(&target.path, e))?,
-                        ),
-                    };
-                    f.write_all_at(plain, *offset)
-                        .map_err(|e| Error::io(&target.path, e))?;
-                }
-                debug_assert!(*offset + plain.len() as u64 <= target.size);
-                written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                progress.add_bytes(plain.len() as u64);
+    // Decrypt/decompress buffers: this restore thread's, kept across packs.
+    BlobBuffers::with_this_thread(|bufs| {
+        let mut i = 0;
+        while i < blobs.len() {
+            let start = blobs[i].1.offset as u64;
+            let mut end = start + blobs[i].1.length as u64;
+            let mut j = i + 1;
+            while j < blobs.len()
+                && (blobs[j].1.offset as u64) <= end + MAX_GAP
+                && end - start < MAX_READ
+            {
+                end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
+                j += 1;
             }
+            let data = repo.storage().get(&pack_key(pack), Some(start..end))?;
+            for (id, loc) in &blobs[i..j] {
+                let off = (loc.offset as u64 - start) as usize;
+                let sealed = &data[off..off + loc.length as usize];
+                let plain =
+                    repo.decode_blob_with(id, pack, loc.compression, loc.raw_length, sealed, bufs)?;
+                let zero = plain.iter().all(|b| *b == 0);
+                for (t, offset) in &uses[id] {
+                    let target = &targets[*t];
+                    if !zero {
+                        let f = match open.entry(*t) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                                File::options()
+                                    .write(true)
+                                    .open(&target.path)
+                                    .map_err(|e| Error::io(&target.path, e))?,
+                            ),
+                        };
+                        f.write_all_at(plain, *offset)
+                            .map_err(|e| Error::io(&target.path, e))?;
+                    }
+                    debug_assert!(*offset + plain.len() as u64 <= target.size);
+                    written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    progress.add_bytes(plain.len() as u64);
+                }
+            }
+            i = j;
         }
-        i = j;
-    }
-    BUFS.set(bufs);
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Whether the file at `path` has exactly the node's content (chunk by chunk).

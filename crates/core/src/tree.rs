@@ -207,6 +207,11 @@ impl Tree {
         }
     }
 
+    /// The tree ids of the subdirectories, in name order.
+    pub fn subtrees(&self) -> impl Iterator<Item = Id> + '_ {
+        self.nodes.iter().filter_map(|n| n.subtree)
+    }
+
     /// Find an entry by exact name bytes.
     pub fn find(&self, name: &OsStr) -> Option<&Node> {
         self.nodes
