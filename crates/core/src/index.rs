@@ -572,6 +572,7 @@ impl BlobSet {
         new
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, id: &Id) -> bool {
         match self.index.position(id) {
             Some(i) => self.bits[i / 64] & (1u64 << (i % 64)) != 0,
@@ -877,6 +878,43 @@ mod tests {
                 }).collect(),
             };
             prop_assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
+        }
+    }
+
+    #[test]
+    fn used_blobs_is_a_set_over_index_positions_with_unindexed_ids_aside() {
+        let ids: Vec<Id> = (0u8..200).map(|i| Id::of_stored(&[i])).collect();
+        let pack = |id: &[u8], blobs: &[Id]| IndexPack {
+            id: Id::of_stored(id),
+            blob_type: BlobType::Data,
+            blobs: blobs
+                .iter()
+                .enumerate()
+                .map(|(i, id)| PackEntry {
+                    id: *id,
+                    compression: 0,
+                    offset: i as u32 * 10,
+                    length: 10,
+                    raw_length: 10,
+                })
+                .collect(),
+        };
+        // Blob 7 is in both packs; the first file's pack comes first.
+        let first = pack(b"first", &ids[..100]);
+        let second = pack(b"second", &ids[7..150]);
+        let index = Arc::new(Index::from_files(&[IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![first, second],
+        }]));
+        let mut used = BlobSet::new(index);
+        assert!(used.insert(ids[7]));
+        assert!(!used.insert(ids[7]));
+        assert!(used.insert(ids[149]));
+        assert!(used.insert(ids[199]), "an id the index lacks");
+        assert!(!used.insert(ids[199]));
+        assert_eq!(used.len(), 3);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(used.contains(id), [7, 149, 199].contains(&i), "blob {i}");
         }
     }
 }

@@ -36,12 +36,15 @@
 //! snapshot referencing a deleted blob.
 //!
 //! # Memory
-//! The index (as every command that reads blobs, loaded streaming: the decoded
-//! index files are never all held), one bit per indexed blob for the
-//! referenced set ([`BlobSet`]), 4 bytes per blob while the index files'
-//! listings are rebuilt pack by pack ([`Index::listings`]) for the usage
-//! figures, the repacking and the new index files (written
-//! [`INDEX_FILE_BLOBS`] blobs at a time). Measured in docs/MAINTENANCE.md.
+//! Proportional to the work, not to the repository's blob count: prune never
+//! loads the index. It streams the index files ([`scan::Scan`]), keeping one
+//! row per pack listing and an index of the tree packs (to walk the
+//! snapshots), and spills every listed blob and every reference to a
+//! temporary file in 256 buckets; joining them one bucket at a time gives
+//! each pack's used bytes and the blobs to copy when repacking. Phase 2 keeps
+//! only the blobs of the packs it judges. The new index files are written
+//! streaming ([`INDEX_FILE_BLOBS`] blobs at a time). Measured in
+//! docs/MAINTENANCE.md.
 //!
 //! # Errors
 //! [`Error::Invalid`] on append-only repositories (a dry run is allowed);
@@ -61,11 +64,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::blob::{BlobType, Id};
 use crate::error::{Error, Result};
-use crate::index::{BlobSet, Index, IndexFile, IndexPack};
+use crate::index::{Index, IndexFile, IndexPack};
 use crate::lock;
 use crate::pack::pack_key;
+use crate::pack::PackEntry;
 use crate::repository::{IndexedRepository, Repository};
 use crate::writer::{BlobWriter, WriterOptions};
+
+mod scan;
+use scan::{Scan, Spill};
 
 /// Storage prefix of mark objects.
 pub const MARK_PREFIX: &str = "marks";
@@ -264,105 +271,8 @@ pub fn readers_fallback_index(repo: &Repository) -> Result<Index> {
     ))
 }
 
-/// What prune works from: the index of the live index files, extended with
-/// the packs of pending marks that no index file lists (read from their
-/// headers), so snapshots made by backups that deduplicated against marked
-/// packs can be walked. The decoded index files are not kept: what they list
-/// is rebuilt pack by pack with [`Index::listings`].
-struct PruneIndex {
-    indexed: IndexedRepository,
-    /// Pack numbers below this come from index files, the rest from headers.
-    listed: usize,
-    /// Packs the index files list.
-    listed_packs: HashSet<Id>,
-    /// Packs added from headers (listed by no index file).
-    extra_packs: HashSet<Id>,
-    /// Every index file listed while loading (superseded ones included).
-    files: Vec<Id>,
-}
-
 /// Headers of marked packs that still exist, with their sizes.
 type Headers = HashMap<Id, (IndexPack, u64)>;
-
-impl PruneIndex {
-    /// Also returns the headers read for `marked`.
-    fn load(repo: &Repository, marked: &[Id]) -> Result<(PruneIndex, Headers)> {
-        let (mut index, files) = repo.load_index_listed()?;
-        let listed = index.pack_count();
-        let listed_packs: HashSet<Id> = index.packs().map(|(p, _)| p).collect();
-        let headers = read_headers(repo, marked)?;
-        let extra: Vec<&IndexPack> = headers
-            .values()
-            .map(|(p, _)| p)
-            .filter(|p| !listed_packs.contains(&p.id))
-            .collect();
-        let extra_packs = extra.iter().map(|p| p.id).collect();
-        if !extra.is_empty() {
-            index.extend(extra);
-        }
-        let pi = PruneIndex {
-            indexed: IndexedRepository::new(repo.clone(), index),
-            listed,
-            listed_packs,
-            extra_packs,
-            files,
-        };
-        Ok((pi, headers))
-    }
-
-    fn index(&self) -> &Index {
-        self.indexed.index()
-    }
-
-    /// The packs the index files list, each with all its blobs.
-    fn listings(&self) -> impl Iterator<Item = IndexPack> + '_ {
-        self.index().listings(0..self.listed)
-    }
-
-    /// Whether the index locates `id` in a pack an index file lists.
-    fn located_in_listed(&self, id: &Id) -> bool {
-        self.index()
-            .pack_number(id)
-            .is_some_and(|n| n < self.listed)
-    }
-}
-
-/// Every blob (trees and data) referenced by `snaps`.
-///
-/// `snaps` must be listed *before* the index in `repo` was loaded: the write
-/// order packs → index → snapshot then guarantees that every listed snapshot's
-/// blobs are in that index. (Listing after loading raced with backups that
-/// finished in between: their snapshot named an index file prune had not read.)
-fn referenced_blobs(
-    repo: &IndexedRepository,
-    snaps: &[crate::snapshot::SnapshotEntry],
-) -> Result<(u64, BlobSet)> {
-    let mut used = BlobSet::new(repo.index().clone());
-    for s in snaps {
-        let mut stack = vec![s.snapshot.tree];
-        while let Some(t) = stack.pop() {
-            if !used.insert(t) {
-                continue;
-            }
-            let tree = repo.load_tree(&t).map_err(|e| {
-                Error::damaged(
-                    "snapshot",
-                    s.id,
-                    format!("tree {t} cannot be read ({e}); prune refuses to guess what it references (hint: lifeboat repair snapshots)"),
-                )
-            })?;
-            for n in tree.nodes {
-                if let Some(sub) = n.subtree {
-                    stack.push(sub);
-                }
-                for id in n.content.into_iter().flatten() {
-                    used.insert(id);
-                }
-            }
-        }
-    }
-    Ok((snaps.len() as u64, used))
-}
 
 /// Read a pack's header with two ranged reads; returns its type, entries and size.
 ///
@@ -478,14 +388,30 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         return Ok(());
     }
     // Snapshots are listed after the session check (see the module docs) and
-    // before the index is loaded (see `referenced_blobs`).
+    // before the index is read (see `scan::walk`).
     let snaps = repo.snapshots()?;
     let marked: Vec<Id> = ready
         .iter()
         .flat_map(|(_, m)| m.packs.iter().copied())
         .collect();
-    let (pi, headers) = PruneIndex::load(repo, &marked)?;
-    let (_, used) = referenced_blobs(&pi.indexed, &snaps)?;
+    let headers = read_headers(repo, &marked)?;
+    // Only the blobs of the marked packs matter here: which of them some
+    // snapshot references, and which an index file lists.
+    let in_marked: HashSet<Id> = headers
+        .values()
+        .flat_map(|(p, _)| p.blobs.iter().map(|b| b.id))
+        .collect();
+    let mut scan = Scan::load(repo, headers.values().map(|(p, _)| p), &in_marked, false)?;
+    let trees = IndexedRepository::new(repo.clone(), scan.take_trees());
+    let mut used: HashSet<Id> = HashSet::new();
+    let visited = scan::walk(&trees, &snaps, |id| {
+        if in_marked.contains(&id) {
+            used.insert(id);
+        }
+        Ok(())
+    })?;
+    drop(trees);
+    used.extend(visited.into_iter().filter(|t| in_marked.contains(t)));
     let mut reindex: Vec<IndexPack> = Vec::new();
     let mut delete: Vec<(Id, u64)> = Vec::new();
     let mut seen = HashSet::new();
@@ -497,7 +423,7 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         let Some((ip, size)) = headers.get(p) else {
             continue;
         };
-        if pi.listed_packs.contains(p) {
+        if scan.is_listed(p) {
             // An index file lists the pack again: one written by the backup
             // that uploaded it after phase 1 read the index (phase 1 marked it
             // as unindexed), or by another prune's re-indexing. Backups that
@@ -507,12 +433,9 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         } else if ip
             .blobs
             .iter()
-            // (The walked index locates a blob in a pack an index file lists
-            // whenever one does: those packs come first in `PruneIndex`.
-            // Such packs stay: an indexed marked pack is kept, see above.)
-            .any(|e| used.contains(&e.id) && !pi.located_in_listed(&e.id))
+            .any(|e| used.contains(&e.id) && !scan.watched_is_listed(&e.id))
         {
-            // Some referenced blob exists only here.
+            // Some referenced blob exists only here (or in other marked packs).
             reindex.push(ip.clone());
         } else {
             delete.push((*p, *size));
@@ -588,22 +511,38 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     report.pack_bytes = stored.values().sum();
     // Snapshots may reference blobs in packs of pending marks (phase 2 will
     // re-index those); walk them through the packs' own headers.
-    let (pi, _) = PruneIndex::load(repo, &pending)?;
-    let (n_snaps, used) = referenced_blobs(&pi.indexed, &snaps)?;
-    report.snapshots = n_snaps;
-    report.referenced_blobs = used.len();
-
-    let mut usage: BTreeMap<Id, PackUse> = BTreeMap::new();
-    for p in pi.listings() {
-        let mut u = PackUse { total: 0, used: 0 };
-        for b in &p.blobs {
-            u.total += b.length as u64;
-            if used.contains(&b.id) {
-                u.used += b.length as u64;
-            }
-        }
-        usage.insert(p.id, u);
+    let headers = read_headers(repo, &pending)?;
+    let mut scan = Scan::load(
+        repo,
+        headers.values().map(|(p, _)| p),
+        &HashSet::new(),
+        true,
+    )?;
+    drop(headers);
+    let trees = IndexedRepository::new(repo.clone(), scan.take_trees());
+    let mut referenced = Spill::new(32)?;
+    let visited = scan::walk(&trees, &snaps, |id| referenced.push(&id.0))?;
+    drop(trees);
+    for t in visited {
+        referenced.push(&t.0)?;
     }
+    report.snapshots = snaps.len() as u64;
+    report.referenced_blobs = scan.count_used(&referenced)?;
+
+    let usage: BTreeMap<Id, PackUse> = scan
+        .listings
+        .iter()
+        .filter(|l| l.canonical)
+        .map(|l| {
+            (
+                l.pack,
+                PackUse {
+                    total: l.total,
+                    used: l.used,
+                },
+            )
+        })
+        .collect();
     let mut marked: BTreeMap<Id, u64> = BTreeMap::new();
     for (p, size) in &stored {
         if already.contains(p) {
@@ -678,7 +617,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     }
     report.unused_bytes_left = unused_left;
     if !repack.is_empty() {
-        copy_used_blobs(repo, &pi, &repack, &marked, &used, opts, report)?;
+        copy_used_blobs(repo, &scan, &referenced, &repack, &marked, opts, report)?;
         for p in &repack {
             marked.insert(*p, stored[p]);
         }
@@ -694,10 +633,10 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
     // New index without the marked packs, superseding every file read and
     // every superseded file still present (one under object lock, or left by a
     // crash): otherwise it would come back once its superseder is deleted.
-    let superseded = &pi.files;
-    let keep_listed = pi.listed_packs.iter().any(|p| marked.contains_key(p));
+    let superseded = &scan.files;
+    let keep_listed = marked.keys().any(|p| scan.is_listed(p));
     if keep_listed {
-        write_index_without(repo, &pi, &marked, superseded, INDEX_FILE_BLOBS)?;
+        write_index_without(repo, &scan, &marked, INDEX_FILE_BLOBS)?;
     }
     let m = Mark {
         version: 1,
@@ -732,39 +671,60 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
 /// Blobs per index file prune writes (about 11 MiB encoded).
 const INDEX_FILE_BLOBS: usize = 1 << 18;
 
-/// Write the listed packs except `marked` as new index files of about
-/// `max_blobs` blobs (whole packs), streamed pack by pack. Only the last file
-/// supersedes `superseded`: until it exists the earlier ones merely repeat
-/// listings of live files, so a reader (or a crash) at any point sees every
-/// pack that is not marked.
+/// Write the packs the live index files list, except `marked`, as new index
+/// files of about `max_blobs` blobs (whole packs), reading the live files
+/// again one batch at a time; a pack listed twice is written once. Only the
+/// last file supersedes every file the scan read: until it exists the
+/// earlier ones merely repeat listings of live files, so a reader (or a
+/// crash) at any point sees every pack that is not marked.
 fn write_index_without(
     repo: &Repository,
-    pi: &PruneIndex,
+    scan: &Scan,
     marked: &BTreeMap<Id, u64>,
-    superseded: &[Id],
     max_blobs: usize,
 ) -> Result<()> {
+    use rayon::prelude::*;
+    let live: Vec<Id> = scan.live_files().collect();
+    let mut written: HashSet<Id> = HashSet::new();
     let mut file = IndexFile::default();
     let mut blobs = 0;
-    for p in pi.listings().filter(|p| !marked.contains_key(&p.id)) {
-        blobs += p.blobs.len();
-        file.packs.push(p);
-        if blobs >= max_blobs {
-            repo.save_index(&std::mem::take(&mut file))?;
-            blobs = 0;
+    for batch in live.chunks(8) {
+        // The prune holds the exclusive lock: no file it read can vanish.
+        let decoded = batch
+            .par_iter()
+            .map(|id| {
+                let b = repo.load_object("index", crate::crypto::ObjectKind::Index, id)?;
+                IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for f in decoded {
+            for p in f.packs {
+                if marked.contains_key(&p.id) || !written.insert(p.id) {
+                    continue;
+                }
+                blobs += p.blobs.len();
+                file.packs.push(p);
+                if blobs >= max_blobs {
+                    repo.save_index(&std::mem::take(&mut file))?;
+                    blobs = 0;
+                }
+            }
         }
     }
-    file.supersedes = superseded.to_vec();
+    file.supersedes = scan.files.clone();
     repo.save_index(&file)?;
     Ok(())
 }
 
+/// Copy the referenced blobs of the `repack` packs that no pack staying has
+/// into new packs. Which blobs: one more join of the scan with `referenced`
+/// (memory: the entries of the packs repacked, the work itself).
 fn copy_used_blobs(
     repo: &Repository,
-    pi: &PruneIndex,
+    scan: &Scan,
+    referenced: &Spill,
     repack: &[Id],
     marked: &BTreeMap<Id, u64>,
-    used: &BlobSet,
     opts: &PruneOptions,
     report: &mut PruneReport,
 ) -> Result<()> {
@@ -775,15 +735,41 @@ fn copy_used_blobs(
     let going: HashSet<Id> = repack_set
         .iter()
         .chain(marked.keys())
-        .chain(&pi.extra_packs)
+        .chain(&scan.extra_packs)
         .copied()
         .collect();
-    let index = pi.index();
-    let staying: u64 = index
-        .packs()
-        .filter(|(p, _)| !going.contains(p))
-        .map(|(_, s)| s)
+    let pack_of = |n: u32| &scan.listings[n as usize];
+    let mut needed: HashMap<Id, Vec<PackEntry>> = HashMap::new();
+    scan.join(referenced, |group| {
+        let stays = group
+            .iter()
+            .any(|l| scan.is_live(l.listing) && !going.contains(&pack_of(l.listing).pack));
+        if stays {
+            return Ok(());
+        }
+        if let Some(l) = group
+            .iter()
+            .find(|l| pack_of(l.listing).canonical && repack_set.contains(&pack_of(l.listing).pack))
+        {
+            needed
+                .entry(pack_of(l.listing).pack)
+                .or_default()
+                .push(l.entry);
+        }
+        Ok(())
+    })?;
+    let staying: u64 = scan
+        .listings
+        .iter()
+        .filter(|l| l.canonical && !going.contains(&l.pack))
+        .map(|l| l.end)
         .sum();
+    let blob_type: HashMap<Id, BlobType> = scan
+        .listings
+        .iter()
+        .filter(|l| l.canonical && repack_set.contains(&l.pack))
+        .map(|l| (l.pack, l.blob_type))
+        .collect();
     let reader = IndexedRepository::new(repo.clone(), Index::default());
     let writer = BlobWriter::sized_for(
         repo,
@@ -794,14 +780,14 @@ fn copy_used_blobs(
             ..opts.writer.clone()
         },
     );
-    for ip in pi.listings().filter(|p| repack_set.contains(&p.id)) {
-        let p = &ip.id;
+    for p in repack {
+        let Some(mut blobs) = needed.remove(p) else {
+            continue;
+        };
+        blobs.sort_by_key(|b| (b.offset, b.id));
         let bytes = repo.storage().get(&pack_key(p), None)?;
-        for b in &ip.blobs {
-            if !used.contains(&b.id)
-                || index.has_location_outside(&b.id, &going)
-                || !writer.claim(b.id)
-            {
+        for b in &blobs {
+            if !writer.claim(b.id) {
                 continue;
             }
             let end = b.offset as usize + b.length as usize;
@@ -819,7 +805,7 @@ fn copy_used_blobs(
                 b.raw_length,
                 &bytes[b.offset as usize..end],
             )?;
-            writer.store(ip.blob_type, b.id, &plain)?;
+            writer.store(blob_type[p], b.id, &plain)?;
             report.repacked_blobs += 1;
         }
     }
@@ -835,7 +821,6 @@ fn copy_used_blobs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::PackEntry;
 
     fn fake_pack(n: u8, blobs: u8) -> IndexPack {
         IndexPack {
@@ -881,9 +866,9 @@ mod tests {
             })
             .unwrap(),
         ];
-        let (pi, _) = PruneIndex::load(&repo, &[]).unwrap();
+        let scan = Scan::load(&repo, std::iter::empty(), &HashSet::new(), false).unwrap();
         let marked: BTreeMap<Id, u64> = [(packs[2].id, 1)].into();
-        write_index_without(&repo, &pi, &marked, &pi.files, 4).unwrap();
+        write_index_without(&repo, &scan, &marked, 4).unwrap();
 
         let files = repo.index_files().unwrap();
         let new: Vec<&IndexFile> = files
@@ -912,42 +897,5 @@ mod tests {
         want.remove(2);
         assert_eq!(listed, want, "every pack once, the marked one left out");
         assert!(new.iter().all(|f| f.blob_count() <= 6));
-    }
-
-    #[test]
-    fn used_blobs_is_a_set_over_index_positions_with_unindexed_ids_aside() {
-        let ids: Vec<Id> = (0u8..200).map(|i| Id::of_stored(&[i])).collect();
-        let pack = |id: &[u8], blobs: &[Id]| IndexPack {
-            id: Id::of_stored(id),
-            blob_type: BlobType::Data,
-            blobs: blobs
-                .iter()
-                .enumerate()
-                .map(|(i, id)| PackEntry {
-                    id: *id,
-                    compression: 0,
-                    offset: i as u32 * 10,
-                    length: 10,
-                    raw_length: 10,
-                })
-                .collect(),
-        };
-        // Blob 7 is in both packs; the first file's pack comes first.
-        let first = pack(b"first", &ids[..100]);
-        let second = pack(b"second", &ids[7..150]);
-        let index = Arc::new(Index::from_files(&[IndexFile {
-            supersedes: Vec::new(),
-            packs: vec![first, second],
-        }]));
-        let mut used = BlobSet::new(index);
-        assert!(used.insert(ids[7]));
-        assert!(!used.insert(ids[7]));
-        assert!(used.insert(ids[149]));
-        assert!(used.insert(ids[199]), "an id the index lacks");
-        assert!(!used.insert(ids[199]));
-        assert_eq!(used.len(), 3);
-        for (i, id) in ids.iter().enumerate() {
-            assert_eq!(used.contains(id), [7, 149, 199].contains(&i), "blob {i}");
-        }
     }
 }
