@@ -26,6 +26,11 @@ const MAGIC: &[u8; 4] = b"LBIX";
 const VERSION: u8 = 1;
 const ENTRY_LEN: usize = 1 + 32 + 12;
 
+/// Blobs per index file at most, for the files backups and prune write
+/// (about 11 MiB encoded): readers that stream the index (prune) hold one
+/// file at a time, so this bounds what they hold.
+pub const MAX_FILE_BLOBS: usize = 1 << 18;
+
 /// One pack's blobs as listed in an index file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexPack {
@@ -74,6 +79,18 @@ impl IndexFile {
     /// # Errors
     /// A message naming the first malformed field.
     pub fn decode(bytes: &[u8]) -> Result<IndexFile, String> {
+        let mut packs = Vec::new();
+        let supersedes = Self::decode_each(bytes, |p| packs.push(p))?;
+        Ok(IndexFile { supersedes, packs })
+    }
+
+    /// Decode handing over one pack at a time (so a large file is never held
+    /// decoded whole); returns the file's `supersedes`. On an error, the packs
+    /// before the malformed field have been handed over.
+    ///
+    /// # Errors
+    /// A message naming the first malformed field.
+    pub fn decode_each(bytes: &[u8], mut each: impl FnMut(IndexPack)) -> Result<Vec<Id>, String> {
         let mut r = Reader { b: bytes, pos: 0 };
         if r.take(4)? != MAGIC {
             return Err("bad index magic".into());
@@ -88,7 +105,6 @@ impl IndexFile {
             supersedes.push(r.id()?);
         }
         let np = r.u32()? as usize;
-        let mut packs = Vec::with_capacity(np.min(1 << 16));
         for _ in 0..np {
             let id = r.id()?;
             let t = r.u8()?;
@@ -115,7 +131,7 @@ impl IndexFile {
                     raw_length: r.u32()?,
                 });
             }
-            packs.push(IndexPack {
+            each(IndexPack {
                 id,
                 blob_type,
                 blobs,
@@ -124,7 +140,7 @@ impl IndexFile {
         if r.pos != bytes.len() {
             return Err("trailing bytes after index".into());
         }
-        Ok(IndexFile { supersedes, packs })
+        Ok(supersedes)
     }
 }
 

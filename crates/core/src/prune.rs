@@ -669,7 +669,7 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
 }
 
 /// Blobs per index file prune writes (about 11 MiB encoded).
-const INDEX_FILE_BLOBS: usize = 1 << 18;
+const INDEX_FILE_BLOBS: usize = crate::index::MAX_FILE_BLOBS;
 
 /// Write the packs the live index files list, except `marked`, as new index
 /// files of about `max_blobs` blobs (whole packs), reading the live files
@@ -683,32 +683,29 @@ fn write_index_without(
     marked: &BTreeMap<Id, u64>,
     max_blobs: usize,
 ) -> Result<()> {
-    use rayon::prelude::*;
-    let live: Vec<Id> = scan.live_files().collect();
+    let live: HashSet<Id> = scan.live_files().collect();
     let mut written: HashSet<Id> = HashSet::new();
     let mut file = IndexFile::default();
     let mut blobs = 0;
-    for batch in live.chunks(8) {
-        // The prune holds the exclusive lock: no file it read can vanish.
-        let decoded = batch
-            .par_iter()
-            .map(|id| {
-                let b = repo.load_object("index", crate::crypto::ObjectKind::Index, id)?;
-                IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        for f in decoded {
-            for p in f.packs {
-                if marked.contains_key(&p.id) || !written.insert(p.id) {
-                    continue;
+    // The prune holds the exclusive lock: no file it read can vanish, and the
+    // files added since (by backups) are not superseded below.
+    for batch in scan::index_batches(repo)? {
+        let batch: Vec<Id> = batch.into_iter().filter(|id| live.contains(id)).collect();
+        for (id, plain) in scan::read_batch(repo, &batch)? {
+            let mut saved = Ok(());
+            IndexFile::decode_each(&plain, |p| {
+                if saved.is_err() || marked.contains_key(&p.id) || !written.insert(p.id) {
+                    return;
                 }
                 blobs += p.blobs.len();
                 file.packs.push(p);
                 if blobs >= max_blobs {
-                    repo.save_index(&std::mem::take(&mut file))?;
+                    saved = repo.save_index(&std::mem::take(&mut file)).map(drop);
                     blobs = 0;
                 }
-            }
+            })
+            .map_err(|e| Error::damaged("index", id, e))?;
+            saved?;
         }
     }
     file.supersedes = scan.files.clone();

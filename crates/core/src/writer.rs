@@ -346,6 +346,8 @@ impl Shared {
             let mut pending = self.pending.lock();
             pending.push(ip);
             pending.len() >= self.checkpoint_packs
+                || pending.iter().map(|p| p.blobs.len()).sum::<usize>()
+                    >= crate::index::MAX_FILE_BLOBS
         };
         if due {
             self.write_pending_index()?;

@@ -38,8 +38,39 @@ use crate::snapshot::SnapshotEntry;
 const BUCKETS: usize = 256;
 /// Bytes a bucket buffers before it is written out as one block.
 const BLOCK: usize = 16 << 10;
-/// Index files read (and decoded) at once.
-const FILES_AT_ONCE: usize = 8;
+/// Index files are read (and decoded) in parallel batches of at most this
+/// many stored bytes (or one file): a decoded file costs about three times its
+/// size while it is read, and backups write files of up to tens of MiB.
+const BATCH_BYTES: u64 = 8 << 20;
+
+/// The index files present, in batches of about [`BATCH_BYTES`].
+pub(crate) fn index_batches(repo: &Repository) -> Result<Vec<Vec<Id>>> {
+    let mut batches: Vec<Vec<Id>> = Vec::new();
+    let mut bytes = 0;
+    for m in repo.storage().list("index")? {
+        let Some(id) = m.key.rsplit('/').next().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        match batches.last_mut() {
+            Some(b) if !b.is_empty() && bytes + m.size <= BATCH_BYTES => b.push(id),
+            _ => {
+                batches.push(vec![id]);
+                bytes = 0;
+            }
+        }
+        bytes += m.size;
+    }
+    Ok(batches)
+}
+
+/// Read and decrypt `batch` in parallel (decoding is left to the caller, one
+/// pack at a time with [`IndexFile::decode_each`]).
+pub(crate) fn read_batch(repo: &Repository, batch: &[Id]) -> Result<Vec<(Id, Vec<u8>)>> {
+    batch
+        .par_iter()
+        .map(|id| Ok((*id, repo.load_object("index", ObjectKind::Index, id)?)))
+        .collect()
+}
 
 /// Fixed-size records in an unnamed temporary file, in [`BUCKETS`] buckets by
 /// their first byte. Each bucket buffers [`BLOCK`] bytes and writes them as
@@ -226,10 +257,10 @@ impl Scan {
         watch: &HashSet<Id>,
         spill_entries: bool,
     ) -> Result<Scan> {
-        let files = repo.list_ids("index")?;
+        let batches = index_batches(repo)?;
         let mut scan = Scan {
-            live: Vec::with_capacity(files.len()),
-            files: Vec::with_capacity(files.len()),
+            live: Vec::new(),
+            files: Vec::new(),
             listings: Vec::new(),
             canonical: HashMap::new(),
             entries: if spill_entries {
@@ -243,27 +274,28 @@ impl Scan {
         };
         let mut trees = Index::builder();
         let mut superseded = HashSet::new();
-        for batch in files.chunks(FILES_AT_ONCE) {
-            let decoded = batch
-                .par_iter()
-                .map(|id| {
-                    let b = repo.load_object("index", ObjectKind::Index, id)?;
-                    let f = IndexFile::decode(&b).map_err(|e| Error::damaged("index", id, e))?;
-                    Ok((*id, f))
+        for batch in &batches {
+            for (id, plain) in read_batch(repo, batch)? {
+                let file = scan.files.len() as u32;
+                scan.files.push(id);
+                let mut tree_packs = Vec::new();
+                let mut spilled = Ok(());
+                let supersedes = IndexFile::decode_each(&plain, |p| {
+                    if spilled.is_ok() {
+                        spilled = scan.add_pack(file, &p, watch);
+                    }
+                    if p.blob_type == BlobType::Tree {
+                        tree_packs.push(p);
+                    }
                 })
-                .collect::<Result<Vec<_>>>()?;
-            for (id, f) in decoded {
-                superseded.extend(f.supersedes.iter().copied());
-                scan.add_file(id, &f, watch)?;
+                .map_err(|e| Error::damaged("index", id, e))?;
+                spilled?;
+                superseded.extend(supersedes.iter().copied());
                 trees.add(
                     id,
                     IndexFile {
-                        supersedes: f.supersedes,
-                        packs: f
-                            .packs
-                            .into_iter()
-                            .filter(|p| p.blob_type == BlobType::Tree)
-                            .collect(),
+                        supersedes,
+                        packs: tree_packs,
                     },
                 );
             }
@@ -286,38 +318,34 @@ impl Scan {
         Ok(scan)
     }
 
-    fn add_file(&mut self, id: Id, f: &IndexFile, watch: &HashSet<Id>) -> Result<()> {
-        let file = self.files.len() as u32;
-        self.files.push(id);
-        for p in &f.packs {
-            let listing = self.listings.len() as u32;
-            let mut total = 0;
-            let mut end = 0;
-            for b in &p.blobs {
-                total += u64::from(b.length);
-                end = end.max(u64::from(b.offset) + u64::from(b.length));
-                if let Some(spill) = &mut self.entries {
-                    let rec = Listed {
-                        id: b.id,
-                        listing,
-                        entry: *b,
-                    };
-                    spill.push(&rec.encode())?;
-                }
-                if watch.contains(&b.id) {
-                    self.watched.entry(b.id).or_default().push(listing);
-                }
+    fn add_pack(&mut self, file: u32, p: &IndexPack, watch: &HashSet<Id>) -> Result<()> {
+        let listing = self.listings.len() as u32;
+        let mut total = 0;
+        let mut end = 0;
+        for b in &p.blobs {
+            total += u64::from(b.length);
+            end = end.max(u64::from(b.offset) + u64::from(b.length));
+            if let Some(spill) = &mut self.entries {
+                let rec = Listed {
+                    id: b.id,
+                    listing,
+                    entry: *b,
+                };
+                spill.push(&rec.encode())?;
             }
-            self.listings.push(Listing {
-                pack: p.id,
-                file,
-                blob_type: p.blob_type,
-                total,
-                end,
-                used: 0,
-                canonical: false,
-            });
+            if watch.contains(&b.id) {
+                self.watched.entry(b.id).or_default().push(listing);
+            }
         }
+        self.listings.push(Listing {
+            pack: p.id,
+            file,
+            blob_type: p.blob_type,
+            total,
+            end,
+            used: 0,
+            canonical: false,
+        });
         Ok(())
     }
 
