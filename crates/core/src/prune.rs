@@ -689,7 +689,7 @@ fn write_index_without(
     let mut blobs = 0;
     // The prune holds the exclusive lock: no file it read can vanish, and the
     // files added since (by backups) are not superseded below.
-    for batch in scan::index_batches(repo)? {
+    for batch in repo.index_batches()? {
         let batch: Vec<Id> = batch.into_iter().filter(|id| live.contains(id)).collect();
         for (id, plain) in scan::read_batch(repo, &batch)? {
             let mut saved = Ok(());

@@ -41,6 +41,10 @@ pub const FORMAT_VERSION: u32 = 1;
 /// of writing blobs under the wrong ids.
 pub const FORMAT_VERSION_CONTENT_KEY: u32 = 2;
 
+/// Stored bytes of index files read in parallel at once
+/// ([`Repository::index_batches`]).
+pub const INDEX_BATCH_BYTES: u64 = 8 << 20;
+
 /// The repository configuration, sealed under `config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -483,6 +487,28 @@ impl Repository {
         self.save_object("index", ObjectKind::Index, &file.encode())
     }
 
+    /// The index files present, in batches of at most [`INDEX_BATCH_BYTES`]
+    /// stored bytes (or one file), for reading each batch in parallel: a file
+    /// costs about three times its size while it is read and decoded.
+    pub fn index_batches(&self) -> Result<Vec<Vec<Id>>> {
+        let mut batches: Vec<Vec<Id>> = Vec::new();
+        let mut bytes = 0;
+        for m in self.storage.list("index")? {
+            let Some(id) = m.key.rsplit('/').next().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            match batches.last_mut() {
+                Some(b) if bytes + m.size <= INDEX_BATCH_BYTES => b.push(id),
+                _ => {
+                    batches.push(vec![id]);
+                    bytes = 0;
+                }
+            }
+            bytes += m.size;
+        }
+        Ok(batches)
+    }
+
     /// Load every live index file into one in-memory [`Index`], streaming:
     /// files are read and decoded in parallel batches and dropped once their
     /// entries are copied, so the peak is the index plus one batch (see
@@ -495,12 +521,12 @@ impl Repository {
     /// [`load_index`](Self::load_index), also returning the ids of the index
     /// files listed (superseded ones included).
     pub fn load_index_listed(&self) -> Result<(Index, Vec<Id>)> {
-        const BATCH: usize = 16;
         let mut attempt = 0;
         loop {
-            let ids = self.list_ids("index")?;
+            let batches = self.index_batches()?;
+            let ids: Vec<Id> = batches.iter().flatten().copied().collect();
             let mut builder = Index::builder();
-            let loaded = ids.chunks(BATCH).try_for_each(|batch| {
+            let loaded = batches.iter().try_for_each(|batch| {
                 let files = batch
                     .par_iter()
                     .map(|id| {

@@ -38,31 +38,6 @@ use crate::snapshot::SnapshotEntry;
 const BUCKETS: usize = 256;
 /// Bytes a bucket buffers before it is written out as one block.
 const BLOCK: usize = 16 << 10;
-/// Index files are read (and decoded) in parallel batches of at most this
-/// many stored bytes (or one file): a decoded file costs about three times its
-/// size while it is read, and backups write files of up to tens of MiB.
-const BATCH_BYTES: u64 = 8 << 20;
-
-/// The index files present, in batches of about [`BATCH_BYTES`].
-pub(crate) fn index_batches(repo: &Repository) -> Result<Vec<Vec<Id>>> {
-    let mut batches: Vec<Vec<Id>> = Vec::new();
-    let mut bytes = 0;
-    for m in repo.storage().list("index")? {
-        let Some(id) = m.key.rsplit('/').next().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        match batches.last_mut() {
-            Some(b) if !b.is_empty() && bytes + m.size <= BATCH_BYTES => b.push(id),
-            _ => {
-                batches.push(vec![id]);
-                bytes = 0;
-            }
-        }
-        bytes += m.size;
-    }
-    Ok(batches)
-}
-
 /// Read and decrypt `batch` in parallel (decoding is left to the caller, one
 /// pack at a time with [`IndexFile::decode_each`]).
 pub(crate) fn read_batch(repo: &Repository, batch: &[Id]) -> Result<Vec<(Id, Vec<u8>)>> {
@@ -257,7 +232,7 @@ impl Scan {
         watch: &HashSet<Id>,
         spill_entries: bool,
     ) -> Result<Scan> {
-        let batches = index_batches(repo)?;
+        let batches = repo.index_batches()?;
         let mut scan = Scan {
             live: Vec::new(),
             files: Vec::new(),
