@@ -256,17 +256,14 @@ impl IndexBuilder {
 ///
 /// Packs are numbered in the order they were added (a pack two index files
 /// list gets two numbers). A blob listed more than once keeps its first
-/// location in the sorted entries; the other listings are kept aside in
-/// `duplicates` (rare: concurrent backups storing the same blob, a pack listed
-/// twice), so [`listings`](Self::listings) can give back every pack's full
-/// content without the index files themselves.
+/// location (rare: concurrent backups storing the same blob, a pack listed
+/// twice). Prune, which needs every listing, streams the index files instead
+/// (`prune::scan`).
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     packs: Vec<Id>,
     pack_sizes: Vec<u64>,
     entries: Vec<Entry>,
-    /// Listings `finish` moved out of `entries`, sorted by (id, pack number).
-    duplicates: Vec<Entry>,
     /// Where the entries whose ids start with each `fanout_bits`-bit prefix
     /// begin (`2^fanout_bits + 1` bounds, as in git's pack index): a lookup
     /// binary-searches one bucket of a few entries instead of the whole index,
@@ -322,23 +319,9 @@ impl Index {
         // In place: a stable sort would take a scratch buffer of half the
         // index. (id, pack number) orders every entry a blob can have.
         self.entries.sort_unstable_by(order);
-        let before = self.duplicates.len();
-        let mut kept = 0;
-        for i in 0..self.entries.len() {
-            let e = self.entries[i];
-            if kept > 0 && self.entries[kept - 1].id == e.id {
-                self.duplicates.push(e);
-            } else {
-                self.entries[kept] = e;
-                kept += 1;
-            }
-        }
-        self.entries.truncate(kept);
+        // A blob listed more than once keeps its first location.
+        self.entries.dedup_by_key(|e| e.id);
         self.entries.shrink_to_fit();
-        if self.duplicates.len() > before {
-            self.duplicates.sort_unstable_by(order);
-            self.duplicates.shrink_to_fit();
-        }
         self.build_fanout();
     }
 
@@ -404,93 +387,6 @@ impl Index {
         self.packs.len()
     }
 
-    /// Whether some listing of `id` (its location or a duplicate) is in a pack
-    /// outside `excluded`.
-    pub fn has_location_outside(&self, id: &Id, excluded: &HashSet<Id>) -> bool {
-        let outside = |e: &Entry| !excluded.contains(&self.packs[e.pack as usize]);
-        let Some(i) = self.position(id) else {
-            return false;
-        };
-        if outside(&self.entries[i]) {
-            return true;
-        }
-        let from = self.duplicates.partition_point(|e| e.id < *id);
-        self.duplicates[from..]
-            .iter()
-            .take_while(|e| e.id == *id)
-            .any(outside)
-    }
-
-    /// Every pack whose first number is in `numbers`, with all the blobs its
-    /// listings in `numbers` name (duplicates included, each blob once), in
-    /// offset order; a pack listed twice comes once, at its first number, and
-    /// a listing with no blobs is left out. This is what the index
-    /// files said, rebuilt from the index alone: the extra memory is 4 bytes
-    /// per blob plus one pack's entries at a time.
-    pub fn listings(
-        &self,
-        numbers: std::ops::Range<usize>,
-    ) -> impl Iterator<Item = IndexPack> + '_ {
-        let mut first: std::collections::HashMap<Id, u32> = std::collections::HashMap::new();
-        let canon: Vec<u32> = self
-            .packs
-            .iter()
-            .enumerate()
-            .map(|(n, id)| *first.entry(*id).or_insert(n as u32))
-            .collect();
-        drop(first);
-        let all = || self.entries.iter().chain(&self.duplicates);
-        let wanted = |e: &Entry| numbers.contains(&(e.pack as usize));
-        // Counting sort of the entry numbers by canonical pack.
-        let mut starts = vec![0u32; self.packs.len() + 1];
-        for e in all().filter(|e| wanted(e)) {
-            starts[canon[e.pack as usize] as usize + 1] += 1;
-        }
-        for n in 1..starts.len() {
-            starts[n] += starts[n - 1];
-        }
-        let mut fill = starts.clone();
-        let mut order = vec![0u32; starts[self.packs.len()] as usize];
-        for (i, e) in all().enumerate().filter(|(_, e)| wanted(e)) {
-            let c = canon[e.pack as usize] as usize;
-            order[fill[c] as usize] = i as u32;
-            fill[c] += 1;
-        }
-        drop(fill);
-        numbers
-            .filter(move |n| canon[*n] as usize == *n)
-            .filter_map(move |n| {
-                let slice = &order[starts[n] as usize..starts[n + 1] as usize];
-                let entry = |i: u32| {
-                    let i = i as usize;
-                    self.entries
-                        .get(i)
-                        .unwrap_or_else(|| &self.duplicates[i - self.entries.len()])
-                };
-                let blob_type = entry(*slice.first()?).blob_type;
-                let mut blobs: Vec<PackEntry> = slice
-                    .iter()
-                    .map(|i| {
-                        let e = entry(*i);
-                        PackEntry {
-                            id: e.id,
-                            compression: e.compression,
-                            offset: e.offset,
-                            length: e.length,
-                            raw_length: e.raw_length,
-                        }
-                    })
-                    .collect();
-                blobs.sort_by_key(|b| (b.offset, b.id));
-                blobs.dedup_by(|b, a| a.offset == b.offset && a.id == b.id);
-                Some(IndexPack {
-                    id: self.packs[n],
-                    blob_type,
-                    blobs,
-                })
-            })
-    }
-
     pub fn contains(&self, id: &Id) -> bool {
         self.position(id).is_some()
     }
@@ -547,7 +443,7 @@ impl Index {
 
     /// Approximate heap bytes used (for the scale figures in docs/PERFORMANCE.md).
     pub fn heap_bytes(&self) -> usize {
-        (self.entries.capacity() + self.duplicates.capacity()) * std::mem::size_of::<Entry>()
+        self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.packs.capacity() * (32 + 8)
             + self.fanout.capacity() * 4
     }
@@ -831,7 +727,7 @@ mod tests {
     }
 
     #[test]
-    fn listings_rebuild_packs_with_blobs_located_elsewhere_and_repeats_once() {
+    fn a_blob_listed_twice_keeps_its_first_listing() {
         // Blob 2 is in packs 10 and 11; pack 10 is listed by both files.
         let packs = packs_from(&[(10, vec![1, 2]), (11, vec![2, 3])]);
         let f1 = IndexFile {
@@ -844,40 +740,11 @@ mod tests {
         };
         let idx = Index::from_files([&f1, &f2]);
         assert_eq!((idx.len(), idx.pack_count()), (3, 3));
-        assert_eq!(idx.listings(0..3).collect::<Vec<_>>(), packs);
-        assert_eq!(
-            idx.listings(1..3).collect::<Vec<_>>(),
-            vec![packs[1].clone()]
-        );
         assert_eq!(idx.pack_number(&Id([2; 32])), Some(0), "first listing wins");
-        let only_10: HashSet<Id> = [Id([10; 32])].into();
-        assert!(
-            idx.has_location_outside(&Id([2; 32]), &only_10),
-            "also in 11"
-        );
-        assert!(!idx.has_location_outside(&Id([1; 32]), &only_10));
-        assert!(!idx.has_location_outside(&Id([9; 32]), &HashSet::new()));
+        assert_eq!(idx.get(&Id([3; 32])).unwrap().pack, Id([11; 32]));
     }
 
     proptest! {
-        #[test]
-        fn listings_equal_the_index_files(spec in proptest::collection::vec((0u8..12, proptest::collection::vec(0u8..30, 1..10)), 0..12), split in 0usize..12) {
-            let packs = packs_from(&spec);
-            // Spread over two files; the second also repeats the first pack.
-            let cut = split.min(packs.len());
-            let mut second = packs[cut..].to_vec();
-            second.extend(packs.first().cloned());
-            let files = [
-                IndexFile { supersedes: vec![], packs: packs[..cut].to_vec() },
-                IndexFile { supersedes: vec![], packs: second },
-            ];
-            let mut idx = Index::from_files(&files);
-            prop_assert_eq!(idx.listings(0..idx.pack_count()).collect::<Vec<_>>(), packs.clone());
-            // Still true after extending with the same packs again.
-            idx.extend(&packs);
-            prop_assert_eq!(idx.listings(0..idx.pack_count()).collect::<Vec<_>>(), packs);
-        }
-
         #[test]
         fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = IndexFile::decode(&bytes);

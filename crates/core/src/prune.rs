@@ -474,10 +474,7 @@ fn finish_marks(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport
         return Ok(());
     }
     if !reindex.is_empty() {
-        repo.save_index(&IndexFile {
-            supersedes: Vec::new(),
-            packs: reindex,
-        })?;
+        repo.save_index_split(reindex, Vec::new())?;
     }
     for (p, _) in &delete {
         delete_pack(repo, p)?;
@@ -684,6 +681,7 @@ fn write_index_without(
     max_blobs: usize,
 ) -> Result<()> {
     let live: HashSet<Id> = scan.live_files().collect();
+    let mut reread: HashSet<Id> = HashSet::new();
     let mut written: HashSet<Id> = HashSet::new();
     let mut file = IndexFile::default();
     let mut blobs = 0;
@@ -691,6 +689,7 @@ fn write_index_without(
     // files added since (by backups) are not superseded below.
     for batch in repo.index_batches()? {
         let batch: Vec<Id> = batch.into_iter().filter(|id| live.contains(id)).collect();
+        reread.extend(batch.iter().copied());
         for (id, plain) in scan::read_batch(repo, &batch)? {
             let mut saved = Ok(());
             IndexFile::decode_each(&plain, |p| {
@@ -707,6 +706,15 @@ fn write_index_without(
             .map_err(|e| Error::damaged("index", id, e))?;
             saved?;
         }
+    }
+    // Every live file must have been copied before the last file supersedes
+    // them all (a file that vanished would take its packs out of the index
+    // without a mark).
+    if let Some(gone) = live.iter().find(|id| !reread.contains(id)) {
+        return Err(Error::Other(format!(
+            "index file {gone} vanished while prune rewrote the index (another prune or repair \
+             index without the lock?); nothing was superseded, run prune again"
+        )));
     }
     file.supersedes = scan.files.clone();
     repo.save_index(&file)?;
@@ -835,8 +843,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_new_index_is_written_in_parts_and_only_the_last_supersedes() {
+    pub(super) fn test_repo() -> (tempfile::TempDir, Repository) {
         use lifeboat_storage::{DynStorage, LocalStorage};
         let tmp = tempfile::tempdir().unwrap();
         let storage: DynStorage = Arc::new(LocalStorage::new(tmp.path()).without_sync());
@@ -848,7 +855,12 @@ mod tests {
             },
             ..Default::default()
         };
-        let repo = Repository::init(storage, "pw", &opts).unwrap();
+        (tmp, Repository::init(storage, "pw", &opts).unwrap())
+    }
+
+    #[test]
+    fn the_new_index_is_written_in_parts_and_only_the_last_supersedes() {
+        let (_tmp, repo) = test_repo();
         // Six packs of three blobs over two files; pack 2 is also listed twice.
         let packs: Vec<IndexPack> = (1..=6).map(|n| fake_pack(n, 3)).collect();
         let old = [
@@ -894,5 +906,45 @@ mod tests {
         want.remove(2);
         assert_eq!(listed, want, "every pack once, the marked one left out");
         assert!(new.iter().all(|f| f.blob_count() <= 6));
+    }
+
+    #[test]
+    fn split_index_files_stay_under_the_blob_limit_and_only_the_last_supersedes() {
+        use crate::index::MAX_FILE_BLOBS;
+        let (_tmp, repo) = test_repo();
+        let big = |n: u8, blobs: usize| IndexPack {
+            id: Id([n; 32]),
+            blob_type: BlobType::Data,
+            blobs: (0..blobs)
+                .map(|i| PackEntry {
+                    id: Id::of_stored(&[&[n][..], &(i as u64).to_le_bytes()].concat()),
+                    compression: 0,
+                    offset: i as u32 * 10,
+                    length: 10,
+                    raw_length: 10,
+                })
+                .collect(),
+        };
+        let third = MAX_FILE_BLOBS * 2 / 5;
+        let packs = vec![big(1, third), big(2, third), big(3, third), big(4, 5)];
+        let old = Id([9; 32]);
+        let ids = repo.save_index_split(packs.clone(), vec![old]).unwrap();
+        assert_eq!(ids.len(), 2);
+        let files: Vec<IndexFile> = ids
+            .iter()
+            .map(|id| {
+                IndexFile::decode(
+                    &repo
+                        .load_object("index", crate::crypto::ObjectKind::Index, id)
+                        .unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        assert!(files[0].supersedes.is_empty());
+        assert_eq!(files[1].supersedes, vec![old]);
+        assert!(files.iter().all(|f| f.blob_count() <= MAX_FILE_BLOBS));
+        let back: Vec<IndexPack> = files.into_iter().flat_map(|f| f.packs).collect();
+        assert_eq!(back, packs, "every pack once, whole, in order");
     }
 }

@@ -25,7 +25,7 @@ use serde::Serialize;
 use crate::blob::{BlobType, Id};
 use crate::check::{self, CheckOptions, ReadDataSubset};
 use crate::error::Result;
-use crate::index::{IndexFile, IndexPack};
+use crate::index::IndexPack;
 use crate::progress::NoProgress;
 use crate::repository::{IndexedRepository, Repository};
 use crate::tree::{NodeKind, Tree};
@@ -68,16 +68,13 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
         .map(|p| (*p, crate::prune::read_pack_header(repo, p)))
         .collect();
     let mut report = RepairIndexReport::default();
-    let mut file = IndexFile {
-        supersedes: old.clone(),
-        packs: Vec::new(),
-    };
+    let mut packs_read: Vec<IndexPack> = Vec::new();
     for (id, r) in results {
         match r {
             Ok((t, entries, _)) => {
                 report.packs += 1;
                 report.blobs += entries.len() as u64;
-                file.packs.push(IndexPack {
+                packs_read.push(IndexPack {
                     id,
                     blob_type: t,
                     blobs: entries,
@@ -86,12 +83,12 @@ pub fn repair_index(repo: &Repository, dry_run: bool) -> Result<RepairIndexRepor
             Err(e) => report.damaged_packs.push(e.to_string()),
         }
     }
-    file.packs.sort_by_key(|p| p.id);
+    packs_read.sort_by_key(|p| p.id);
     report.superseded_index_files = old.len() as u64;
     if dry_run {
         return Ok(report);
     }
-    report.index = Some(repo.save_index(&file)?);
+    report.index = repo.save_index_split(packs_read, old.clone())?.pop();
     if !repo.config().append_only {
         for id in &old {
             // One under object-lock retention stays: the new file supersedes it.

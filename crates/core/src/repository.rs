@@ -29,7 +29,7 @@ use crate::blob::{self, BlobType, Compression, Id};
 use crate::chunker::{ChunkerConfig, ChunkerParams};
 use crate::crypto::{ContentKey, KdfParams, KeySlot, MasterKey, ObjectKind};
 use crate::error::{Error, Result};
-use crate::index::{BlobLocation, Index, IndexFile};
+use crate::index::{BlobLocation, Index, IndexFile, IndexPack};
 use crate::pack::pack_key;
 use crate::snapshot::{Snapshot, SnapshotEntry};
 use crate::tree::Tree;
@@ -44,6 +44,9 @@ pub const FORMAT_VERSION_CONTENT_KEY: u32 = 2;
 /// Stored bytes of index files read in parallel at once
 /// ([`Repository::index_batches`]).
 pub const INDEX_BATCH_BYTES: u64 = 8 << 20;
+/// Index files read in parallel at once, whatever their listed sizes (a
+/// storage may list sizes as 0).
+pub const INDEX_BATCH_FILES: usize = 16;
 
 /// The repository configuration, sealed under `config`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -487,8 +490,31 @@ impl Repository {
         self.save_object("index", ObjectKind::Index, &file.encode())
     }
 
+    /// Save `packs` as index files of at most [`crate::index::MAX_FILE_BLOBS`]
+    /// blobs (whole packs). Only the last file names `supersedes`: until it
+    /// exists the earlier ones merely add listings, so a reader (or a crash)
+    /// never sees a superseded file without its replacement. Returns the ids
+    /// written, the superseding one last.
+    pub fn save_index_split(&self, packs: Vec<IndexPack>, supersedes: Vec<Id>) -> Result<Vec<Id>> {
+        let mut ids = Vec::new();
+        let mut file = IndexFile::default();
+        let mut blobs = 0;
+        for p in packs {
+            if blobs > 0 && blobs + p.blobs.len() > crate::index::MAX_FILE_BLOBS {
+                ids.push(self.save_index(&std::mem::take(&mut file))?);
+                blobs = 0;
+            }
+            blobs += p.blobs.len();
+            file.packs.push(p);
+        }
+        file.supersedes = supersedes;
+        ids.push(self.save_index(&file)?);
+        Ok(ids)
+    }
+
     /// The index files present, in batches of at most [`INDEX_BATCH_BYTES`]
-    /// stored bytes (or one file), for reading each batch in parallel: a file
+    /// stored bytes (or one file) and [`INDEX_BATCH_FILES`] files, for reading
+    /// each batch in parallel: a file
     /// costs about three times its size while it is read and decoded.
     pub fn index_batches(&self) -> Result<Vec<Vec<Id>>> {
         let mut batches: Vec<Vec<Id>> = Vec::new();
@@ -498,7 +524,9 @@ impl Repository {
                 continue;
             };
             match batches.last_mut() {
-                Some(b) if bytes + m.size <= INDEX_BATCH_BYTES => b.push(id),
+                Some(b) if bytes + m.size <= INDEX_BATCH_BYTES && b.len() < INDEX_BATCH_FILES => {
+                    b.push(id)
+                }
                 _ => {
                     batches.push(vec![id]);
                     bytes = 0;

@@ -519,22 +519,6 @@ mod tests {
         assert_eq!(back.len(), n * LISTED_LEN);
     }
 
-    fn repo() -> (tempfile::TempDir, Repository) {
-        use lifeboat_storage::{DynStorage, LocalStorage};
-        let tmp = tempfile::tempdir().unwrap();
-        let storage: DynStorage = std::sync::Arc::new(LocalStorage::new(tmp.path()).without_sync());
-        let opts = crate::repository::InitOptions {
-            kdf: crate::crypto::KdfParams {
-                m_cost: 256,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..Default::default()
-        };
-        let repo = Repository::init(storage, "pw", &opts).unwrap();
-        (tmp, repo)
-    }
-
     fn id(name: &str) -> Id {
         Id::of_stored(name.as_bytes())
     }
@@ -568,7 +552,7 @@ mod tests {
     #[test]
     fn the_scan_counts_live_canonical_listings_and_joins_every_listing() {
         use BlobType::{Data, Tree};
-        let (_tmp, repo) = repo();
+        let (_tmp, repo) = crate::prune::tests::test_repo();
         let p1 = pack("p1", Data, &[("a", 10), ("b", 20)]);
         let p2 = pack("p2", Data, &[("c", 30)]);
         let t1 = pack("t1", Tree, &[("t", 5)]);
