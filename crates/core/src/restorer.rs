@@ -163,15 +163,28 @@ pub fn restore(
 
     let mut summary = RestoreSummary::default();
     let mut to_write: Vec<usize> = Vec::new();
+    // Into a target that does not exist yet nothing can be in the way: skip
+    // an lstat per entry.
+    let fresh = matches!(
+        std::fs::symlink_metadata(&opts.target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    );
+    let existing = |path: &Path| {
+        if fresh {
+            None
+        } else {
+            std::fs::symlink_metadata(path).ok()
+        }
+    };
     for (i, it) in items.iter().enumerate() {
         let path = opts.target.join(&it.rel);
         match it.node.kind {
             NodeKind::Dir => summary.dirs += 1,
             NodeKind::File => {
                 summary.bytes_total += it.node.size;
-                match std::fs::symlink_metadata(&path) {
-                    Ok(_) if !opts.overwrite => return Err(Error::WouldOverwrite(path)),
-                    Ok(m)
+                match existing(&path) {
+                    Some(_) if !opts.overwrite => return Err(Error::WouldOverwrite(path)),
+                    Some(m)
                         if m.is_file()
                             && m.len() == it.node.size
                             && identical(repo, &path, &it.node) =>
@@ -184,7 +197,7 @@ pub fn restore(
                 to_write.push(i);
             }
             _ => {
-                if std::fs::symlink_metadata(&path).is_ok() && !opts.overwrite {
+                if existing(&path).is_some() && !opts.overwrite {
                     return Err(Error::WouldOverwrite(path));
                 }
             }
@@ -220,7 +233,6 @@ pub fn restore(
             }
             first_of_inode.insert(key, path.clone());
         }
-        create_empty(&path, it.node.size)?;
         let t = targets.len();
         targets.push(FileTarget {
             path,
@@ -236,13 +248,9 @@ pub fn restore(
         }
         summary.files += 1;
     }
-    let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
-    for id in uses.keys() {
-        let loc = repo.locate(id).expect("checked above");
-        by_pack.entry(loc.pack).or_default().push((*id, loc));
-    }
-    summary.packs_read = by_pack.len() as u64;
-    let written = AtomicU64::new(0);
+    // The thread pool first creates the files (empty, at their final size:
+    // an open and a truncate each, tens of thousands of system calls), then
+    // writes their content pack by pack.
     let threads = if opts.connections == 0 {
         4
     } else {
@@ -252,6 +260,18 @@ pub fn restore(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Other(format!("thread pool: {e}")))?;
+    pool.install(|| {
+        targets
+            .par_iter()
+            .try_for_each(|t| create_empty(&t.path, t.size, fresh))
+    })?;
+    let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
+    for id in uses.keys() {
+        let loc = repo.locate(id).expect("checked above");
+        by_pack.entry(loc.pack).or_default().push((*id, loc));
+    }
+    summary.packs_read = by_pack.len() as u64;
+    let written = AtomicU64::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     pool.install(|| {
         by_pack.into_par_iter().for_each(|(pack, mut blobs)| {
@@ -274,21 +294,29 @@ pub fn restore(
         .owners
         .unwrap_or_else(|| nix::unistd::geteuid().is_root());
     for (first, link) in &hardlinks {
-        remove_existing(link)?;
+        if !fresh {
+            remove_existing(link)?;
+        }
         std::fs::hard_link(first, link).map_err(|e| Error::io(link, e))?;
         summary.links += 1;
     }
+    // Special files first (rare), then every entry's metadata on the pool.
+    let mut with_metadata: Vec<&Item> = Vec::with_capacity(items.len());
     for it in items.iter() {
         let path = opts.target.join(&it.rel);
         match it.node.kind {
             NodeKind::Symlink => {
-                remove_existing(&path)?;
+                if !fresh {
+                    remove_existing(&path)?;
+                }
                 let target = it.node.os_link_target().unwrap_or_default();
                 std::os::unix::fs::symlink(&target, &path).map_err(|e| Error::io(&path, e))?;
                 summary.links += 1;
             }
             NodeKind::Fifo => {
-                remove_existing(&path)?;
+                if !fresh {
+                    remove_existing(&path)?;
+                }
                 nix::unistd::mkfifo(
                     &path,
                     nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777),
@@ -303,7 +331,9 @@ pub fn restore(
                     ));
                     continue;
                 }
-                remove_existing(&path)?;
+                if !fresh {
+                    remove_existing(&path)?;
+                }
                 let kind = if it.node.kind == NodeKind::Chardev {
                     nix::sys::stat::SFlag::S_IFCHR
                 } else {
@@ -326,9 +356,20 @@ pub fn restore(
             _ => {}
         }
         if it.node.kind != NodeKind::Dir {
-            apply_metadata(&path, &it.node, owners, &mut summary.warnings);
+            with_metadata.push(it);
         }
     }
+    let warnings: Vec<Vec<String>> = pool.install(|| {
+        with_metadata
+            .par_iter()
+            .map(|it| {
+                let mut w = Vec::new();
+                apply_metadata(&opts.target.join(&it.rel), &it.node, owners, &mut w);
+                w
+            })
+            .collect()
+    });
+    summary.warnings.extend(warnings.into_iter().flatten());
     for it in items
         .iter()
         .rev()
@@ -360,8 +401,12 @@ pub fn restore(
     Ok(summary)
 }
 
-fn create_empty(path: &Path, size: u64) -> Result<()> {
-    remove_existing(path)?;
+/// `fresh`: the target did not exist before this restore, so nothing is in
+/// the way (no lstat).
+fn create_empty(path: &Path, size: u64, fresh: bool) -> Result<()> {
+    if !fresh {
+        remove_existing(path)?;
+    }
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
