@@ -383,20 +383,10 @@ impl Ctx<'_> {
             }
             return Ok(());
         }
-        let mut i = 0;
-        while i < blobs.len() {
-            let start = blobs[i].1.offset as u64;
-            let mut end = start + blobs[i].1.length as u64;
-            let mut j = i + 1;
-            while j < blobs.len()
-                && (blobs[j].1.offset as u64) <= end + MAX_GAP
-                && end - start < MAX_READ
-            {
-                end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
-                j += 1;
-            }
-            let data = self.src.storage().get(&pack_key(pack), Some(start..end))?;
-            for (id, loc) in &blobs[i..j] {
+        for (read, range) in crate::pack::coalesced_reads(blobs, MAX_GAP, MAX_READ) {
+            let start = range.start;
+            let data = self.src.storage().get(&pack_key(pack), Some(range))?;
+            for (id, loc) in &blobs[read] {
                 let off = (loc.offset as u64 - start) as usize;
                 let sealed = &data[off..off + loc.length as usize];
                 let plain =
@@ -408,7 +398,6 @@ impl Ctx<'_> {
                 self.progress.add_bytes(plain.len() as u64);
                 self.store(BlobType::Data, *id, &plain)?;
             }
-            i = j;
         }
         Ok(())
     }

@@ -213,6 +213,35 @@ pub fn read_header(
     Ok((t, entries))
 }
 
+/// Group `blobs` of one pack (sorted by offset) into ranged reads: neighbours
+/// at most `max_gap` apart share a read until it spans `max_read` bytes.
+/// Yields each read's blob indices and its byte range in the pack.
+pub fn coalesced_reads(
+    blobs: &[(Id, crate::index::BlobLocation)],
+    max_gap: u64,
+    max_read: u64,
+) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<u64>)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        if i >= blobs.len() {
+            return None;
+        }
+        let start = blobs[i].1.offset as u64;
+        let mut end = start + blobs[i].1.length as u64;
+        let mut j = i + 1;
+        while j < blobs.len()
+            && (blobs[j].1.offset as u64) <= end + max_gap
+            && end - start < max_read
+        {
+            end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
+            j += 1;
+        }
+        let read = (i..j, start..end);
+        i = j;
+        Some(read)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

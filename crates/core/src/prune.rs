@@ -68,7 +68,7 @@ use crate::index::{Index, IndexFile, IndexPack};
 use crate::lock;
 use crate::pack::pack_key;
 use crate::pack::PackEntry;
-use crate::repository::{IndexedRepository, Repository};
+use crate::repository::{IndexFileWriter, IndexedRepository, Repository};
 use crate::writer::{BlobWriter, WriterOptions};
 
 mod scan;
@@ -669,11 +669,9 @@ fn mark(repo: &Repository, opts: &PruneOptions, report: &mut PruneReport) -> Res
 const INDEX_FILE_BLOBS: usize = crate::index::MAX_FILE_BLOBS;
 
 /// Write the packs the live index files list, except `marked`, as new index
-/// files of about `max_blobs` blobs (whole packs), reading the live files
-/// again one batch at a time; a pack listed twice is written once. Only the
-/// last file supersedes every file the scan read: until it exists the
-/// earlier ones merely repeat listings of live files, so a reader (or a
-/// crash) at any point sees every pack that is not marked.
+/// files of at most `max_blobs` blobs ([`IndexFileWriter`]), reading the live
+/// files again one batch at a time; a pack listed twice is written once. Only
+/// the last file supersedes every file the scan read.
 fn write_index_without(
     repo: &Repository,
     scan: &Scan,
@@ -683,8 +681,7 @@ fn write_index_without(
     let live: HashSet<Id> = scan.live_files().collect();
     let mut reread: HashSet<Id> = HashSet::new();
     let mut written: HashSet<Id> = HashSet::new();
-    let mut file = IndexFile::default();
-    let mut blobs = 0;
+    let mut out = IndexFileWriter::new(repo, max_blobs);
     // The prune holds the exclusive lock: no file it read can vanish, and the
     // files added since (by backups) are not superseded below.
     for batch in repo.index_batches()? {
@@ -693,14 +690,8 @@ fn write_index_without(
         for (id, plain) in scan::read_batch(repo, &batch)? {
             let mut saved = Ok(());
             IndexFile::decode_each(&plain, |p| {
-                if saved.is_err() || marked.contains_key(&p.id) || !written.insert(p.id) {
-                    return;
-                }
-                blobs += p.blobs.len();
-                file.packs.push(p);
-                if blobs >= max_blobs {
-                    saved = repo.save_index(&std::mem::take(&mut file)).map(drop);
-                    blobs = 0;
+                if saved.is_ok() && !marked.contains_key(&p.id) && written.insert(p.id) {
+                    saved = out.push(p);
                 }
             })
             .map_err(|e| Error::damaged("index", id, e))?;
@@ -716,8 +707,7 @@ fn write_index_without(
              index without the lock?); nothing was superseded, run prune again"
         )));
     }
-    file.supersedes = scan.files.clone();
-    repo.save_index(&file)?;
+    out.finish(scan.files.clone())?;
     Ok(())
 }
 
@@ -877,7 +867,7 @@ mod tests {
         ];
         let scan = Scan::load(&repo, std::iter::empty(), &HashSet::new(), false).unwrap();
         let marked: BTreeMap<Id, u64> = [(packs[2].id, 1)].into();
-        write_index_without(&repo, &scan, &marked, 4).unwrap();
+        write_index_without(&repo, &scan, &marked, 6).unwrap();
 
         let files = repo.index_files().unwrap();
         let new: Vec<&IndexFile> = files

@@ -111,6 +111,50 @@ impl BlobBuffers {
     }
 }
 
+/// Writes packs as index files of at most `max_blobs` blobs each (whole
+/// packs; a larger pack gets a file of its own), streaming. Only the last
+/// file, written by [`finish`](Self::finish), names `supersedes`: until it
+/// exists the earlier ones merely add listings, so a reader (or a crash)
+/// never sees a superseded file without its replacement.
+pub struct IndexFileWriter<'a> {
+    repo: &'a Repository,
+    max_blobs: usize,
+    file: IndexFile,
+    blobs: usize,
+    ids: Vec<Id>,
+}
+
+impl<'a> IndexFileWriter<'a> {
+    pub fn new(repo: &'a Repository, max_blobs: usize) -> Self {
+        IndexFileWriter {
+            repo,
+            max_blobs,
+            file: IndexFile::default(),
+            blobs: 0,
+            ids: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, p: IndexPack) -> Result<()> {
+        if self.blobs > 0 && self.blobs + p.blobs.len() > self.max_blobs {
+            self.ids
+                .push(self.repo.save_index(&std::mem::take(&mut self.file))?);
+            self.blobs = 0;
+        }
+        self.blobs += p.blobs.len();
+        self.file.packs.push(p);
+        Ok(())
+    }
+
+    /// Write the last file, naming `supersedes`; returns every id written,
+    /// the superseding one last.
+    pub fn finish(mut self, supersedes: Vec<Id>) -> Result<Vec<Id>> {
+        self.file.supersedes = supersedes;
+        self.ids.push(self.repo.save_index(&self.file)?);
+        Ok(self.ids)
+    }
+}
+
 /// Options for [`Repository::init`].
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -491,25 +535,14 @@ impl Repository {
     }
 
     /// Save `packs` as index files of at most [`crate::index::MAX_FILE_BLOBS`]
-    /// blobs (whole packs). Only the last file names `supersedes`: until it
-    /// exists the earlier ones merely add listings, so a reader (or a crash)
-    /// never sees a superseded file without its replacement. Returns the ids
-    /// written, the superseding one last.
+    /// blobs with an [`IndexFileWriter`]. Returns the ids written, the
+    /// superseding one last.
     pub fn save_index_split(&self, packs: Vec<IndexPack>, supersedes: Vec<Id>) -> Result<Vec<Id>> {
-        let mut ids = Vec::new();
-        let mut file = IndexFile::default();
-        let mut blobs = 0;
+        let mut w = IndexFileWriter::new(self, crate::index::MAX_FILE_BLOBS);
         for p in packs {
-            if blobs > 0 && blobs + p.blobs.len() > crate::index::MAX_FILE_BLOBS {
-                ids.push(self.save_index(&std::mem::take(&mut file))?);
-                blobs = 0;
-            }
-            blobs += p.blobs.len();
-            file.packs.push(p);
+            w.push(p)?;
         }
-        file.supersedes = supersedes;
-        ids.push(self.save_index(&file)?);
-        Ok(ids)
+        w.finish(supersedes)
     }
 
     /// The index files present, in batches of at most [`INDEX_BATCH_BYTES`]

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::blob::Id;
 use crate::error::{Error, Result};
 use crate::index::BlobLocation;
-use crate::pack::pack_key;
+use crate::pack::{coalesced_reads, pack_key};
 use crate::progress::Progress;
 use crate::repository::{BlobBuffers, IndexedRepository};
 use crate::tree::{Node, NodeKind};
@@ -176,6 +176,8 @@ pub fn restore(
             std::fs::symlink_metadata(path).ok()
         }
     };
+    // Make way for an entry (nothing to do in a fresh target).
+    let clear = |path: &Path| if fresh { Ok(()) } else { remove_existing(path) };
     for (i, it) in items.iter().enumerate() {
         let path = opts.target.join(&it.rel);
         match it.node.kind {
@@ -261,9 +263,10 @@ pub fn restore(
         .build()
         .map_err(|e| Error::Other(format!("thread pool: {e}")))?;
     pool.install(|| {
-        targets
-            .par_iter()
-            .try_for_each(|t| create_empty(&t.path, t.size, fresh))
+        targets.par_iter().try_for_each(|t| {
+            clear(&t.path)?;
+            create_empty(&t.path, t.size)
+        })
     })?;
     let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
     for id in uses.keys() {
@@ -294,9 +297,7 @@ pub fn restore(
         .owners
         .unwrap_or_else(|| nix::unistd::geteuid().is_root());
     for (first, link) in &hardlinks {
-        if !fresh {
-            remove_existing(link)?;
-        }
+        clear(link)?;
         std::fs::hard_link(first, link).map_err(|e| Error::io(link, e))?;
         summary.links += 1;
     }
@@ -306,17 +307,13 @@ pub fn restore(
         let path = opts.target.join(&it.rel);
         match it.node.kind {
             NodeKind::Symlink => {
-                if !fresh {
-                    remove_existing(&path)?;
-                }
+                clear(&path)?;
                 let target = it.node.os_link_target().unwrap_or_default();
                 std::os::unix::fs::symlink(&target, &path).map_err(|e| Error::io(&path, e))?;
                 summary.links += 1;
             }
             NodeKind::Fifo => {
-                if !fresh {
-                    remove_existing(&path)?;
-                }
+                clear(&path)?;
                 nix::unistd::mkfifo(
                     &path,
                     nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777),
@@ -331,9 +328,7 @@ pub fn restore(
                     ));
                     continue;
                 }
-                if !fresh {
-                    remove_existing(&path)?;
-                }
+                clear(&path)?;
                 let kind = if it.node.kind == NodeKind::Chardev {
                     nix::sys::stat::SFlag::S_IFCHR
                 } else {
@@ -401,12 +396,7 @@ pub fn restore(
     Ok(summary)
 }
 
-/// `fresh`: the target did not exist before this restore, so nothing is in
-/// the way (no lstat).
-fn create_empty(path: &Path, size: u64, fresh: bool) -> Result<()> {
-    if !fresh {
-        remove_existing(path)?;
-    }
+fn create_empty(path: &Path, size: u64) -> Result<()> {
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -444,20 +434,10 @@ fn restore_pack(
     let mut open: HashMap<usize, File> = HashMap::new();
     // Decrypt/decompress buffers: this restore thread's, kept across packs.
     BlobBuffers::with_this_thread(|bufs| {
-        let mut i = 0;
-        while i < blobs.len() {
-            let start = blobs[i].1.offset as u64;
-            let mut end = start + blobs[i].1.length as u64;
-            let mut j = i + 1;
-            while j < blobs.len()
-                && (blobs[j].1.offset as u64) <= end + MAX_GAP
-                && end - start < MAX_READ
-            {
-                end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
-                j += 1;
-            }
-            let data = repo.storage().get(&pack_key(pack), Some(start..end))?;
-            for (id, loc) in &blobs[i..j] {
+        for (read, range) in coalesced_reads(blobs, MAX_GAP, MAX_READ) {
+            let start = range.start;
+            let data = repo.storage().get(&pack_key(pack), Some(range))?;
+            for (id, loc) in &blobs[read] {
                 let off = (loc.offset as u64 - start) as usize;
                 let sealed = &data[off..off + loc.length as usize];
                 let plain =
@@ -483,7 +463,6 @@ fn restore_pack(
                     progress.add_bytes(plain.len() as u64);
                 }
             }
-            i = j;
         }
         Ok(())
     })
