@@ -18,11 +18,10 @@
 //!   instead of deriving it, so both give the same data the same chunks and blob
 //!   ids — `copy` then moves blobs by id — while each keeps its own encryption key.
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use chrono::{DateTime, FixedOffset};
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -171,13 +170,13 @@ impl MasterKey {
         rand::thread_rng().fill_bytes(&mut salt_nonce);
         out.extend_from_slice(&salt_nonce);
         let cipher = self.object_cipher(&salt_nonce[..SALT_LEN]);
-        let nonce = Nonce::from_slice(&salt_nonce[SALT_LEN..]);
+        let nonce = nonce(&salt_nonce[SALT_LEN..]);
         let start = out.len();
         out.extend_from_slice(plaintext);
         let tag = cipher
-            .encrypt_in_place_detached(nonce, aad, &mut out[start..])
+            .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut out[start..])
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
     }
 
     /// Open an object sealed by [`MasterKey::seal`].
@@ -223,24 +222,40 @@ impl MasterKey {
             return Err(CryptoError::UnknownVersion(sealed[0]));
         }
         let salt = &sealed[1..1 + SALT_LEN];
-        let nonce = Nonce::from_slice(&sealed[1 + SALT_LEN..1 + SALT_LEN + NONCE_LEN]);
-        let (ct, tag) = sealed[1 + SALT_LEN + NONCE_LEN..].split_at(sealed.len() - SEAL_OVERHEAD);
-        out.extend_from_slice(ct);
-        self.object_cipher(salt)
-            .decrypt_in_place_detached(nonce, aad, out, tag.into())
-            .map_err(|_| {
+        let nonce = nonce(&sealed[1 + SALT_LEN..1 + SALT_LEN + NONCE_LEN]);
+        // Ciphertext and tag, decrypted in place; the plaintext is what stays.
+        out.extend_from_slice(&sealed[1 + SALT_LEN + NONCE_LEN..]);
+        match self
+            .object_cipher(salt)
+            .open_in_place(nonce, Aad::from(aad), out)
+        {
+            Ok(plain) => {
+                let len = plain.len();
+                out.truncate(len);
+                Ok(())
+            }
+            Err(_) => {
                 // Never leave unauthenticated plaintext behind.
                 out.clear();
-                CryptoError::Authentication
-            })
+                Err(CryptoError::Authentication)
+            }
+        }
     }
 
-    fn object_cipher(&self, salt: &[u8]) -> Aes256Gcm {
+    /// The AES-256-GCM key of one object. `ring`'s implementation, not the
+    /// RustCrypto `aes-gcm` crate's: same algorithm and bytes (a test checks
+    /// both ways), 6x faster here (7.4 GB/s against 1.2 GB/s sealing 1 MiB,
+    /// docs/PERFORMANCE.md).
+    fn object_cipher(&self, salt: &[u8]) -> LessSafeKey {
         let mut k = *blake3::keyed_hash(&self.enc, salt).as_bytes();
-        let cipher = Aes256Gcm::new_from_slice(&k).expect("32-byte key");
+        let cipher = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &k).expect("32-byte key"));
         k.zeroize();
         cipher
     }
+}
+
+fn nonce(bytes: &[u8]) -> Nonce {
+    Nonce::try_assume_unique_for_key(bytes).expect("12-byte nonce")
 }
 
 fn bound_aad(kind: ObjectKind, context: &str) -> Vec<u8> {
@@ -479,6 +494,85 @@ mod tests {
         );
         let other = MasterKey::generate();
         assert!(other.open(ObjectKind::Blob, &sealed).is_err());
+    }
+
+    /// The sealed layout with RustCrypto's `aes-gcm` (what sealed every object
+    /// before ring did): `0x01 | salt | nonce | ciphertext | tag`.
+    fn seal_with_rustcrypto(
+        k: &MasterKey,
+        aad: &[u8],
+        salt_nonce: &[u8; 28],
+        msg: &[u8],
+    ) -> Vec<u8> {
+        use aes_gcm::aead::{AeadInPlace, KeyInit};
+        let key = blake3::keyed_hash(&k.enc, &salt_nonce[..SALT_LEN]);
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(key.as_bytes()).unwrap();
+        let mut buf = msg.to_vec();
+        let tag = cipher
+            .encrypt_in_place_detached(
+                aes_gcm::Nonce::from_slice(&salt_nonce[SALT_LEN..]),
+                aad,
+                &mut buf,
+            )
+            .unwrap();
+        [&[SEALED_VERSION][..], salt_nonce, &buf, &tag].concat()
+    }
+
+    proptest::proptest! {
+        /// Objects sealed before the switch to ring open, byte for byte, and
+        /// what ring seals opens with RustCrypto's implementation.
+        #[test]
+        fn ring_and_rustcrypto_aes_gcm_agree(
+            secret in proptest::array::uniform32(proptest::num::u8::ANY),
+            salt_nonce in proptest::collection::vec(proptest::num::u8::ANY, 28),
+            msg in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
+        ) {
+            use aes_gcm::aead::{AeadInPlace, KeyInit};
+            let k = MasterKey::from_secret(secret);
+            let salt_nonce: [u8; 28] = salt_nonce.try_into().unwrap();
+            let old = seal_with_rustcrypto(&k, ObjectKind::Blob.aad(), &salt_nonce, &msg);
+            proptest::prop_assert_eq!(k.open(ObjectKind::Blob, &old).unwrap(), msg.clone());
+
+            let new = k.seal(ObjectKind::Index, &msg);
+            let (salt, nonce) = (&new[1..1 + SALT_LEN], &new[1 + SALT_LEN..1 + SALT_LEN + NONCE_LEN]);
+            let key = blake3::keyed_hash(&k.enc, salt);
+            let cipher = aes_gcm::Aes256Gcm::new_from_slice(key.as_bytes()).unwrap();
+            let (ct, tag) = new[1 + SALT_LEN + NONCE_LEN..].split_at(msg.len());
+            let mut buf = ct.to_vec();
+            cipher
+                .decrypt_in_place_detached(aes_gcm::Nonce::from_slice(nonce), ObjectKind::Index.aad(), &mut buf, tag.into())
+                .unwrap();
+            proptest::prop_assert_eq!(buf, msg);
+        }
+    }
+
+    /// NIST SP 800-38D test case 16 (AES-256, 60-byte plaintext, 20-byte AAD)
+    /// through ring, as the crate is used here.
+    #[test]
+    fn aes_256_gcm_matches_the_nist_vector() {
+        let h = |s: &str| hex::decode(s).unwrap();
+        let key = h("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
+        let nonce = nonce(&h("cafebabefacedbaddecaf888"));
+        let aad = h("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+        let mut buf = h(concat!(
+            "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72",
+            "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39"
+        ));
+        let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).unwrap());
+        let tag = k
+            .seal_in_place_separate_tag(nonce, Aad::from(&aad[..]), &mut buf)
+            .unwrap();
+        assert_eq!(
+            hex::encode(&buf),
+            concat!(
+                "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa",
+                "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
+            )
+        );
+        assert_eq!(
+            hex::encode(tag.as_ref()),
+            "76fc6ece0f4e1768cddf8853bb2d551b"
+        );
     }
 
     #[test]
