@@ -45,6 +45,7 @@ pub mod retention;
 pub mod select;
 pub mod snapshot;
 pub mod tree;
+pub(crate) mod trees_ahead;
 pub mod verified;
 
 pub use error::{Error, Result};

@@ -213,12 +213,27 @@ pub fn restore(
         return Ok(summary);
     }
 
-    // 2. Directories, then file content pack by pack.
+    // 2. Directories, then file content pack by pack, on a thread pool.
+    let threads = if opts.connections == 0 {
+        4
+    } else {
+        opts.connections
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Other(format!("thread pool: {e}")))?;
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
-    for it in items.iter().filter(|it| it.node.kind == NodeKind::Dir) {
-        let p = opts.target.join(&it.rel);
-        std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
-    }
+    // Directories one depth at a time (each level's parents exist), on the pool.
+    let dir_levels = dir_levels(&items);
+    pool.install(|| {
+        dir_levels.iter().try_for_each(|level| {
+            level.par_iter().try_for_each(|it| {
+                let p = opts.target.join(&it.rel);
+                std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))
+            })
+        })
+    })?;
     let mut hardlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut targets: Vec<FileTarget> = Vec::new();
@@ -253,15 +268,6 @@ pub fn restore(
     // The thread pool first creates the files (empty, at their final size:
     // an open and a truncate each, tens of thousands of system calls), then
     // writes their content pack by pack.
-    let threads = if opts.connections == 0 {
-        4
-    } else {
-        opts.connections
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .map_err(|e| Error::Other(format!("thread pool: {e}")))?;
     pool.install(|| {
         targets.par_iter().try_for_each(|t| {
             clear(&t.path)?;
@@ -365,18 +371,26 @@ pub fn restore(
             .collect()
     });
     summary.warnings.extend(warnings.into_iter().flatten());
-    for it in items
-        .iter()
-        .rev()
-        .filter(|it| it.node.kind == NodeKind::Dir)
-    {
-        apply_metadata(
-            &opts.target.join(&it.rel),
-            &it.node,
-            owners,
-            &mut summary.warnings,
-        );
-    }
+    // Directories last, deepest first: a mode without search permission
+    // must not lock out a subdirectory still to be done (as non-root).
+    // Within a level the order does not matter.
+    let warnings: Vec<Vec<String>> = pool.install(|| {
+        dir_levels
+            .iter()
+            .rev()
+            .flat_map(|level| {
+                level
+                    .par_iter()
+                    .map(|it| {
+                        let mut w = Vec::new();
+                        apply_metadata(&opts.target.join(&it.rel), &it.node, owners, &mut w);
+                        w
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    });
+    summary.warnings.extend(warnings.into_iter().flatten());
 
     // 4. Verify.
     if opts.verify {
@@ -394,6 +408,20 @@ pub fn restore(
         }
     }
     Ok(summary)
+}
+
+/// The directories among `items`, grouped by depth, shallowest first (walk
+/// order within a level).
+fn dir_levels(items: &[Item]) -> Vec<Vec<&Item>> {
+    let mut levels: Vec<Vec<&Item>> = Vec::new();
+    for it in items.iter().filter(|it| it.node.kind == NodeKind::Dir) {
+        let depth = it.rel.components().count();
+        if levels.len() < depth {
+            levels.resize_with(depth, Vec::new);
+        }
+        levels[depth.max(1) - 1].push(it);
+    }
+    levels
 }
 
 fn create_empty(path: &Path, size: u64) -> Result<()> {

@@ -8,6 +8,7 @@ use crate::blob::Id;
 use crate::error::{Error, Result};
 use crate::repository::IndexedRepository;
 use crate::tree::{Node, NodeKind, Tree};
+use crate::trees_ahead::{CloseOnDrop, TreesAhead};
 
 /// A pseudo-node for a snapshot's root directory.
 pub fn root_node(tree: Id) -> Node {
@@ -49,6 +50,11 @@ pub fn find_node(repo: &IndexedRepository, snapshot: &Id, root: Id, path: &str) 
 /// relative to the tree. Return `false` from the visitor to skip a directory's
 /// contents.
 ///
+/// Subdirectories' trees are read and decoded ahead of the visitor on two
+/// worker threads ([`TreesAhead`], as for a backup's parent snapshot), a
+/// window of their pack at a time: a restore's walk of 3.7k directories had
+/// one core waiting on one ranged read and one decode after another.
+///
 /// # Errors
 /// The first error loading a tree, or the visitor's error.
 pub fn walk(
@@ -57,15 +63,40 @@ pub fn walk(
     prefix: &Path,
     visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
 ) -> Result<()> {
-    let t: Tree = repo.load_tree(tree)?;
-    for node in &t.nodes {
+    let ahead = TreesAhead::new(repo);
+    std::thread::scope(|scope| {
+        let _close = CloseOnDrop(&ahead);
+        for _ in 0..2 {
+            scope.spawn(|| ahead.work());
+        }
+        let root = repo.load_tree(tree)?;
+        walk_tree(&ahead, repo, &root, prefix, visit)
+    })
+}
+
+fn walk_tree(
+    ahead: &TreesAhead<'_>,
+    repo: &IndexedRepository,
+    tree: &Tree,
+    prefix: &Path,
+    visit: &mut dyn FnMut(&Path, &Node) -> Result<bool>,
+) -> Result<()> {
+    ahead.request_children(tree);
+    for node in &tree.nodes {
         let path = prefix.join(node.os_name());
         let descend = visit(&path, node)?;
-        if descend {
-            if let Some(sub) = node.subtree {
-                walk(repo, &sub, &path, visit)?;
-            }
+        let Some(sub) = node.subtree else { continue };
+        if !descend {
+            ahead.discard(sub);
+            continue;
         }
+        let child = match ahead.take(&sub) {
+            Some(Some(t)) => t,
+            // Not requested (over the budget, or a second directory with the
+            // same tree), or it failed ahead: load it here, for its error.
+            _ => repo.load_tree(&sub)?,
+        };
+        walk_tree(ahead, repo, &child, &path, visit)?;
     }
     Ok(())
 }

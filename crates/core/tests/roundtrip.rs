@@ -138,6 +138,15 @@ fn awkward_tree(src: &Path) {
     )
     .unwrap();
     let _ = xattr::set(src.join("big.bin"), "user.lifeboat", b"xattr value");
+    fs::set_permissions(src.join("a/b"), fs::Permissions::from_mode(0o750)).unwrap();
+    // Directory mtimes last (creating entries above changed them).
+    for (i, d) in ["a/b/c/d", "a/b/c", "a/b", "a", "empty-dir"]
+        .iter()
+        .enumerate()
+    {
+        let t = filetime::FileTime::from_unix_time(1_600_000_000 + i as i64 * 86_400, 123_456_789);
+        filetime::set_file_mtime(src.join(d), t).unwrap();
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -175,7 +184,9 @@ fn describe(root: &Path) -> BTreeMap<PathBuf, Entry> {
                     kind: kind.into(),
                     mode: m.mode(),
                     size: if ft.is_file() { m.len() } else { 0 },
-                    mtime: if ft.is_symlink() || ft.is_dir() {
+                    // Directories' too: restore sets them last, deepest
+                    // first, level by level in parallel.
+                    mtime: if ft.is_symlink() {
                         0
                     } else {
                         m.mtime() * 1_000_000_000 + m.mtime_nsec()
