@@ -360,37 +360,27 @@ pub fn restore(
             with_metadata.push(it);
         }
     }
-    let warnings: Vec<Vec<String>> = pool.install(|| {
-        with_metadata
-            .par_iter()
-            .map(|it| {
-                let mut w = Vec::new();
-                apply_metadata(&opts.target.join(&it.rel), &it.node, owners, &mut w);
-                w
-            })
-            .collect()
-    });
-    summary.warnings.extend(warnings.into_iter().flatten());
-    // Directories last, deepest first: a mode without search permission
-    // must not lock out a subdirectory still to be done (as non-root).
-    // Within a level the order does not matter.
-    let warnings: Vec<Vec<String>> = pool.install(|| {
-        dir_levels
-            .iter()
-            .rev()
-            .flat_map(|level| {
-                level
-                    .par_iter()
-                    .map(|it| {
-                        let mut w = Vec::new();
-                        apply_metadata(&opts.target.join(&it.rel), &it.node, owners, &mut w);
-                        w
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    });
-    summary.warnings.extend(warnings.into_iter().flatten());
+    // Metadata on the pool, one batch after another: every file and link,
+    // then the directories one level at a time, deepest first (a mode without
+    // search permission must not lock out a subdirectory still to be done, as
+    // non-root; within a level the order does not matter).
+    let apply_all = |batch: &[&Item]| -> Vec<String> {
+        let per_entry: Vec<Vec<String>> = pool.install(|| {
+            batch
+                .par_iter()
+                .map(|it| {
+                    let mut w = Vec::new();
+                    apply_metadata(&opts.target.join(&it.rel), &it.node, owners, &mut w);
+                    w
+                })
+                .collect()
+        });
+        per_entry.into_iter().flatten().collect()
+    };
+    summary.warnings.extend(apply_all(&with_metadata));
+    for level in dir_levels.iter().rev() {
+        summary.warnings.extend(apply_all(level));
+    }
 
     // 4. Verify.
     if opts.verify {
@@ -415,11 +405,11 @@ pub fn restore(
 fn dir_levels(items: &[Item]) -> Vec<Vec<&Item>> {
     let mut levels: Vec<Vec<&Item>> = Vec::new();
     for it in items.iter().filter(|it| it.node.kind == NodeKind::Dir) {
-        let depth = it.rel.components().count();
+        let depth = it.rel.components().count().max(1);
         if levels.len() < depth {
             levels.resize_with(depth, Vec::new);
         }
-        levels[depth.max(1) - 1].push(it);
+        levels[depth - 1].push(it);
     }
     levels
 }
