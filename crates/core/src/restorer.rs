@@ -9,9 +9,12 @@
 //!    threads, and each blob is written with positional writes into every file
 //!    (and offset) that uses it — files are written out of order. All-zero
 //!    blobs are not written: the file was extended with `set_len`, so holes stay
-//!    holes (sparse files stay sparse).
-//! 3. **Metadata**: symlinks, hard links, FIFOs and devices; then modes,
-//!    owners (when running as root), xattrs and mtimes; directories last,
+//!    holes (sparse files stay sparse). The writer of a file's last chunk
+//!    finishes it through its open descriptor: owner (when running as root),
+//!    mode, xattrs, mtime. A file of one chunk (most files) is created, written
+//!    and finished by that chunk's writer: one open and no path lookups after it.
+//! 3. **Metadata**: symlinks, hard links, FIFOs and devices; then the same
+//!    metadata by path for what no writer finished; directories last,
 //!    deepest first, so their mtimes survive.
 //! 4. **Verify** (optional): re-read every restored file and re-hash each chunk.
 
@@ -20,7 +23,7 @@ use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use globset::GlobSet;
@@ -91,6 +94,22 @@ struct Item {
 struct FileTarget {
     path: PathBuf,
     size: u64,
+    /// The entry in `items` this file restores.
+    item: usize,
+    /// Content chunks (uses of blobs) this file has.
+    chunks: usize,
+    /// Chunks still to write. The writer that takes it to 0 finishes the file
+    /// (owner, mode, xattrs, mtime) through its open descriptor.
+    remaining: AtomicUsize,
+}
+
+/// What a content writer needs to finish a file after its last chunk.
+struct Finish<'a> {
+    items: &'a [Item],
+    owners: bool,
+    /// The target did not exist: nothing can be in the way of a new file.
+    fresh: bool,
+    warnings: &'a Mutex<Vec<String>>,
 }
 
 /// Restore `root` (a snapshot's root tree) into `opts.target`.
@@ -234,6 +253,9 @@ pub fn restore(
             })
         })
     })?;
+    let owners = opts
+        .owners
+        .unwrap_or_else(|| nix::unistd::geteuid().is_root());
     let mut hardlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
     let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut targets: Vec<FileTarget> = Vec::new();
@@ -251,28 +273,49 @@ pub fn restore(
             first_of_inode.insert(key, path.clone());
         }
         let t = targets.len();
-        targets.push(FileTarget {
-            path,
-            size: it.node.size,
-        });
         let mut offset = 0u64;
+        let mut chunks = 0;
         for id in it.node.content.iter().flatten() {
             let loc = repo
                 .locate(id)
                 .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
             uses.entry(*id).or_default().push((t, offset));
             offset += loc.raw_length as u64;
+            chunks += 1;
         }
+        targets.push(FileTarget {
+            path,
+            size: it.node.size,
+            item: i,
+            chunks,
+            remaining: AtomicUsize::new(chunks),
+        });
         summary.files += 1;
     }
-    // The thread pool first creates the files (empty, at their final size:
-    // an open and a truncate each, tens of thousands of system calls), then
-    // writes their content pack by pack.
+    let warnings: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let finish = Finish {
+        items: &items,
+        owners,
+        fresh,
+        warnings: &warnings,
+    };
+    // Files of one chunk (most of them) are created by the writer of that
+    // chunk, which writes and finishes them through one descriptor. The pool
+    // creates the others first: empty files are finished at once, files of
+    // several chunks are made at their final size (holes stay holes) and
+    // finished by whichever writer writes their last chunk.
     pool.install(|| {
-        targets.par_iter().try_for_each(|t| {
-            clear(&t.path)?;
-            create_empty(&t.path, t.size)
-        })
+        targets
+            .par_iter()
+            .filter(|t| t.chunks != 1)
+            .try_for_each(|t| {
+                clear(&t.path)?;
+                let f = create_empty(&t.path, t.size)?;
+                if t.chunks == 0 {
+                    finish.file(&f, t);
+                }
+                Ok::<_, Error>(())
+            })
     })?;
     let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
     for id in uses.keys() {
@@ -288,7 +331,13 @@ pub fn restore(
                 return;
             }
             blobs.sort_by_key(|(_, l)| l.offset);
-            if let Err(e) = restore_pack(repo, &pack, &blobs, &uses, &targets, &written, progress) {
+            let out = Output {
+                uses: &uses,
+                targets: &targets,
+                finish: &finish,
+                written: &written,
+            };
+            if let Err(e) = restore_pack(repo, &pack, &blobs, &out, progress) {
                 first_error.lock().get_or_insert(e);
             }
         })
@@ -297,19 +346,21 @@ pub fn restore(
         return Err(e);
     }
     summary.bytes_written = written.load(Ordering::Relaxed);
+    summary.warnings.extend(warnings.into_inner());
 
     // 3. Links, special files, metadata.
-    let owners = opts
-        .owners
-        .unwrap_or_else(|| nix::unistd::geteuid().is_root());
     for (first, link) in &hardlinks {
         clear(link)?;
         std::fs::hard_link(first, link).map_err(|e| Error::io(link, e))?;
         summary.links += 1;
     }
+    let mut finished = vec![false; items.len()];
+    for t in &targets {
+        finished[t.item] = true;
+    }
     // Special files first (rare), then every entry's metadata on the pool.
     let mut with_metadata: Vec<&Item> = Vec::with_capacity(items.len());
-    for it in items.iter() {
+    for (it, _) in items.iter().zip(&finished).filter(|(_, done)| !**done) {
         let path = opts.target.join(&it.rel);
         match it.node.kind {
             NodeKind::Symlink => {
@@ -360,7 +411,8 @@ pub fn restore(
             with_metadata.push(it);
         }
     }
-    // Metadata on the pool, one batch after another: every file and link,
+    // Metadata on the pool, one batch after another: every link and file not
+    // finished by its writer (hard links, files skipped as identical),
     // then the directories one level at a time, deepest first (a mode without
     // search permission must not lock out a subdirectory still to be done, as
     // non-root; within a level the order does not matter).
@@ -414,14 +466,19 @@ fn dir_levels(items: &[Item]) -> Vec<Vec<&Item>> {
     levels
 }
 
-fn create_empty(path: &Path, size: u64) -> Result<()> {
-    let f = OpenOptions::new()
+fn create_empty(path: &Path, size: u64) -> Result<File> {
+    let f = create_new(path)?;
+    f.set_len(size).map_err(|e| Error::io(path, e))?;
+    Ok(f)
+}
+
+fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    f.set_len(size).map_err(|e| Error::io(path, e))
+        .map_err(|e| Error::io(path, e))
 }
 
 fn remove_existing(path: &Path) -> Result<()> {
@@ -432,14 +489,33 @@ fn remove_existing(path: &Path) -> Result<()> {
     }
 }
 
-/// Read the blobs of one pack (coalescing neighbours) and write them out.
+impl Finish<'_> {
+    /// Apply a restored file's metadata through `f` (its content is complete).
+    fn file(&self, f: &File, t: &FileTarget) {
+        let mut w = Vec::new();
+        apply_file_metadata(f, &t.path, &self.items[t.item].node, self.owners, &mut w);
+        if !w.is_empty() {
+            self.warnings.lock().extend(w);
+        }
+    }
+}
+
+/// Where a pack's blobs go.
+struct Output<'a> {
+    /// blob id -> (target index, offset)
+    uses: &'a HashMap<Id, Vec<(usize, u64)>>,
+    targets: &'a [FileTarget],
+    finish: &'a Finish<'a>,
+    written: &'a AtomicU64,
+}
+
+/// Read the blobs of one pack (coalescing neighbours) and write them out; a
+/// file whose last chunk this writes is finished here (see [`FileTarget`]).
 fn restore_pack(
     repo: &IndexedRepository,
     pack: &Id,
     blobs: &[(Id, BlobLocation)],
-    uses: &HashMap<Id, Vec<(usize, u64)>>,
-    targets: &[FileTarget],
-    written: &AtomicU64,
+    out: &Output<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
     const MAX_GAP: u64 = 256 * 1024;
@@ -447,8 +523,8 @@ fn restore_pack(
     // 8 MiB keeps 4 connections at 32 MiB in flight whatever the pack size
     // (a default pack, 16 MiB, is two reads).
     const MAX_READ: u64 = 8 << 20;
-    // Files this pack writes to, opened once each (a pack holds many blobs of
-    // the same few files).
+    // Files of several chunks this pack writes to, opened once each (a pack
+    // holds many blobs of the same few files) and closed once finished.
     let mut open: HashMap<usize, File> = HashMap::new();
     // Decrypt/decompress buffers: this restore thread's, kept across packs.
     BlobBuffers::with_this_thread(|bufs| {
@@ -461,23 +537,51 @@ fn restore_pack(
                 let plain =
                     repo.decode_blob_with(id, pack, loc.compression, loc.raw_length, sealed, bufs)?;
                 let zero = plain.iter().all(|b| *b == 0);
-                for (t, offset) in &uses[id] {
-                    let target = &targets[*t];
-                    if !zero {
-                        let f = match open.entry(*t) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                                File::options()
+                for &(t, offset) in &out.uses[id] {
+                    let target = &out.targets[t];
+                    debug_assert!(offset + plain.len() as u64 <= target.size);
+                    if target.chunks == 1 {
+                        // The whole file: create, write (or leave a hole) and finish.
+                        if !out.finish.fresh {
+                            remove_existing(&target.path)?;
+                        }
+                        let f = create_new(&target.path)?;
+                        if zero {
+                            f.set_len(target.size)
+                        } else {
+                            f.write_all_at(plain, offset)
+                        }
+                        .map_err(|e| Error::io(&target.path, e))?;
+                        target.remaining.store(0, Ordering::Release);
+                        out.finish.file(&f, target);
+                    } else {
+                        if !zero {
+                            let f = match open.entry(t) {
+                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                                    File::options()
+                                        .write(true)
+                                        .open(&target.path)
+                                        .map_err(|e| Error::io(&target.path, e))?,
+                                ),
+                            };
+                            f.write_all_at(plain, offset)
+                                .map_err(|e| Error::io(&target.path, e))?;
+                        }
+                        // Every other chunk is written (the writes happened
+                        // before their decrements): the file is complete.
+                        if target.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            let f = match open.remove(&t) {
+                                Some(f) => f,
+                                None => File::options()
                                     .write(true)
                                     .open(&target.path)
                                     .map_err(|e| Error::io(&target.path, e))?,
-                            ),
-                        };
-                        f.write_all_at(plain, *offset)
-                            .map_err(|e| Error::io(&target.path, e))?;
+                            };
+                            out.finish.file(&f, target);
+                        }
                     }
-                    debug_assert!(*offset + plain.len() as u64 <= target.size);
-                    written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    out.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                     progress.add_bytes(plain.len() as u64);
                 }
             }
@@ -510,16 +614,72 @@ fn identical(repo: &IndexedRepository, path: &Path, node: &Node) -> bool {
     offset == node.size
 }
 
-fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<String>) {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
+/// The owner to restore: the name recorded at backup time when it exists
+/// here, else the recorded number.
+fn owner_ids(node: &Node) -> (u32, u32) {
+    (
+        crate::util::uid_of(&node.user).unwrap_or(node.uid),
+        crate::util::gid_of(&node.group).unwrap_or(node.gid),
+    )
+}
+
+fn xattrs(node: &Node) -> impl Iterator<Item = (&str, Vec<u8>)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    node.xattrs
+        .iter()
+        .filter_map(move |x| Some((x.name.as_str(), b64.decode(&x.value).ok()?)))
+}
+
+fn mtime(node: &Node) -> nix::sys::time::TimeSpec {
+    nix::sys::time::TimeSpec::new(
+        node.mtime_ns.div_euclid(1_000_000_000),
+        node.mtime_ns.rem_euclid(1_000_000_000),
+    )
+}
+
+/// [`apply_metadata`] through the open descriptor of a restored regular file:
+/// no path lookups, and the same order (owner before mode, which a chown may
+/// clear; mtime last).
+fn apply_file_metadata(
+    f: &File,
+    path: &Path,
+    node: &Node,
+    owners: bool,
+    warnings: &mut Vec<String>,
+) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    use xattr::FileExt as _;
     let mut warn = |what: &str, e: &dyn std::fmt::Display| {
         warnings.push(format!("{}: {what}: {e}", path.display()))
     };
     if owners {
-        // Prefer the name recorded at backup time when it exists here.
-        let uid = crate::util::uid_of(&node.user).unwrap_or(node.uid);
-        let gid = crate::util::gid_of(&node.group).unwrap_or(node.gid);
+        let (uid, gid) = owner_ids(node);
+        if let Err(e) = std::os::unix::fs::fchown(f, Some(uid), Some(gid)) {
+            warn("chown", &e);
+        }
+    }
+    if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+        warn("chmod", &e);
+    }
+    for (name, value) in xattrs(node) {
+        if let Err(e) = f.set_xattr(name, &value) {
+            warn(&format!("xattr {name}"), &e);
+        }
+    }
+    let ts = mtime(node);
+    if let Err(e) = nix::sys::stat::futimens(f.as_raw_fd(), &ts, &ts) {
+        warn("set mtime", &e);
+    }
+}
+
+fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<String>) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    let mut warn = |what: &str, e: &dyn std::fmt::Display| {
+        warnings.push(format!("{}: {what}: {e}", path.display()))
+    };
+    if owners {
+        let (uid, gid) = owner_ids(node);
         if let Err(e) = nix::unistd::fchownat(
             None,
             path,
@@ -537,19 +697,13 @@ fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<Str
         {
             warn("chmod", &e);
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
-        for x in &node.xattrs {
-            if let Ok(v) = b64.decode(&x.value) {
-                if let Err(e) = xattr::set(path, OsString::from(&x.name), &v) {
-                    warn(&format!("xattr {}", x.name), &e);
-                }
+        for (name, value) in xattrs(node) {
+            if let Err(e) = xattr::set(path, OsString::from(name), &value) {
+                warn(&format!("xattr {name}"), &e);
             }
         }
     }
-    let ts = TimeSpec::new(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000),
-    );
+    let ts = mtime(node);
     if let Err(e) = utimensat(None, path, &ts, &ts, UtimensatFlags::NoFollowSymlink) {
         warn("set mtime", &e);
     }

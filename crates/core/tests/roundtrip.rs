@@ -130,6 +130,17 @@ fn awkward_tree(src: &Path) {
     use std::os::unix::fs::FileExt;
     f.write_all_at(&[0xAB; 4096], 32 << 20).unwrap();
     drop(f);
+    // One chunk of zeros: created by its writer as a hole.
+    fs::write(src.join("zeros.bin"), vec![0u8; 10_000]).unwrap();
+    // Several chunks, read-only, an old mtime: finished through the descriptor
+    // of whichever writer writes its last chunk.
+    fs::write(src.join("readonly.bin"), pseudo_random(600_000, 9)).unwrap();
+    fs::set_permissions(src.join("readonly.bin"), fs::Permissions::from_mode(0o444)).unwrap();
+    filetime::set_file_mtime(
+        src.join("readonly.bin"),
+        filetime::FileTime::from_unix_time(1_500_000_000, 42),
+    )
+    .unwrap();
     fs::write(src.join("private.txt"), b"mode 0640").unwrap();
     fs::set_permissions(src.join("private.txt"), fs::Permissions::from_mode(0o640)).unwrap();
     nix::unistd::mkfifo(
