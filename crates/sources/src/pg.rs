@@ -208,10 +208,14 @@ impl PgConnection {
     /// # Errors
     /// Connection failures.
     pub fn server_version(&self) -> Result<(String, u32)> {
-        let v = self.psql(&self.maintenance(), "SHOW server_version")?;
-        let num = self.psql(&self.maintenance(), "SHOW server_version_num")?;
+        // One connection for both (psql's unaligned output separates columns with `|`).
+        let out = self.psql(
+            &self.maintenance(),
+            "SELECT current_setting('server_version_num'), current_setting('server_version')",
+        )?;
+        let (num, v) = out.split_once('|').unwrap_or(("", out.as_str()));
         let major = num.trim().parse::<u32>().map(|n| n / 10000).unwrap_or(0);
-        Ok((v, major))
+        Ok((v.to_string(), major))
     }
 
     /// Whether database `name` exists.
@@ -277,12 +281,41 @@ pub const GLOBALS_STREAM: &str = "globals.sql";
 pub struct PgSource {
     conn: PgConnection,
     opts: PgDumpOptions,
+    prepared: Option<DumpProbe>,
+}
+
+/// What [`PgSource::prepare`] asks the server before the dump.
+#[derive(Debug, Clone)]
+struct DumpProbe {
+    server_version: String,
+    client_version: String,
+    databases: Vec<String>,
+    /// WAL position before the first `pg_dump`.
+    before: String,
 }
 
 impl PgSource {
     /// A source dumping `opts` from `conn`.
     pub fn new(conn: PgConnection, opts: PgDumpOptions) -> Self {
-        PgSource { conn, opts }
+        PgSource {
+            conn,
+            opts,
+            prepared: None,
+        }
+    }
+
+    fn globals_command(&self) -> Command {
+        let conn = &self.conn;
+        let mut cmd = conn.command("pg_dumpall", &conn.maintenance());
+        cmd.args(["-w", "--globals-only", "-l", &conn.maintenance()]);
+        cmd
+    }
+
+    fn dump_command(&self, db: &str) -> Command {
+        let mut cmd = self.conn.command("pg_dump", db);
+        cmd.args(["-w", "--format=plain"])
+            .args(&self.opts.extra_args);
+        cmd
     }
 
     fn current_lsn(&self) -> Result<String> {
@@ -292,6 +325,11 @@ impl PgSource {
              ELSE pg_current_wal_lsn() END",
         )
     }
+}
+
+/// A scoped thread's result; its panic goes on in the caller.
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 fn tool_version(cmd: Command, secrets: &[String]) -> Result<String> {
@@ -306,25 +344,53 @@ fn tool_version(cmd: Command, secrets: &[String]) -> Result<String> {
 }
 
 impl DumpSource for PgSource {
-    fn dump(&mut self, sink: &mut dyn StreamSink) -> Result<DumpMetadata> {
+    /// The server's version, `pg_dump --version`, the databases (when none were named) and
+    /// the WAL position before the dump: independent questions, asked at the same time.
+    fn prepare(&mut self) -> Result<()> {
+        if self.prepared.is_some() {
+            return Ok(());
+        }
         let conn = &self.conn;
-        let secrets = conn.secrets();
+        let (server, client, databases, before) = std::thread::scope(|s| {
+            let server = s.spawn(|| conn.server_version());
+            let client = s.spawn(|| {
+                let mut v = conn.command("pg_dump", &conn.maintenance());
+                v.arg("--version");
+                tool_version(v, &conn.secrets())
+            });
+            let databases = s.spawn(|| {
+                if self.opts.databases.is_empty() {
+                    conn.list_databases()
+                } else {
+                    Ok(self.opts.databases.clone())
+                }
+            });
+            let before = self.current_lsn();
+            (join(server), join(client), join(databases), before)
+        });
+        self.prepared = Some(DumpProbe {
+            server_version: server?.0,
+            client_version: client?,
+            databases: databases?,
+            before: before?,
+        });
+        Ok(())
+    }
+
+    fn dump(&mut self, sink: &mut dyn StreamSink) -> Result<DumpMetadata> {
+        self.prepare()?;
+        let DumpProbe {
+            server_version,
+            client_version,
+            databases,
+            before,
+        } = self.prepared.take().expect("prepared above");
+        let secrets = self.conn.secrets();
         let mut meta = DumpMetadata::new(Engine::Postgres);
-        let (server_version, _) = conn.server_version()?;
         meta.server_version = Some(server_version);
-        let mut v = conn.command("pg_dump", &conn.maintenance());
-        v.arg("--version");
-        meta.client_version = Some(tool_version(v, &secrets)?);
-        let databases = if self.opts.databases.is_empty() {
-            conn.list_databases()?
-        } else {
-            self.opts.databases.clone()
-        };
-        let before = self.current_lsn()?;
+        meta.client_version = Some(client_version);
         if self.opts.globals {
-            let mut cmd = conn.command("pg_dumpall", &conn.maintenance());
-            cmd.args(["-w", "--globals-only", "-l", &conn.maintenance()]);
-            let mut child = ChildStream::spawn(cmd, secrets.clone())?;
+            let mut child = ChildStream::spawn(self.globals_command(), secrets.clone())?;
             let bytes = stream::add(sink, GLOBALS_STREAM, &mut child)?;
             meta.streams.push(StreamInfo {
                 name: GLOBALS_STREAM.into(),
@@ -335,10 +401,7 @@ impl DumpSource for PgSource {
         }
         for db in &databases {
             let name = stream_name(db);
-            let mut cmd = conn.command("pg_dump", db);
-            cmd.args(["-w", "--format=plain"])
-                .args(&self.opts.extra_args);
-            let child = ChildStream::spawn(cmd, secrets.clone())?;
+            let child = ChildStream::spawn(self.dump_command(db), secrets.clone())?;
             let mut observer = PlainObserver::new();
             let bytes = stream::add(sink, &name, &mut Tap::new(child, &mut observer))?;
             let state = observer.into_state();

@@ -40,6 +40,16 @@ pub trait StreamSource {
 
 /// Something that can be dumped into a [`StreamSink`].
 pub trait DumpSource {
+    /// Ask the server what the dump needs to know before it starts (versions, databases,
+    /// positions), so that a caller can do it while it opens the repository. Optional:
+    /// [`dump`](Self::dump) does what is left undone.
+    ///
+    /// # Errors
+    /// Connection problems, as [`dump`](Self::dump).
+    fn prepare(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Write every stream into `sink`, call [`StreamSink::finish`], and return the metadata
     /// that was handed to it.
     ///
@@ -246,7 +256,7 @@ impl LineSplitter {
     /// the newline).
     pub(crate) fn feed(&mut self, mut chunk: &[u8], mut on_line: impl FnMut(&[u8], usize)) {
         while !chunk.is_empty() {
-            match chunk.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', chunk) {
                 Some(i) => {
                     self.push(&chunk[..i]);
                     on_line(&self.buf, self.len);

@@ -253,7 +253,7 @@ pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
         }
     }
     let (mut source, common, engine, paths): (
-        Box<dyn DumpSource>,
+        Box<dyn DumpSource + Send>,
         &DbBackupCommon,
         &str,
         Vec<String>,
@@ -324,7 +324,18 @@ pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
             (Box::new(source), &a.common, "command", paths)
         }
     };
-    let repo = settings::open_indexed(g)?;
+    // The server's questions (versions, databases, WAL position) while the key is derived
+    // and the index loaded: neither waits for the other.
+    let (repo, prepared) = std::thread::scope(|s| {
+        let prepare = s.spawn(|| source.prepare());
+        let repo = settings::open_indexed(g);
+        let prepared = prepare
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (repo, prepared)
+    });
+    let repo = repo?;
+    prepared.with_context(|| format!("{engine} backup failed; nothing was saved"))?;
     let compression = match &common.compression {
         Some(c) => c.parse().map_err(anyhow::Error::msg)?,
         None => repo.config().compression(),
