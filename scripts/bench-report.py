@@ -181,7 +181,7 @@ if pg:
     md.append("\n| method | 1st: time s | 1st: stored MB | 2nd (after traffic): time s | 2nd: stored growth MB | peak RSS MB |")
     md.append("|---|---:|---:|---:|---:|---:|")
     for t, label in [("pg_dump_plain", "pg_dump (plain) > /dev/null"), ("pg_dump_Fc", "pg_dump -Fc to a file"),
-                     ("lifeboat", "pg_dump \\| lifeboat backup --stdin"), ("restic", "pg_dump \\| restic backup --stdin")]:
+                     ("lifeboat", "lifeboat backup postgres (plain pg_dump streamed)"), ("restic", "pg_dump \\| restic backup --stdin")]:
         r = pg.get(t, {}).get(1)
         if not r:
             continue
