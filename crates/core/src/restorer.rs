@@ -638,8 +638,10 @@ fn mtime(node: &Node) -> nix::sys::time::TimeSpec {
 }
 
 /// [`apply_metadata`] through the open descriptor of a restored regular file:
-/// no path lookups, and the same order (owner before mode, which a chown may
-/// clear; mtime last).
+/// no path lookups, and the same order: owner first (a chown clears setuid
+/// bits and file capabilities), xattrs before the mode (Linux checks write
+/// permission on the file for `user.*` attributes, which a read-only mode
+/// would take away from a non-root restore), mtime last.
 fn apply_file_metadata(
     f: &File,
     path: &Path,
@@ -659,13 +661,13 @@ fn apply_file_metadata(
             warn("chown", &e);
         }
     }
-    if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777)) {
-        warn("chmod", &e);
-    }
     for (name, value) in xattrs(node) {
         if let Err(e) = f.set_xattr(name, &value) {
             warn(&format!("xattr {name}"), &e);
         }
+    }
+    if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777)) {
+        warn("chmod", &e);
     }
     let ts = mtime(node);
     if let Err(e) = nix::sys::stat::futimens(f.as_raw_fd(), &ts, &ts) {
@@ -692,15 +694,16 @@ fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<Str
     }
     if node.kind != NodeKind::Symlink {
         use std::os::unix::fs::PermissionsExt;
-        if let Err(e) =
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
-        {
-            warn("chmod", &e);
-        }
+        // Xattrs before the mode: see apply_file_metadata.
         for (name, value) in xattrs(node) {
             if let Err(e) = xattr::set(path, OsString::from(name), &value) {
                 warn(&format!("xattr {name}"), &e);
             }
+        }
+        if let Err(e) =
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
+        {
+            warn("chmod", &e);
         }
     }
     let ts = mtime(node);

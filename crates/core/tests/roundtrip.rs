@@ -240,6 +240,9 @@ fn awkward_tree_round_trips_exactly() {
     // Sparse files stay sparse: far fewer blocks than their length.
     let blocks = fs::metadata(back.join("sparse.img")).unwrap().blocks() * 512;
     assert!(blocks < 8 << 20, "sparse file allocated {blocks} bytes");
+    // A file of one all-zero chunk is a hole, made by its writer.
+    let blocks = fs::metadata(back.join("zeros.bin")).unwrap().blocks();
+    assert_eq!(blocks, 0, "zeros.bin allocated {blocks} blocks");
     // Extended attributes (when the file system supports user xattrs).
     if xattr::get(src.join("big.bin"), "user.lifeboat")
         .ok()

@@ -155,8 +155,8 @@ impl ReadAhead {
         }
     }
 
-    /// Stop reading (the tool is done or being killed) and wait for the thread.
-    fn stop(&mut self) {
+    /// After EOF: the thread has ended, or is about to; wait for it.
+    fn join(&mut self) {
         self.blocks = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -237,7 +237,7 @@ impl ChildStream {
 
     fn wait_checked(&mut self) -> Result<()> {
         if let Some(mut out) = self.stdout.take() {
-            out.stop();
+            out.join();
         }
         let status = self
             .child
@@ -273,10 +273,10 @@ impl Drop for ChildStream {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.child.kill();
-            // The reading thread ends at the pipe's EOF or at its next send.
-            if let Some(mut out) = self.stdout.take() {
-                out.stop();
-            }
+            // Not joined: the tool's own children (`sh -c 'dump | gzip'`) may hold the
+            // pipe open after the kill. The thread, with the queue dropped here, ends at
+            // the pipe's EOF or at its next send, and closes the pipe then.
+            drop(self.stdout.take());
             let _ = self.child.wait();
         }
     }
@@ -393,6 +393,24 @@ mod tests {
         assert!(buf.starts_with(b"endless\nendless\n"));
         // Kills the tool and joins the reading thread, blocked on a full queue: must return.
         drop(s);
+    }
+
+    #[test]
+    fn dropping_a_stream_does_not_wait_for_the_tools_children() {
+        // The killed shell's child keeps the pipe's write end open for 30 s.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; sleep 30 & wait"]);
+        let mut s = ChildStream::spawn(cmd, vec![]).unwrap();
+        let mut line = [0u8; 8];
+        s.read_exact(&mut line).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            drop(s);
+            let _ = tx.send(());
+        });
+        // A hang detector, not a timing: the drop must not wait for `sleep 30`.
+        rx.recv_timeout(std::time::Duration::from_secs(15))
+            .expect("dropping the stream waited for the tool's child");
     }
 
     #[test]
