@@ -84,10 +84,10 @@ fn status_error(program: &str, status: ExitStatus, stderr: String) -> Error {
 /// Reads a pipe on its own thread, ahead of the consumer, into a bounded queue of blocks.
 ///
 /// A dump is a chain: server → dump tool → pipe → Lifeboat's reader, which chunks and hashes
-/// on the same thread. Read directly, the pipe fills while the reader computes, the tool blocks
-/// on it and the server on the tool; on 2 cores a `pg_dump` stream left a fifth of both idle.
-/// Here the pipe is drained as soon as the tool writes, up to [`READ_AHEAD_BLOCKS`] blocks of
-/// at most [`READ_AHEAD_BLOCK`] bytes.
+/// on the same thread. Read directly, the pipe fills while the reader computes, and the tool
+/// blocks on it and the server on the tool. Here the pipe is drained as soon as the tool
+/// writes, up to [`READ_AHEAD_BLOCKS`] blocks of at most [`READ_AHEAD_BLOCK`] bytes (a
+/// `pg_dump` of 488 MB on 2 cores: 4–5% faster; docs/PERFORMANCE.md).
 struct ReadAhead {
     /// Blocks and how many of their bytes were read (a block is zeroed once, when
     /// allocated, and then reused at full length).
@@ -101,6 +101,7 @@ struct ReadAhead {
 }
 
 const READ_AHEAD_BLOCK: usize = 1 << 20;
+const READ_AHEAD_BLOCKS: usize = 16;
 
 /// Whether a read of `pipe` would return at once (data, or the writer's end closed).
 fn readable_now(pipe: &ChildStdout) -> bool {
@@ -109,7 +110,6 @@ fn readable_now(pipe: &ChildStdout) -> bool {
     let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
-const READ_AHEAD_BLOCKS: usize = 16;
 
 impl ReadAhead {
     fn start(mut pipe: ChildStdout) -> Self {
