@@ -38,7 +38,7 @@ use crate::progress::Progress;
 use crate::repository::IndexedRepository;
 use crate::snapshot::{Snapshot, SnapshotEntry, Summary, SNAPSHOT_VERSION};
 use crate::tree::{Node, NodeKind, Tree, Xattr};
-use crate::trees_ahead::{CloseOnDrop, TreesAhead};
+use crate::trees_ahead::TreesAhead;
 use crate::writer::{BlobWriter, WriterOptions};
 
 /// Which entries to leave out.
@@ -598,10 +598,7 @@ pub fn backup_listed(
         }
         drop(job_rx);
         let assembler = scope.spawn(|| assemble(&pipeline, ev_rx, progress));
-        let _close = CloseOnDrop(&ahead);
-        for _ in 0..cores().max(2) {
-            scope.spawn(|| ahead.work());
-        }
+        let _close = ahead.start(scope, cores().max(2));
         let walker = Walker {
             repo,
             one_file_system: listing.one_file_system,

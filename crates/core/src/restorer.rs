@@ -195,8 +195,7 @@ pub fn restore(
             std::fs::symlink_metadata(path).ok()
         }
     };
-    // Make way for an entry (nothing to do in a fresh target).
-    let clear = |path: &Path| if fresh { Ok(()) } else { remove_existing(path) };
+    let clear = |path: &Path| make_way(fresh, path);
     for (i, it) in items.iter().enumerate() {
         let path = opts.target.join(&it.rel);
         match it.node.kind {
@@ -422,7 +421,8 @@ pub fn restore(
                 .par_iter()
                 .map(|it| {
                     let mut w = Vec::new();
-                    apply_metadata(&opts.target.join(&it.rel), &it.node, owners, &mut w);
+                    let path = opts.target.join(&it.rel);
+                    apply_metadata(At::Path, &path, &it.node, owners, &mut w);
                     w
                 })
                 .collect()
@@ -481,6 +481,23 @@ fn create_new(path: &Path) -> Result<File> {
         .map_err(|e| Error::io(path, e))
 }
 
+fn open_for_write(path: &Path) -> Result<File> {
+    File::options()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Make way for a new entry at `path`: nothing to do in a target that did not
+/// exist (`fresh`), else remove what is there (a directory is refused).
+fn make_way(fresh: bool, path: &Path) -> Result<()> {
+    if fresh {
+        Ok(())
+    } else {
+        remove_existing(path)
+    }
+}
+
 fn remove_existing(path: &Path) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => Err(Error::WouldOverwrite(path.to_path_buf())),
@@ -493,7 +510,13 @@ impl Finish<'_> {
     /// Apply a restored file's metadata through `f` (its content is complete).
     fn file(&self, f: &File, t: &FileTarget) {
         let mut w = Vec::new();
-        apply_file_metadata(f, &t.path, &self.items[t.item].node, self.owners, &mut w);
+        apply_metadata(
+            At::File(f),
+            &t.path,
+            &self.items[t.item].node,
+            self.owners,
+            &mut w,
+        );
         if !w.is_empty() {
             self.warnings.lock().extend(w);
         }
@@ -542,9 +565,7 @@ fn restore_pack(
                     debug_assert!(offset + plain.len() as u64 <= target.size);
                     if target.chunks == 1 {
                         // The whole file: create, write (or leave a hole) and finish.
-                        if !out.finish.fresh {
-                            remove_existing(&target.path)?;
-                        }
+                        make_way(out.finish.fresh, &target.path)?;
                         let f = create_new(&target.path)?;
                         if zero {
                             f.set_len(target.size)
@@ -552,18 +573,14 @@ fn restore_pack(
                             f.write_all_at(plain, offset)
                         }
                         .map_err(|e| Error::io(&target.path, e))?;
-                        target.remaining.store(0, Ordering::Release);
                         out.finish.file(&f, target);
                     } else {
                         if !zero {
                             let f = match open.entry(t) {
                                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                                std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                                    File::options()
-                                        .write(true)
-                                        .open(&target.path)
-                                        .map_err(|e| Error::io(&target.path, e))?,
-                                ),
+                                std::collections::hash_map::Entry::Vacant(v) => {
+                                    v.insert(open_for_write(&target.path)?)
+                                }
                             };
                             f.write_all_at(plain, offset)
                                 .map_err(|e| Error::io(&target.path, e))?;
@@ -573,10 +590,7 @@ fn restore_pack(
                         if target.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                             let f = match open.remove(&t) {
                                 Some(f) => f,
-                                None => File::options()
-                                    .write(true)
-                                    .open(&target.path)
-                                    .map_err(|e| Error::io(&target.path, e))?,
+                                None => open_for_write(&target.path)?,
                             };
                             out.finish.file(&f, target);
                         }
@@ -637,18 +651,20 @@ fn mtime(node: &Node) -> nix::sys::time::TimeSpec {
     )
 }
 
-/// [`apply_metadata`] through the open descriptor of a restored regular file:
-/// no path lookups, and the same order: owner first (a chown clears setuid
-/// bits and file capabilities), xattrs before the mode (Linux checks write
-/// permission on the file for `user.*` attributes, which a read-only mode
-/// would take away from a non-root restore), mtime last.
-fn apply_file_metadata(
-    f: &File,
-    path: &Path,
-    node: &Node,
-    owners: bool,
-    warnings: &mut Vec<String>,
-) {
+/// Where [`apply_metadata`] applies: the open descriptor of a restored regular
+/// file (no path lookups), or a path (not followed when it is a symlink).
+#[derive(Clone, Copy)]
+enum At<'a> {
+    File(&'a File),
+    Path,
+}
+
+/// Owner, xattrs, mode and mtime of `node` onto `path` (or its open file), in
+/// this order: owner first (a chown clears setuid bits and file capabilities),
+/// xattrs before the mode (Linux checks write permission on the file for
+/// `user.*` attributes, which a read-only mode would take away from a non-root
+/// restore), mtime last. Failures become warnings naming the path.
+fn apply_metadata(at: At<'_>, path: &Path, node: &Node, owners: bool, warnings: &mut Vec<String>) {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::PermissionsExt;
     use xattr::FileExt as _;
@@ -657,57 +673,52 @@ fn apply_file_metadata(
     };
     if owners {
         let (uid, gid) = owner_ids(node);
-        if let Err(e) = std::os::unix::fs::fchown(f, Some(uid), Some(gid)) {
-            warn("chown", &e);
-        }
-    }
-    for (name, value) in xattrs(node) {
-        if let Err(e) = f.set_xattr(name, &value) {
-            warn(&format!("xattr {name}"), &e);
-        }
-    }
-    if let Err(e) = f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777)) {
-        warn("chmod", &e);
-    }
-    let ts = mtime(node);
-    if let Err(e) = nix::sys::stat::futimens(f.as_raw_fd(), &ts, &ts) {
-        warn("set mtime", &e);
-    }
-}
-
-fn apply_metadata(path: &Path, node: &Node, owners: bool, warnings: &mut Vec<String>) {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    let mut warn = |what: &str, e: &dyn std::fmt::Display| {
-        warnings.push(format!("{}: {what}: {e}", path.display()))
-    };
-    if owners {
-        let (uid, gid) = owner_ids(node);
-        if let Err(e) = nix::unistd::fchownat(
-            None,
-            path,
-            Some(uid.into()),
-            Some(gid.into()),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
+        let r = match at {
+            At::File(f) => std::os::unix::fs::fchown(f, Some(uid), Some(gid)),
+            At::Path => nix::unistd::fchownat(
+                None,
+                path,
+                Some(uid.into()),
+                Some(gid.into()),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(std::io::Error::from),
+        };
+        if let Err(e) = r {
             warn("chown", &e);
         }
     }
     if node.kind != NodeKind::Symlink {
-        use std::os::unix::fs::PermissionsExt;
-        // Xattrs before the mode: see apply_file_metadata.
         for (name, value) in xattrs(node) {
-            if let Err(e) = xattr::set(path, OsString::from(name), &value) {
+            let r = match at {
+                At::File(f) => f.set_xattr(name, &value),
+                At::Path => xattr::set(path, OsString::from(name), &value),
+            };
+            if let Err(e) = r {
                 warn(&format!("xattr {name}"), &e);
             }
         }
-        if let Err(e) =
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))
-        {
+        let mode = std::fs::Permissions::from_mode(node.mode & 0o7777);
+        let r = match at {
+            At::File(f) => f.set_permissions(mode),
+            At::Path => std::fs::set_permissions(path, mode),
+        };
+        if let Err(e) = r {
             warn("chmod", &e);
         }
     }
     let ts = mtime(node);
-    if let Err(e) = utimensat(None, path, &ts, &ts, UtimensatFlags::NoFollowSymlink) {
+    let r = match at {
+        At::File(f) => nix::sys::stat::futimens(f.as_raw_fd(), &ts, &ts),
+        At::Path => nix::sys::stat::utimensat(
+            None,
+            path,
+            &ts,
+            &ts,
+            nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+        ),
+    };
+    if let Err(e) = r {
         warn("set mtime", &e);
     }
 }

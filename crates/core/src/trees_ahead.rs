@@ -252,6 +252,20 @@ impl<'a> TreesAhead<'a> {
         }
     }
 
+    /// Start `workers` decoding threads on `scope`. The guard ends them when it
+    /// is dropped: hold it for the walk, however the walk ends.
+    pub(crate) fn start<'s>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, '_>,
+        workers: usize,
+    ) -> CloseOnDrop<'a, 's> {
+        let guard = CloseOnDrop(self);
+        for _ in 0..workers {
+            scope.spawn(|| self.work());
+        }
+        guard
+    }
+
     /// End the workers (at the end of the walk, or when it fails or panics).
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;

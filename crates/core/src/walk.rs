@@ -8,7 +8,7 @@ use crate::blob::Id;
 use crate::error::{Error, Result};
 use crate::repository::IndexedRepository;
 use crate::tree::{Node, NodeKind, Tree};
-use crate::trees_ahead::{CloseOnDrop, TreesAhead};
+use crate::trees_ahead::TreesAhead;
 
 /// A pseudo-node for a snapshot's root directory.
 pub fn root_node(tree: Id) -> Node {
@@ -65,10 +65,7 @@ pub fn walk(
 ) -> Result<()> {
     let ahead = TreesAhead::new(repo);
     std::thread::scope(|scope| {
-        let _close = CloseOnDrop(&ahead);
-        for _ in 0..2 {
-            scope.spawn(|| ahead.work());
-        }
+        let _close = ahead.start(scope, 2);
         let root = repo.load_tree(tree)?;
         walk_tree(&ahead, repo, &root, prefix, visit)
     })
