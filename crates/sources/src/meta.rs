@@ -28,9 +28,9 @@ pub enum Engine {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Position {
     /// PostgreSQL WAL positions read before the first and just after the last `pg_dump`
-    /// (each `pg_dump` has its own snapshot between those two points). `before` is read with
-    /// the server's version and the database list while the repository opens, a fraction of
-    /// a second before the first `pg_dump` starts: a lower bound, as before.
+    /// (each `pg_dump` has its own snapshot between those two points). `before` is read in
+    /// the same query as the server's version while the repository opens, a fraction of a
+    /// second before the first `pg_dump` starts: a lower bound, as before.
     PgLsn {
         /// `pg_current_wal_lsn()` (or replay LSN on a standby) before dumping.
         before: String,

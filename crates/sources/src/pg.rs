@@ -288,7 +288,6 @@ pub struct PgSource {
 #[derive(Debug, Clone)]
 struct DumpProbe {
     server_version: String,
-    client_version: String,
     databases: Vec<String>,
     /// WAL position before the first `pg_dump`.
     before: String,
@@ -319,13 +318,28 @@ impl PgSource {
     }
 
     fn current_lsn(&self) -> Result<String> {
-        self.conn.psql(
+        self.conn
+            .psql(&self.conn.maintenance(), &format!("SELECT {CURRENT_LSN}"))
+    }
+
+    /// The server's version and its WAL position, from one `psql`.
+    fn version_and_lsn(&self) -> Result<(String, String)> {
+        let out = self.conn.psql(
             &self.conn.maintenance(),
-            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-             ELSE pg_current_wal_lsn() END",
-        )
+            &format!("SELECT current_setting('server_version'), {CURRENT_LSN}"),
+        )?;
+        match out.rsplit_once('|') {
+            Some((version, lsn)) => Ok((version.to_string(), lsn.to_string())),
+            None => Err(Error::Format(format!(
+                "psql answered {out:?} when asked for the server version and WAL position"
+            ))),
+        }
     }
 }
+
+/// The WAL position: written (primary) or replayed (standby).
+const CURRENT_LSN: &str = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                           ELSE pg_current_wal_lsn() END";
 
 /// A scoped thread's result; its panic goes on in the caller.
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
@@ -344,35 +358,26 @@ fn tool_version(cmd: Command, secrets: &[String]) -> Result<String> {
 }
 
 impl DumpSource for PgSource {
-    /// The server's version, `pg_dump --version`, the databases (when none were named) and
-    /// the WAL position before the dump: independent questions, asked at the same time.
+    /// The server's version and the WAL position before the dump (one `psql`), and the
+    /// databases when none were named (a second one, at the same time). `pg_dump`'s own
+    /// version comes from its output's header: asking it with `--version` cost a process
+    /// (two on Debian, whose `pg_dump` is a Perl wrapper) before the dump could start.
     fn prepare(&mut self) -> Result<()> {
         if self.prepared.is_some() {
             return Ok(());
         }
         let conn = &self.conn;
-        let (server, client, databases, before) = std::thread::scope(|s| {
-            let server = s.spawn(|| conn.server_version());
-            let client = s.spawn(|| {
-                let mut v = conn.command("pg_dump", &conn.maintenance());
-                v.arg("--version");
-                tool_version(v, &conn.secrets())
-            });
-            let databases = s.spawn(|| {
-                if self.opts.databases.is_empty() {
-                    conn.list_databases()
-                } else {
-                    Ok(self.opts.databases.clone())
-                }
-            });
-            let before = self.current_lsn();
-            (join(server), join(client), join(databases), before)
+        let (probe, databases) = std::thread::scope(|s| {
+            let databases =
+                (self.opts.databases.is_empty()).then(|| s.spawn(|| conn.list_databases()));
+            let probe = self.version_and_lsn();
+            (probe, databases.map(join))
         });
+        let (server_version, before) = probe?;
         self.prepared = Some(DumpProbe {
-            server_version: server?.0,
-            client_version: client?,
-            databases: databases?,
-            before: before?,
+            server_version,
+            databases: databases.unwrap_or_else(|| Ok(self.opts.databases.clone()))?,
+            before,
         });
         Ok(())
     }
@@ -381,14 +386,12 @@ impl DumpSource for PgSource {
         self.prepare()?;
         let DumpProbe {
             server_version,
-            client_version,
             databases,
             before,
         } = self.prepared.take().expect("prepared above");
         let secrets = self.conn.secrets();
         let mut meta = DumpMetadata::new(Engine::Postgres);
         meta.server_version = Some(server_version);
-        meta.client_version = Some(client_version);
         if self.opts.globals {
             let mut child = ChildStream::spawn(self.globals_command(), secrets.clone())?;
             let bytes = stream::add(sink, GLOBALS_STREAM, &mut child)?;
@@ -410,6 +413,9 @@ impl DumpSource for PgSource {
                     "pg_dump output for {db} is not a complete plain-format dump"
                 )));
             }
+            if meta.client_version.is_none() {
+                meta.client_version = state.dumped_by.clone();
+            }
             let mut info = DatabaseInfo::new(db.clone());
             info.stream = Some(name.clone());
             info.tables = state.tables;
@@ -420,6 +426,12 @@ impl DumpSource for PgSource {
                 database: Some(db.clone()),
                 bytes,
             });
+        }
+        if meta.client_version.is_none() {
+            // No database was dumped: ask the tool itself.
+            let mut v = self.conn.command("pg_dump", &self.conn.maintenance());
+            v.arg("--version");
+            meta.client_version = Some(tool_version(v, &secrets)?);
         }
         meta.position = Some(Position::PgLsn {
             before,

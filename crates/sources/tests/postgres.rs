@@ -77,12 +77,27 @@ fn dump_records_counts_and_restores_as_new_database() {
         counts.contains(&("public.Odd Name".into(), 2)),
         "{counts:?}"
     );
+    // The server's own answer, and pg_dump's (taken from its output's header).
+    assert_eq!(
+        meta.server_version.as_deref(),
+        Some(pg.psql("postgres", "SHOW server_version").unwrap().trim())
+    );
     assert!(meta.server_version.as_deref().unwrap().starts_with("15."));
-    assert!(meta.client_version.is_some());
-    assert!(matches!(
-        meta.position,
-        Some(lifeboat_sources::Position::PgLsn { .. })
-    ));
+    let tool = std::process::Command::new("pg_dump")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let tool = String::from_utf8(tool.stdout).unwrap();
+    let tool = tool.trim().split_once(") ").unwrap().1;
+    assert_eq!(meta.client_version.as_deref(), Some(tool));
+    let Some(lifeboat_sources::Position::PgLsn { before, after }) = &meta.position else {
+        panic!("no WAL position: {:?}", meta.position);
+    };
+    let lsn = |s: &str| {
+        let (hi, lo) = s.split_once('/').unwrap_or_else(|| panic!("LSN {s:?}"));
+        (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+    };
+    assert!(lsn(before) <= lsn(after), "{before} then {after}");
     assert!(meta
         .streams
         .iter()
