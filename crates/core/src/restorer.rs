@@ -13,9 +13,11 @@
 //!    finishes it through its open descriptor: owner (when running as root),
 //!    mode, xattrs, mtime. A file of one chunk (most files) is created, written
 //!    and finished by that chunk's writer: one open and no path lookups after it.
-//! 3. **Metadata**: symlinks, hard links, FIFOs and devices; then the same
-//!    metadata by path for what no writer finished; directories last,
-//!    deepest first, so their mtimes survive.
+//!    Symlinks, FIFOs and devices are made on the same pool beside the
+//!    content (they need only their directory), with their metadata.
+//! 3. **Metadata**: hard links; then the same metadata by path for files no
+//!    writer finished; directories last, deepest first, so their mtimes
+//!    survive.
 //! 4. **Verify** (optional): re-read every restored file and re-hash each chunk.
 
 use std::collections::HashMap;
@@ -322,32 +324,100 @@ pub fn restore(
         by_pack.entry(loc.pack).or_default().push((*id, loc));
     }
     summary.packs_read = by_pack.len() as u64;
+    // Symlinks, FIFOs and devices need only their directory: they are made
+    // (and get their metadata) on the pool beside the content, not after it.
+    let specials: Vec<&Item> = items
+        .iter()
+        .filter(|it| !matches!(it.node.kind, NodeKind::Dir | NodeKind::File))
+        .collect();
+    let links = AtomicU64::new(0);
+    let special = |it: &Item| -> Result<()> {
+        let path = opts.target.join(&it.rel);
+        let mode = || nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777);
+        match it.node.kind {
+            NodeKind::Symlink => {
+                clear(&path)?;
+                let target = it.node.os_link_target().unwrap_or_default();
+                std::os::unix::fs::symlink(&target, &path).map_err(|e| Error::io(&path, e))?;
+                links.fetch_add(1, Ordering::Relaxed);
+            }
+            NodeKind::Fifo => {
+                clear(&path)?;
+                nix::unistd::mkfifo(&path, mode()).map_err(|e| Error::io(&path, e.into()))?;
+            }
+            NodeKind::Chardev | NodeKind::Blockdev if !owners => {
+                warnings.lock().push(format!(
+                    "{}: device files are only recreated as root",
+                    path.display()
+                ));
+                return Ok(());
+            }
+            NodeKind::Chardev | NodeKind::Blockdev => {
+                clear(&path)?;
+                let kind = if it.node.kind == NodeKind::Chardev {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                nix::sys::stat::mknod(&path, kind, mode(), it.node.rdev)
+                    .map_err(|e| Error::io(&path, e.into()))?;
+            }
+            NodeKind::Socket => {
+                warnings
+                    .lock()
+                    .push(format!("{}: sockets are not restored", path.display()));
+                return Ok(());
+            }
+            NodeKind::Dir | NodeKind::File => return Ok(()),
+        }
+        let mut w = Vec::new();
+        apply_metadata(At::Path, &path, &it.node, owners, &mut w);
+        if !w.is_empty() {
+            warnings.lock().extend(w);
+        }
+        Ok(())
+    };
     let written = AtomicU64::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     pool.install(|| {
-        by_pack.into_par_iter().for_each(|(pack, mut blobs)| {
-            if first_error.lock().is_some() {
-                return;
-            }
-            blobs.sort_by_key(|(_, l)| l.offset);
-            let out = Output {
-                uses: &uses,
-                targets: &targets,
-                finish: &finish,
-                written: &written,
-            };
-            if let Err(e) = restore_pack(repo, &pack, &blobs, &out, progress) {
-                first_error.lock().get_or_insert(e);
-            }
-        })
+        rayon::join(
+            || {
+                by_pack.into_par_iter().for_each(|(pack, mut blobs)| {
+                    if first_error.lock().is_some() {
+                        return;
+                    }
+                    blobs.sort_by_key(|(_, l)| l.offset);
+                    let out = Output {
+                        uses: &uses,
+                        targets: &targets,
+                        finish: &finish,
+                        written: &written,
+                    };
+                    if let Err(e) = restore_pack(repo, &pack, &blobs, &out, progress) {
+                        first_error.lock().get_or_insert(e);
+                    }
+                })
+            },
+            || {
+                specials.par_iter().for_each(|it| {
+                    if let Err(e) = special(it) {
+                        first_error.lock().get_or_insert(e);
+                    }
+                })
+            },
+        )
     });
     if let Some(e) = first_error.into_inner() {
         return Err(e);
     }
     summary.bytes_written = written.load(Ordering::Relaxed);
-    summary.warnings.extend(warnings.into_inner());
+    summary.links += links.into_inner();
+    // Collected from the pool in no particular order.
+    let mut collected = warnings.into_inner();
+    collected.sort();
+    summary.warnings.extend(collected);
 
-    // 3. Links, special files, metadata.
+    // 3. Hard links, then metadata.
     for (first, link) in &hardlinks {
         clear(link)?;
         std::fs::hard_link(first, link).map_err(|e| Error::io(link, e))?;
@@ -357,62 +427,15 @@ pub fn restore(
     for t in &targets {
         finished[t.item] = true;
     }
-    // Special files first (rare), then every entry's metadata on the pool.
-    let mut with_metadata: Vec<&Item> = Vec::with_capacity(items.len());
-    for (it, _) in items.iter().zip(&finished).filter(|(_, done)| !**done) {
-        let path = opts.target.join(&it.rel);
-        match it.node.kind {
-            NodeKind::Symlink => {
-                clear(&path)?;
-                let target = it.node.os_link_target().unwrap_or_default();
-                std::os::unix::fs::symlink(&target, &path).map_err(|e| Error::io(&path, e))?;
-                summary.links += 1;
-            }
-            NodeKind::Fifo => {
-                clear(&path)?;
-                nix::unistd::mkfifo(
-                    &path,
-                    nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777),
-                )
-                .map_err(|e| Error::io(&path, e.into()))?;
-            }
-            NodeKind::Chardev | NodeKind::Blockdev => {
-                if !owners {
-                    summary.warnings.push(format!(
-                        "{}: device files are only recreated as root",
-                        path.display()
-                    ));
-                    continue;
-                }
-                clear(&path)?;
-                let kind = if it.node.kind == NodeKind::Chardev {
-                    nix::sys::stat::SFlag::S_IFCHR
-                } else {
-                    nix::sys::stat::SFlag::S_IFBLK
-                };
-                nix::sys::stat::mknod(
-                    &path,
-                    kind,
-                    nix::sys::stat::Mode::from_bits_truncate(it.node.mode & 0o7777),
-                    it.node.rdev,
-                )
-                .map_err(|e| Error::io(&path, e.into()))?;
-            }
-            NodeKind::Socket => {
-                summary
-                    .warnings
-                    .push(format!("{}: sockets are not restored", path.display()));
-                continue;
-            }
-            _ => {}
-        }
-        if it.node.kind != NodeKind::Dir {
-            with_metadata.push(it);
-        }
-    }
-    // Metadata on the pool, one batch after another: every link and file not
-    // finished by its writer (hard links, files skipped as identical),
-    // then the directories one level at a time, deepest first (a mode without
+    // Files no writer finished: hard links and files skipped as identical.
+    let with_metadata: Vec<&Item> = items
+        .iter()
+        .zip(&finished)
+        .filter(|(it, done)| !**done && it.node.kind == NodeKind::File)
+        .map(|(it, _)| it)
+        .collect();
+    // Metadata on the pool, one batch after another: every file not finished
+    // by its writer, then the directories one level at a time, deepest first (a mode without
     // search permission must not lock out a subdirectory still to be done, as
     // non-root; within a level the order does not matter).
     let apply_all = |batch: &[&Item]| -> Vec<String> {
