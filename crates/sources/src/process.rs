@@ -403,6 +403,25 @@ mod tests {
     }
 
     #[test]
+    fn what_a_paused_tool_wrote_is_delivered_before_it_goes_on() {
+        // Far less than a hand-over block, then a pause: the reader must not wait for more.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo first; sleep 30; echo second"]);
+        let mut s = ChildStream::spawn(cmd, vec![]).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut line = [0u8; 6];
+            let r = s.read_exact(&mut line).map(|()| line);
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        // A hang detector, not a timing: the first line comes long before the sleep ends.
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(15))
+            .expect("the first line waited for the tool to go on");
+        assert_eq!(&line.unwrap(), b"first\n");
+    }
+
+    #[test]
     fn dropping_a_stream_early_stops_an_endless_tool() {
         let mut cmd = Command::new("yes");
         cmd.arg("endless");
