@@ -131,7 +131,8 @@ pub struct DumpMetadata {
     /// Server version string (`SHOW server_version`, `VERSION()`, `redis_version`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_version: Option<String>,
-    /// Dump tool version (`pg_dump --version` output's number, `mariadb-dump --version`, ...).
+    /// Dump tool version (PostgreSQL: `pg_dump`'s, from its output header; `mariadb-dump
+    /// --version`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_version: Option<String>,
     /// RFC 3339 start time.

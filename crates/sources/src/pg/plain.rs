@@ -160,9 +160,11 @@ impl PlainState {
                 rows: 0,
             });
         } else if let Some(v) = text.strip_prefix("-- Dumped from database version ") {
-            self.dumped_from = Some(v.trim().to_string());
+            // The header's, the first: a later line like it is the database's own text
+            // (a function body, `--inserts` data).
+            self.dumped_from.get_or_insert_with(|| v.trim().to_string());
         } else if let Some(v) = text.strip_prefix("-- Dumped by pg_dump version ") {
-            self.dumped_by = Some(v.trim().to_string());
+            self.dumped_by.get_or_insert_with(|| v.trim().to_string());
         } else if text == "-- PostgreSQL database dump complete" {
             self.complete = true;
         }
@@ -485,6 +487,27 @@ SET statement_timeout = 0;\n\n\
 --\n-- Name: a a_pkey; Type: CONSTRAINT; Schema: public; Owner: postgres\n--\n\nALTER TABLE ONLY public.a ADD CONSTRAINT a_pkey PRIMARY KEY (id);\n\n\
 --\n-- Name: b_x; Type: INDEX; Schema: public; Owner: postgres\n--\n\nCREATE INDEX b_x ON public.b USING btree (x);\n\n\
 --\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n";
+
+    #[test]
+    fn versions_come_from_the_header_not_from_a_look_alike_line_later() {
+        // A function body (outside COPY) holding the header's own words.
+        let body = "CREATE FUNCTION public.f() RETURNS text LANGUAGE sql AS $$\n\
+-- Dumped by pg_dump version 99.0\n-- Dumped from database version 99.0\nSELECT 'x'$$;\n\n";
+        let dump = DUMP.replacen("SET statement_timeout = 0;\n", body, 1);
+        assert!(dump.contains("version 99.0"));
+        let mut o = PlainObserver::new();
+        o.observe(dump.as_bytes());
+        let s = o.into_state();
+        assert_eq!(s.dumped_by.as_deref(), Some("15.20 (Debian)"));
+        assert_eq!(s.dumped_from.as_deref(), Some("15.18"));
+        assert_eq!(
+            header_versions(dump.as_bytes()),
+            (
+                Some("15.18".to_string()),
+                Some("15.20 (Debian)".to_string())
+            )
+        );
+    }
 
     #[test]
     fn observer_counts_copy_rows_and_reads_versions() {
