@@ -379,6 +379,10 @@ pub fn restore(
     };
     let written = AtomicU64::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    // Kept apart: a special that cannot be made (with `overwrite`, a directory
+    // in the way of a symlink) must not stop the content, which is written
+    // whole before the error is reported, as when specials came last.
+    let special_error: Mutex<Option<Error>> = Mutex::new(None);
     pool.install(|| {
         rayon::join(
             || {
@@ -400,14 +404,17 @@ pub fn restore(
             },
             || {
                 specials.par_iter().for_each(|it| {
+                    if first_error.lock().is_some() || special_error.lock().is_some() {
+                        return;
+                    }
                     if let Err(e) = special(it) {
-                        first_error.lock().get_or_insert(e);
+                        special_error.lock().get_or_insert(e);
                     }
                 })
             },
         )
     });
-    if let Some(e) = first_error.into_inner() {
+    if let Some(e) = first_error.into_inner().or(special_error.into_inner()) {
         return Err(e);
     }
     summary.bytes_written = written.load(Ordering::Relaxed);

@@ -776,6 +776,57 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
 }
 
 #[test]
+fn a_directory_in_the_way_of_a_symlink_fails_the_restore_after_the_content_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo, target) = (
+        tmp.path().join("src"),
+        tmp.path().join("repo"),
+        tmp.path().join("t"),
+    );
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big.bin"), pseudo_random(1_500_000, 3)).unwrap();
+    fs::write(src.join("small"), b"small").unwrap();
+    std::os::unix::fs::symlink("small", src.join("link")).unwrap();
+    new_repo(&repo);
+    let out = backup(&repo, std::slice::from_ref(&src));
+    restore_all(&repo, &out, &target);
+    let back = restored_root(&target, &src);
+    // Locally: the files changed, and a directory now sits where the link was.
+    fs::write(back.join("big.bin"), b"changed").unwrap();
+    fs::write(back.join("small"), b"changed too").unwrap();
+    fs::remove_file(back.join("link")).unwrap();
+    fs::create_dir(back.join("link")).unwrap();
+    fs::write(back.join("link/keep"), b"not ours to delete").unwrap();
+    let r = indexed(&repo);
+    let err = restorer::restore(
+        &r,
+        &out.snapshot_id.unwrap(),
+        out.snapshot.tree,
+        &RestoreOptions {
+            target: target.clone(),
+            overwrite: true,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap_err();
+    match &err {
+        Error::WouldOverwrite(p) => assert_eq!(p, &back.join("link")),
+        other => panic!("expected WouldOverwrite naming the link, got {other}"),
+    }
+    // The directory is left alone, and the files were still restored whole.
+    assert_eq!(
+        fs::read(back.join("link/keep")).unwrap(),
+        b"not ours to delete"
+    );
+    assert_eq!(
+        fs::read(back.join("big.bin")).unwrap(),
+        pseudo_random(1_500_000, 3)
+    );
+    assert_eq!(fs::read(back.join("small")).unwrap(), b"small");
+}
+
+#[test]
 fn damaged_pack_is_reported_with_the_affected_snapshots_and_files() {
     let tmp = tempfile::tempdir().unwrap();
     let repo_dir = tmp.path().join("repo");

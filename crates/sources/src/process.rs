@@ -85,8 +85,9 @@ fn status_error(program: &str, status: ExitStatus, stderr: String) -> Error {
 ///
 /// A dump is a chain: server → dump tool → pipe → Lifeboat's reader, which chunks and hashes
 /// on the same thread. Read directly, the pipe fills while the reader computes, and the tool
-/// blocks on it and the server on the tool. Here the pipe is drained as soon as the tool
-/// writes, up to [`READ_AHEAD_BLOCKS`] blocks of at most [`READ_AHEAD_BLOCK`] bytes (a
+/// blocks on it and the server on the tool. Here the pipe is drained while the tool writes
+/// (within a nap of [`READ_AHEAD_NAP`], so that 4 KiB writes do not wake the reader each), up
+/// to [`READ_AHEAD_BLOCKS`] blocks of at most [`READ_AHEAD_BLOCK`] bytes (a
 /// `pg_dump` of 488 MB on 2 cores: 4–5% faster; docs/PERFORMANCE.md).
 struct ReadAhead {
     /// Blocks and how many of their bytes were read (a block is zeroed once, when
