@@ -89,19 +89,31 @@ fn restore_all(
     outcome: &archiver::BackupOutcome,
     target: &Path,
 ) -> restorer::RestoreSummary {
-    let repo = indexed(dir);
-    restorer::restore(
-        &repo,
-        &outcome.snapshot_id.unwrap(),
-        outcome.snapshot.tree,
-        &RestoreOptions {
+    restore_snapshot(
+        &indexed(dir),
+        outcome,
+        RestoreOptions {
             target: target.to_path_buf(),
             verify: true,
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap()
+}
+
+/// Restore the snapshot a backup made, with `opts`.
+fn restore_snapshot(
+    repo: &IndexedRepository,
+    outcome: &archiver::BackupOutcome,
+    opts: RestoreOptions,
+) -> lifeboat_core::error::Result<restorer::RestoreSummary> {
+    restorer::restore(
+        repo,
+        &outcome.snapshot_id.unwrap(),
+        outcome.snapshot.tree,
+        &opts,
+        &NoProgress,
+    )
 }
 
 /// Build the awkward tree the issue lists.
@@ -708,16 +720,13 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
     let back = restored_root(&target, &src);
     fs::write(back.join("b"), b"local change").unwrap();
     let r = indexed(&repo);
-    let id = out.snapshot_id.unwrap();
-    let err = restorer::restore(
+    let err = restore_snapshot(
         &r,
-        &id,
-        out.snapshot.tree,
-        &RestoreOptions {
+        &out,
+        RestoreOptions {
             target: target.clone(),
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap_err();
     assert!(matches!(err, Error::WouldOverwrite(_)), "{err}");
@@ -726,32 +735,28 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
         b"local change",
         "a refused restore writes nothing"
     );
-    let s = restorer::restore(
+    let s = restore_snapshot(
         &r,
-        &id,
-        out.snapshot.tree,
-        &RestoreOptions {
+        &out,
+        RestoreOptions {
             target: target.clone(),
             overwrite: true,
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap();
     assert_eq!((s.files, s.files_skipped_identical), (1, 1));
     assert_eq!(fs::read(back.join("b")).unwrap(), b"bbb");
     // Include a single file: only it (and its parent dirs) come back.
     let t2 = tmp.path().join("t2");
-    let s = restorer::restore(
+    let s = restore_snapshot(
         &r,
-        &id,
-        out.snapshot.tree,
-        &RestoreOptions {
+        &out,
+        RestoreOptions {
             target: t2.clone(),
             include: vec!["a".into()],
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap();
     assert_eq!(s.files, 1);
@@ -759,16 +764,14 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
     assert!(!restored_root(&t2, &src).join("b").exists());
     // Dry run writes nothing.
     let t3 = tmp.path().join("t3");
-    let s = restorer::restore(
+    let s = restore_snapshot(
         &r,
-        &id,
-        out.snapshot.tree,
-        &RestoreOptions {
+        &out,
+        RestoreOptions {
             target: t3.clone(),
             dry_run: true,
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap();
     assert_eq!(s.files, 2);
@@ -798,16 +801,14 @@ fn a_directory_in_the_way_of_a_symlink_fails_the_restore_after_the_content_is_wr
     fs::create_dir(back.join("link")).unwrap();
     fs::write(back.join("link/keep"), b"not ours to delete").unwrap();
     let r = indexed(&repo);
-    let err = restorer::restore(
+    let err = restore_snapshot(
         &r,
-        &out.snapshot_id.unwrap(),
-        out.snapshot.tree,
-        &RestoreOptions {
+        &out,
+        RestoreOptions {
             target: target.clone(),
             overwrite: true,
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap_err();
     match &err {
@@ -886,26 +887,22 @@ fn damaged_pack_is_reported_with_the_affected_snapshots_and_files() {
 
     // The other snapshot still restores; the damaged one fails naming the blob.
     let t = tmp.path().join("t");
-    restorer::restore(
+    restore_snapshot(
         &repo,
-        &safe.snapshot_id.unwrap(),
-        safe.snapshot.tree,
-        &RestoreOptions {
+        &safe,
+        RestoreOptions {
             target: t.clone(),
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap();
-    let err = restorer::restore(
+    let err = restore_snapshot(
         &repo,
-        &hit.snapshot_id.unwrap(),
-        hit.snapshot.tree,
-        &RestoreOptions {
+        &hit,
+        RestoreOptions {
             target: tmp.path().join("t2"),
             ..Default::default()
         },
-        &NoProgress,
     )
     .unwrap_err();
     assert!(matches!(err, Error::Damaged { .. }), "{err}");
