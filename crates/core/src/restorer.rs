@@ -4,9 +4,10 @@
 //!    check the target: existing files are refused unless `overwrite`, and with
 //!    `overwrite` files whose content already matches chunk for chunk are
 //!    skipped. Nothing is written before the whole plan is known.
-//! 2. **Content, pack by pack**: every needed blob is grouped by pack; each pack
-//!    is read once (adjacent blobs coalesced into one ranged read), on a pool of
-//!    threads, and each blob is written with positional writes into every file
+//! 2. **Content, read by read**: every needed blob is grouped by pack and each
+//!    pack cut into ranged reads (adjacent blobs coalesced, at most 8 MiB), which
+//!    a pool of threads takes costliest first (so the last to finish are small),
+//!    and each blob is written with positional writes into every file
 //!    (and offset) that uses it — files are written out of order. All-zero
 //!    blobs are not written: the file was extended with `set_len`, so holes stay
 //!    holes (sparse files stay sparse). The writer of a file's last chunk
@@ -324,6 +325,7 @@ pub fn restore(
         by_pack.entry(loc.pack).or_default().push((*id, loc));
     }
     summary.packs_read = by_pack.len() as u64;
+    let units = read_units(by_pack, &uses);
     // Symlinks, FIFOs and devices need only their directory: they are made
     // (and get their metadata) on the pool beside the content, not after it.
     let specials: Vec<&Item> = items
@@ -383,36 +385,39 @@ pub fn restore(
     // in the way of a symlink) must not stop the content, which is written
     // whole before the error is reported, as when specials came last.
     let special_error: Mutex<Option<Error>> = Mutex::new(None);
-    pool.install(|| {
-        rayon::join(
-            || {
-                by_pack.into_par_iter().for_each(|(pack, mut blobs)| {
+    // Each pool thread takes the next read, largest first: the last reads to
+    // finish are small ones, not a whole pack that one thread decompresses
+    // while the other core idles.
+    let next = AtomicUsize::new(0);
+    let out = Output {
+        uses: &uses,
+        targets: &targets,
+        finish: &finish,
+        written: &written,
+    };
+    pool.scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|_| {
+                while let Some(unit) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
                     if first_error.lock().is_some() {
                         return;
                     }
-                    blobs.sort_by_key(|(_, l)| l.offset);
-                    let out = Output {
-                        uses: &uses,
-                        targets: &targets,
-                        finish: &finish,
-                        written: &written,
-                    };
-                    if let Err(e) = restore_pack(repo, &pack, &blobs, &out, progress) {
+                    if let Err(e) = restore_read(repo, unit, &out, progress) {
                         first_error.lock().get_or_insert(e);
                     }
-                })
-            },
-            || {
-                specials.par_iter().for_each(|it| {
-                    if first_error.lock().is_some() || special_error.lock().is_some() {
-                        return;
-                    }
-                    if let Err(e) = special(it) {
-                        special_error.lock().get_or_insert(e);
-                    }
-                })
-            },
-        )
+                }
+            });
+        }
+        s.spawn(|_| {
+            specials.par_iter().for_each(|it| {
+                if first_error.lock().is_some() || special_error.lock().is_some() {
+                    return;
+                }
+                if let Err(e) = special(it) {
+                    special_error.lock().get_or_insert(e);
+                }
+            })
+        });
     });
     if let Some(e) = first_error.into_inner().or(special_error.into_inner()) {
         return Err(e);
@@ -562,72 +567,117 @@ struct Output<'a> {
     written: &'a AtomicU64,
 }
 
-/// Read the blobs of one pack (coalescing neighbours) and write them out; a
-/// file whose last chunk this writes is finished here (see [`FileTarget`]).
-fn restore_pack(
+/// Adjacent blobs of one pack at most this far apart share a ranged read.
+const MAX_GAP: u64 = 256 * 1024;
+/// One ranged read is held per restore thread while its blobs are written:
+/// 8 MiB keeps 4 connections at 32 MiB in flight whatever the pack size (a
+/// default pack, 16 MiB, is two reads).
+const MAX_READ: u64 = 8 << 20;
+
+/// One ranged read of a pack and the blobs it holds: the unit of work of the
+/// content phase.
+struct ReadUnit {
+    pack: Id,
+    range: std::ops::Range<u64>,
+    /// Sorted by offset, all inside `range`.
+    blobs: Vec<(Id, BlobLocation)>,
+    /// Bytes to decode plus bytes to write: what the read costs the CPU.
+    cost: u64,
+}
+
+/// Every pack's blobs as coalesced ranged reads, the costliest first. Pool
+/// threads take them in this order: a pack of text that expands fivefold
+/// took one thread a quarter of a second at the end of a restore, with the
+/// other core idle (the eleventh measurement in docs/PERFORMANCE.md); cut
+/// into reads and taken largest first, the last to finish are small.
+fn read_units(
+    by_pack: HashMap<Id, Vec<(Id, BlobLocation)>>,
+    uses: &HashMap<Id, Vec<(usize, u64)>>,
+) -> Vec<ReadUnit> {
+    let mut units = Vec::new();
+    for (pack, mut blobs) in by_pack {
+        blobs.sort_by_key(|(_, l)| l.offset);
+        for (read, range) in coalesced_reads(&blobs, MAX_GAP, MAX_READ) {
+            let blobs = blobs[read].to_vec();
+            let cost = blobs
+                .iter()
+                .map(|(id, l)| u64::from(l.raw_length) * (1 + uses[id].len() as u64))
+                .sum();
+            units.push(ReadUnit {
+                pack,
+                range,
+                blobs,
+                cost,
+            });
+        }
+    }
+    // Ties (and equal costs) in pack and offset order, so the order does not
+    // depend on the map's.
+    units.sort_by(|a, b| (b.cost, a.pack, a.range.start).cmp(&(a.cost, b.pack, b.range.start)));
+    units
+}
+
+/// Read one unit's range and write its blobs out; a file whose last chunk
+/// this writes is finished here (see [`FileTarget`]).
+fn restore_read(
     repo: &IndexedRepository,
-    pack: &Id,
-    blobs: &[(Id, BlobLocation)],
+    unit: &ReadUnit,
     out: &Output<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    const MAX_GAP: u64 = 256 * 1024;
-    // One ranged read is held per connection while its blobs are written:
-    // 8 MiB keeps 4 connections at 32 MiB in flight whatever the pack size
-    // (a default pack, 16 MiB, is two reads).
-    const MAX_READ: u64 = 8 << 20;
-    // Files of several chunks this pack writes to, opened once each (a pack
+    // Files of several chunks this read writes to, opened once each (a pack
     // holds many blobs of the same few files) and closed once finished.
     let mut open: HashMap<usize, File> = HashMap::new();
-    // Decrypt/decompress buffers: this restore thread's, kept across packs.
+    let pack = &unit.pack;
+    let start = unit.range.start;
+    let data = repo
+        .storage()
+        .get(&pack_key(pack), Some(unit.range.clone()))?;
+    // Decrypt/decompress buffers: this restore thread's, kept across reads.
     BlobBuffers::with_this_thread(|bufs| {
-        for (read, range) in coalesced_reads(blobs, MAX_GAP, MAX_READ) {
-            let start = range.start;
-            let data = repo.storage().get(&pack_key(pack), Some(range))?;
-            for (id, loc) in &blobs[read] {
-                let off = (loc.offset as u64 - start) as usize;
-                let sealed = &data[off..off + loc.length as usize];
-                let plain =
-                    repo.decode_blob_with(id, pack, loc.compression, loc.raw_length, sealed, bufs)?;
-                let zero = plain.iter().all(|b| *b == 0);
-                for &(t, offset) in &out.uses[id] {
-                    let target = &out.targets[t];
-                    debug_assert!(offset + plain.len() as u64 <= target.size);
-                    if target.chunks == 1 {
-                        // The whole file: create, write (or leave a hole) and finish.
-                        make_way(out.finish.fresh, &target.path)?;
-                        let f = create_new(&target.path)?;
-                        if zero {
-                            f.set_len(target.size)
-                        } else {
-                            f.write_all_at(plain, offset)
-                        }
-                        .map_err(|e| Error::io(&target.path, e))?;
-                        out.finish.file(&f, target);
+        for (id, loc) in &unit.blobs {
+            let off = (loc.offset as u64 - start) as usize;
+            let sealed = &data[off..off + loc.length as usize];
+            let plain =
+                repo.decode_blob_with(id, pack, loc.compression, loc.raw_length, sealed, bufs)?;
+            let zero = plain.iter().all(|b| *b == 0);
+            for &(t, offset) in &out.uses[id] {
+                let target = &out.targets[t];
+                debug_assert!(offset + plain.len() as u64 <= target.size);
+                if target.chunks == 1 {
+                    // The whole file: create, write (or leave a hole) and finish.
+                    make_way(out.finish.fresh, &target.path)?;
+                    let f = create_new(&target.path)?;
+                    if zero {
+                        f.set_len(target.size)
                     } else {
-                        if !zero {
-                            let f = match open.entry(t) {
-                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                                std::collections::hash_map::Entry::Vacant(v) => {
-                                    v.insert(open_for_write(&target.path)?)
-                                }
-                            };
-                            f.write_all_at(plain, offset)
-                                .map_err(|e| Error::io(&target.path, e))?;
-                        }
-                        // Every other chunk is written (the writes happened
-                        // before their decrements): the file is complete.
-                        if target.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            let f = match open.remove(&t) {
-                                Some(f) => f,
-                                None => open_for_write(&target.path)?,
-                            };
-                            out.finish.file(&f, target);
-                        }
+                        f.write_all_at(plain, offset)
                     }
-                    out.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                    progress.add_bytes(plain.len() as u64);
+                    .map_err(|e| Error::io(&target.path, e))?;
+                    out.finish.file(&f, target);
+                } else {
+                    if !zero {
+                        let f = match open.entry(t) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(open_for_write(&target.path)?)
+                            }
+                        };
+                        f.write_all_at(plain, offset)
+                            .map_err(|e| Error::io(&target.path, e))?;
+                    }
+                    // Every other chunk is written (the writes happened
+                    // before their decrements): the file is complete.
+                    if target.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        let f = match open.remove(&t) {
+                            Some(f) => f,
+                            None => open_for_write(&target.path)?,
+                        };
+                        out.finish.file(&f, target);
+                    }
                 }
+                out.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                progress.add_bytes(plain.len() as u64);
             }
         }
         Ok(())
@@ -750,5 +800,73 @@ fn apply_metadata(at: At<'_>, path: &Path, node: &Node, owners: bool, warnings: 
     };
     if let Err(e) = r {
         warn("set mtime", &e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobType;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The reads cover every needed blob exactly once, each inside its read's range
+        /// and in offset order, no read (of two blobs or more) longer than `MAX_READ`,
+        /// costliest first.
+        #[test]
+        fn read_units_cover_every_blob_once_costliest_first(
+            packs in prop::collection::vec(
+                prop::collection::vec((1u32..4 << 20, 1u32..4, 0u32..512 << 10), 1..12),
+                1..5,
+            ),
+        ) {
+            let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
+            let mut uses: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+            let mut n = 0u32;
+            for (p, blobs) in packs.iter().enumerate() {
+                let pack = Id::of_stored(&[p as u8]);
+                let mut offset = 0u32;
+                for &(length, users, gap) in blobs {
+                    let id = Id::of_stored(&n.to_le_bytes());
+                    n += 1;
+                    offset += gap;
+                    by_pack.entry(pack).or_default().push((id, BlobLocation {
+                        pack,
+                        blob_type: BlobType::Data,
+                        compression: 1,
+                        offset,
+                        length,
+                        raw_length: length * 2,
+                    }));
+                    offset += length;
+                    uses.insert(id, (0..users as usize).map(|t| (t, 0)).collect());
+                }
+            }
+            let expected: HashMap<Id, BlobLocation> =
+                by_pack.values().flatten().map(|(id, l)| (*id, *l)).collect();
+            let units = read_units(by_pack, &uses);
+            let mut seen = HashMap::new();
+            for u in &units {
+                prop_assert!(!u.blobs.is_empty());
+                if u.blobs.len() > 1 {
+                    let last = u.blobs[u.blobs.len() - 2].1;
+                    prop_assert!(u64::from(last.offset + last.length) - u.range.start <= MAX_READ);
+                }
+                let mut cost = 0;
+                let mut prev = None;
+                for (id, l) in &u.blobs {
+                    prop_assert_eq!(l.pack, u.pack);
+                    prop_assert!(u.range.start <= u64::from(l.offset));
+                    prop_assert!(u64::from(l.offset + l.length) <= u.range.end);
+                    prop_assert!(prev.is_none_or(|p| p < l.offset));
+                    prev = Some(l.offset);
+                    prop_assert!(seen.insert(*id, *l).is_none(), "blob in two reads");
+                    cost += u64::from(l.raw_length) * (1 + uses[id].len() as u64);
+                }
+                prop_assert_eq!(u.cost, cost);
+            }
+            prop_assert_eq!(seen, expected);
+            prop_assert!(units.windows(2).all(|w| w[0].cost >= w[1].cost));
+        }
     }
 }
