@@ -236,6 +236,39 @@ fn postgres_backup_of_a_missing_database_fails_and_saves_nothing() {
     repo.ok(&["check"]);
 }
 
+/// `backup postgres` starts `pg_dump` while the repository opens; when it does not open
+/// (a wrong password), the command fails with the key error and the started `pg_dump` is
+/// stopped, not left connected.
+#[test]
+fn a_repository_that_does_not_open_stops_the_pg_dump_started_beside_it() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    pg_shop(&pg);
+    let repo = Repo::new(pg.env());
+    let o = repo
+        .cmd(&["backup", "postgres", "--database", "shop"])
+        .env("LIFEBOAT_PASSWORD", "not the password")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("wrong password"), "{err}");
+    let dumps = || {
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'",
+        )
+    };
+    // The server notices the closed connection a moment after the kill.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dumps() != "0" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(dumps(), "0", "a pg_dump is still connected");
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 0);
+    // The same backup with the right password goes through.
+    repo.ok(&["backup", "postgres", "--database", "shop"]);
+}
+
 #[test]
 fn mysql_backup_restore_as_new_and_replace() {
     let db = MariaDbServer::start().unwrap();

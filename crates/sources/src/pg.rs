@@ -40,7 +40,7 @@ use rand::Rng;
 
 use crate::meta::Verified;
 use crate::process::{self, ChildStream};
-use crate::stream::{self, Tap};
+use crate::stream::{self, OnFirstBytes, Tap};
 use crate::{
     ConnUrl, DatabaseInfo, DumpMetadata, DumpSource, Engine, Error, Position, RestorePlan,
     RestoreReport, Result, Secret, StreamInfo, StreamSink, StreamSource, TableRows,
@@ -277,7 +277,7 @@ pub fn stream_name(db: &str) -> String {
 pub const GLOBALS_STREAM: &str = "globals.sql";
 
 /// A PostgreSQL logical dump source.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PgSource {
     conn: PgConnection,
     opts: PgDumpOptions,
@@ -285,12 +285,28 @@ pub struct PgSource {
 }
 
 /// What [`PgSource::prepare`] asks the server before the dump.
-#[derive(Debug, Clone)]
 struct DumpProbe {
     server_version: String,
     databases: Vec<String>,
     /// WAL position before the first `pg_dump`.
     before: String,
+    /// The dump's first tool (`pg_dumpall --globals-only`, or the first database's
+    /// `pg_dump`), started right after the probe: it connects and reads the catalog while
+    /// the repository opens (the key is derived, the index loaded) instead of after. Its
+    /// output waits in the bounded read-ahead; dropped unread (the repository did not
+    /// open), it is killed.
+    first: Option<ChildStream>,
+}
+
+impl std::fmt::Debug for DumpProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpProbe")
+            .field("server_version", &self.server_version)
+            .field("databases", &self.databases)
+            .field("before", &self.before)
+            .field("first_started", &self.first.is_some())
+            .finish()
+    }
 }
 
 impl PgSource {
@@ -317,11 +333,6 @@ impl PgSource {
         cmd
     }
 
-    fn current_lsn(&self) -> Result<String> {
-        self.conn
-            .psql(&self.conn.maintenance(), &format!("SELECT {CURRENT_LSN}"))
-    }
-
     /// The server's version and its WAL position, from one `psql`.
     fn version_and_lsn(&self) -> Result<(String, String)> {
         let out = self.conn.psql(
@@ -335,6 +346,11 @@ impl PgSource {
             ))),
         }
     }
+}
+
+/// The server's WAL position now (see [`CURRENT_LSN`]).
+fn current_lsn(conn: &PgConnection) -> Result<String> {
+    conn.psql(&conn.maintenance(), &format!("SELECT {CURRENT_LSN}"))
 }
 
 /// The WAL position: written (primary) or replayed (standby).
@@ -359,9 +375,10 @@ fn tool_version(cmd: Command, secrets: &[String]) -> Result<String> {
 
 impl DumpSource for PgSource {
     /// The server's version and the WAL position before the dump (one `psql`), and the
-    /// databases when none were named (a second one, at the same time). `pg_dump`'s own
-    /// version comes from its output's header: asking it with `--version` cost a process
-    /// (two on Debian, whose `pg_dump` is a Perl wrapper) before the dump could start.
+    /// databases when none were named (a second one, at the same time); then the dump's
+    /// first tool is started (see [`DumpProbe::first`]). `pg_dump`'s own version comes from
+    /// its output's header: asking it with `--version` cost a process (two on Debian, whose
+    /// `pg_dump` is a Perl wrapper) before the dump could start.
     fn prepare(&mut self) -> Result<()> {
         if self.prepared.is_some() {
             return Ok(());
@@ -374,26 +391,46 @@ impl DumpSource for PgSource {
             (probe, databases.map(join))
         });
         let (server_version, before) = probe?;
+        let databases = databases.unwrap_or_else(|| Ok(self.opts.databases.clone()))?;
+        let first = if self.opts.globals {
+            Some(self.globals_command())
+        } else {
+            databases.first().map(|db| self.dump_command(db))
+        };
+        let first = first
+            .map(|cmd| ChildStream::spawn(cmd, self.conn.secrets()))
+            .transpose()?;
         self.prepared = Some(DumpProbe {
             server_version,
-            databases: databases.unwrap_or_else(|| Ok(self.opts.databases.clone()))?,
+            databases,
             before,
+            first,
         });
         Ok(())
     }
 
+    /// The streams in order (globals, then each database). The WAL position "after" is
+    /// read as soon as the last `pg_dump` has written its first bytes: it has taken its
+    /// snapshot by then (it reads the catalog inside its transaction before writing
+    /// anything), so the position is past every dump's snapshot, and the query runs
+    /// beside the dump instead of after it.
     fn dump(&mut self, sink: &mut dyn StreamSink) -> Result<DumpMetadata> {
         self.prepare()?;
         let DumpProbe {
             server_version,
             databases,
             before,
+            mut first,
         } = self.prepared.take().expect("prepared above");
         let secrets = self.conn.secrets();
         let mut meta = DumpMetadata::new(Engine::Postgres);
         meta.server_version = Some(server_version);
+        let mut started = |cmd: Command| match first.take() {
+            Some(child) => Ok(child),
+            None => ChildStream::spawn(cmd, secrets.clone()),
+        };
         if self.opts.globals {
-            let mut child = ChildStream::spawn(self.globals_command(), secrets.clone())?;
+            let mut child = started(self.globals_command())?;
             let bytes = stream::add(sink, GLOBALS_STREAM, &mut child)?;
             meta.streams.push(StreamInfo {
                 name: GLOBALS_STREAM.into(),
@@ -402,41 +439,55 @@ impl DumpSource for PgSource {
                 bytes,
             });
         }
-        for db in &databases {
-            let name = stream_name(db);
-            let child = ChildStream::spawn(self.dump_command(db), secrets.clone())?;
-            let mut observer = PlainObserver::new();
-            let bytes = stream::add(sink, &name, &mut Tap::new(child, &mut observer))?;
-            let state = observer.into_state();
-            if state.dumped_by.is_none() || !state.complete {
-                return Err(Error::Format(format!(
-                    "pg_dump output for {db} is not a complete plain-format dump"
-                )));
+        let conn = &self.conn;
+        let after = std::thread::scope(|s| -> Result<String> {
+            let mut after_probe = None;
+            for (i, db) in databases.iter().enumerate() {
+                let name = stream_name(db);
+                let child = started(self.dump_command(db))?;
+                let mut observer = PlainObserver::new();
+                let last = i + 1 == databases.len();
+                let probe_after = |_: &[u8]| {
+                    if last {
+                        after_probe = Some(s.spawn(|| current_lsn(conn)));
+                    }
+                };
+                let mut reader = OnFirstBytes::new(Tap::new(child, &mut observer), probe_after);
+                let bytes = stream::add(sink, &name, &mut reader)?;
+                drop(reader);
+                let state = observer.into_state();
+                if state.dumped_by.is_none() || !state.complete {
+                    return Err(Error::Format(format!(
+                        "pg_dump output for {db} is not a complete plain-format dump"
+                    )));
+                }
+                if meta.client_version.is_none() {
+                    meta.client_version = state.dumped_by.clone();
+                }
+                let mut info = DatabaseInfo::new(db.clone());
+                info.stream = Some(name.clone());
+                info.tables = state.tables;
+                meta.databases.push(info);
+                meta.streams.push(StreamInfo {
+                    name,
+                    kind: "database".into(),
+                    database: Some(db.clone()),
+                    bytes,
+                });
             }
-            if meta.client_version.is_none() {
-                meta.client_version = state.dumped_by.clone();
+            match after_probe {
+                Some(probe) => join(probe),
+                // Globals only (or an empty last dump): ask now.
+                None => current_lsn(conn),
             }
-            let mut info = DatabaseInfo::new(db.clone());
-            info.stream = Some(name.clone());
-            info.tables = state.tables;
-            meta.databases.push(info);
-            meta.streams.push(StreamInfo {
-                name,
-                kind: "database".into(),
-                database: Some(db.clone()),
-                bytes,
-            });
-        }
+        })?;
         if meta.client_version.is_none() {
             // No database was dumped: ask the tool itself.
             let mut v = self.conn.command("pg_dump", &self.conn.maintenance());
             v.arg("--version");
             meta.client_version = Some(tool_version(v, &secrets)?);
         }
-        meta.position = Some(Position::PgLsn {
-            before,
-            after: self.current_lsn()?,
-        });
+        meta.position = Some(Position::PgLsn { before, after });
         meta.finished_at = crate::meta::now();
         stream::finish(sink, &meta)?;
         Ok(meta)
