@@ -27,14 +27,15 @@ pub enum Engine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Position {
-    /// PostgreSQL WAL positions read before the first and just after the last `pg_dump`
-    /// (each `pg_dump` has its own snapshot between those two points). `before` is read in
-    /// the same query as the server's version while the repository opens, a fraction of a
-    /// second before the first `pg_dump` starts: a lower bound, as before.
+    /// PostgreSQL WAL positions read before the first `pg_dump` and once the last one has
+    /// written its first bytes (each `pg_dump` has its own snapshot between those two
+    /// points: it takes it before writing anything). `before` is read in the same query as
+    /// the server's version while the repository opens, just before the first `pg_dump`
+    /// starts: a lower bound, as before.
     PgLsn {
         /// `pg_current_wal_lsn()` (or replay LSN on a standby) before dumping.
         before: String,
-        /// The same after dumping.
+        /// The same once the last `pg_dump` has begun writing.
         after: String,
     },
     /// MySQL/MariaDB binary log coordinates of the dump's consistent snapshot, parsed from
