@@ -213,13 +213,13 @@ if pg:
     first, second = per_run("dump1"), per_run("dump2")
     if first:
         r1 = med(first)
-        out["ratios"]["pg_first_vs_Fc"] = r1
+        out["pg"]["Fc_over_lifeboat_first"] = r1
         out["targets"].append({"target": "PostgreSQL logical backup no slower than pg_dump -Fc", "value": r1, "met": r1 >= 1})
         line = (f"\npg_dump -Fc time / Lifeboat time (median of per-run ratios; above 1: Lifeboat faster): "
                 f"{r1:.2f} first (runs {', '.join(f'{x:.2f}' for x in first)})")
         if second:
             r2 = med(second)
-            out["ratios"]["pg_second_vs_Fc"] = r2
+            out["pg"]["Fc_over_lifeboat_second"] = r2
             lb2, fc2 = pg_med("lifeboat", "dump2", "bytes"), pg_med("pg_dump_Fc", "dump2", "bytes")
             line += f", {r2:.2f} second (runs {', '.join(f'{x:.2f}' for x in second)})"
             if lb2 is not None and fc2:

@@ -333,6 +333,13 @@ pub fn open_indexed(g: &GlobalArgs) -> Result<IndexedRepository> {
     Ok(open_repo(g)?.into_indexed()?)
 }
 
+/// [`open_indexed`] with a password already read (by [`password`]).
+pub fn open_indexed_with(g: &GlobalArgs, password: &str) -> Result<IndexedRepository> {
+    let location = repo_location(g)?;
+    let storage = open_storage_with(g, &location)?;
+    Ok(open_repo_on(g, &location, storage, password, "")?.into_indexed()?)
+}
+
 /// Parse sizes like `500`, `10K`, `500M`, `2G`, `1T` (binary units).
 pub fn parse_size(s: &str) -> Result<u64> {
     let s = s.trim();

@@ -5,7 +5,7 @@
 //!    `overwrite` files whose content already matches chunk for chunk are
 //!    skipped. Nothing is written before the whole plan is known.
 //! 2. **Content, read by read**: every needed blob is grouped by pack and each
-//!    pack cut into ranged reads (adjacent blobs coalesced, at most 8 MiB), which
+//!    pack cut into ranged reads (adjacent blobs coalesced, about 8 MiB), which
 //!    a pool of threads takes costliest first (so the last to finish are small),
 //!    and each blob is written with positional writes into every file
 //!    (and offset) that uses it — files are written out of order. All-zero

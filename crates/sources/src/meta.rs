@@ -35,7 +35,9 @@ pub enum Position {
     PgLsn {
         /// `pg_current_wal_lsn()` (or replay LSN on a standby) before dumping.
         before: String,
-        /// The same once the last `pg_dump` has begun writing.
+        /// `pg_current_wal_insert_lsn()` (or replay LSN on a standby) once the last
+        /// `pg_dump` has begun writing: an upper bound, even for commits still in the WAL
+        /// buffers (`synchronous_commit = off`).
         after: String,
     },
     /// MySQL/MariaDB binary log coordinates of the dump's consistent snapshot, parsed from

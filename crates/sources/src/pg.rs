@@ -290,12 +290,13 @@ struct DumpProbe {
     databases: Vec<String>,
     /// WAL position before the first `pg_dump`.
     before: String,
-    /// The dump's first tool (`pg_dumpall --globals-only`, or the first database's
-    /// `pg_dump`), started right after the probe: it connects and reads the catalog while
-    /// the repository opens (the key is derived, the index loaded) instead of after. Its
+    /// `pg_dumpall --globals-only` (unless `--no-globals`) and the first database's
+    /// `pg_dump`, started right after the probe: they connect and read the catalog while
+    /// the repository opens (the key is derived, the index loaded) instead of after. Their
     /// output waits in the bounded read-ahead; dropped unread (the repository did not
-    /// open), it is killed.
-    first: Option<ChildStream>,
+    /// open), they are killed.
+    globals: Option<ChildStream>,
+    first_db: Option<ChildStream>,
 }
 
 impl std::fmt::Debug for DumpProbe {
@@ -304,7 +305,8 @@ impl std::fmt::Debug for DumpProbe {
             .field("server_version", &self.server_version)
             .field("databases", &self.databases)
             .field("before", &self.before)
-            .field("first_started", &self.first.is_some())
+            .field("globals_started", &self.globals.is_some())
+            .field("first_db_started", &self.first_db.is_some())
             .finish()
     }
 }
@@ -348,10 +350,17 @@ impl PgSource {
     }
 }
 
-/// The server's WAL position now (see [`CURRENT_LSN`]).
-fn current_lsn(conn: &PgConnection) -> Result<String> {
-    conn.psql(&conn.maintenance(), &format!("SELECT {CURRENT_LSN}"))
+/// The server's WAL position now, as an upper bound (see [`LATEST_LSN`]).
+fn latest_lsn(conn: &PgConnection) -> Result<String> {
+    conn.psql(&conn.maintenance(), &format!("SELECT {LATEST_LSN}"))
 }
+
+/// The WAL position inserted (primary) or replayed (standby): an upper bound of what a
+/// snapshot taken before could see. The insert position, not the write position: with
+/// `synchronous_commit = off` a commit that a snapshot sees may still be in the WAL
+/// buffers, past the written position.
+const LATEST_LSN: &str = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                          ELSE pg_current_wal_insert_lsn() END";
 
 /// The WAL position: written (primary) or replayed (standby).
 const CURRENT_LSN: &str = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
@@ -392,19 +401,22 @@ impl DumpSource for PgSource {
         });
         let (server_version, before) = probe?;
         let databases = databases.unwrap_or_else(|| Ok(self.opts.databases.clone()))?;
-        let first = if self.opts.globals {
-            Some(self.globals_command())
+        let start = |cmd| ChildStream::spawn(cmd, self.conn.secrets());
+        let globals = if self.opts.globals {
+            Some(start(self.globals_command())?)
         } else {
-            databases.first().map(|db| self.dump_command(db))
+            None
         };
-        let first = first
-            .map(|cmd| ChildStream::spawn(cmd, self.conn.secrets()))
-            .transpose()?;
+        let first_db = match databases.first() {
+            Some(db) => Some(start(self.dump_command(db))?),
+            None => None,
+        };
         self.prepared = Some(DumpProbe {
             server_version,
             databases,
             before,
-            first,
+            globals,
+            first_db,
         });
         Ok(())
     }
@@ -420,17 +432,17 @@ impl DumpSource for PgSource {
             server_version,
             databases,
             before,
-            mut first,
+            globals,
+            mut first_db,
         } = self.prepared.take().expect("prepared above");
         let secrets = self.conn.secrets();
         let mut meta = DumpMetadata::new(Engine::Postgres);
         meta.server_version = Some(server_version);
-        let mut started = |cmd: Command| match first.take() {
-            Some(child) => Ok(child),
-            None => ChildStream::spawn(cmd, secrets.clone()),
-        };
         if self.opts.globals {
-            let mut child = started(self.globals_command())?;
+            let mut child = match globals {
+                Some(child) => child,
+                None => ChildStream::spawn(self.globals_command(), secrets.clone())?,
+            };
             let bytes = stream::add(sink, GLOBALS_STREAM, &mut child)?;
             meta.streams.push(StreamInfo {
                 name: GLOBALS_STREAM.into(),
@@ -444,12 +456,15 @@ impl DumpSource for PgSource {
             let mut after_probe = None;
             for (i, db) in databases.iter().enumerate() {
                 let name = stream_name(db);
-                let child = started(self.dump_command(db))?;
+                let child = match first_db.take() {
+                    Some(child) => child,
+                    None => ChildStream::spawn(self.dump_command(db), secrets.clone())?,
+                };
                 let mut observer = PlainObserver::new();
                 let last = i + 1 == databases.len();
                 let probe_after = |_: &[u8]| {
                     if last {
-                        after_probe = Some(s.spawn(|| current_lsn(conn)));
+                        after_probe = Some(s.spawn(|| latest_lsn(conn)));
                     }
                 };
                 let mut reader = OnFirstBytes::new(Tap::new(child, &mut observer), probe_after);
@@ -478,7 +493,7 @@ impl DumpSource for PgSource {
             match after_probe {
                 Some(probe) => join(probe),
                 // Globals only (or an empty last dump): ask now.
-                None => current_lsn(conn),
+                None => latest_lsn(conn),
             }
         })?;
         if meta.client_version.is_none() {

@@ -56,6 +56,72 @@ fn dump(pg: &PgServer, dir: &std::path::Path, dbs: &[&str]) -> DumpMetadata {
     meta
 }
 
+/// `prepare` starts `pg_dumpall` and the first `pg_dump` (they connect while the
+/// repository opens); a source dropped without dumping (the repository did not open) stops
+/// them. With a table locked, `pg_dump` cannot finish by itself: it is seen waiting for the
+/// lock, and its connection goes away after the drop while the lock is still held.
+#[test]
+fn a_prepared_dump_that_is_dropped_stops_its_pg_dump() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup_shop(&pg);
+    let mut locker = Command::new(pg.bin_dir().join("psql"))
+        .args(["-X", "-q", "-d", "shop"])
+        .envs(pg.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut session = locker.stdin.take().unwrap();
+    session
+        .write_all(b"BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE;\n")
+        .unwrap();
+    session.flush().unwrap();
+    let until = |sql: &str, want: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pg.sql("shop", sql) != want {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until(
+        "SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' \
+         AND relation = 'orders'::regclass",
+        "1",
+        "the lock was not taken",
+    );
+    let mut c = conn(&pg);
+    // A backend waiting for a lock notices that its client is gone only when it checks.
+    c.env.push((
+        "PGOPTIONS".into(),
+        "-c client_connection_check_interval=100".into(),
+    ));
+    let opts = PgDumpOptions {
+        databases: vec!["shop".into()],
+        ..Default::default()
+    };
+    let mut source = PgSource::new(c, opts);
+    source.prepare().unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE application_name = 'pg_dump' AND wait_event_type = 'Lock'";
+    until(
+        waiting,
+        "1",
+        "the prepared pg_dump is not waiting for the lock",
+    );
+    drop(source);
+    until(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name IN ('pg_dump', 'pg_dumpall')",
+        "0",
+        "a pg_dump is still connected while the lock is held",
+    );
+    drop(session);
+    locker.wait().unwrap();
+}
+
 #[test]
 fn dump_records_counts_and_restores_as_new_database() {
     let pg = PgServer::start(PgOptions::default()).unwrap();

@@ -324,11 +324,15 @@ pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
             (Box::new(source), &a.common, "command", paths)
         }
     };
-    // The server's questions (versions, databases, WAL position) while the key is derived
-    // and the index loaded: neither waits for the other.
+    // The password first: a prompt or a `--password-command` may take a while, and
+    // `prepare` starts the dump tools (PostgreSQL), which hold a snapshot and table locks
+    // from then on. Then the server's questions (versions, databases, WAL position) and the
+    // tools' start while the key is derived and the index loaded: neither waits for the
+    // other.
+    let password = settings::password(g, false)?;
     let (repo, prepared) = std::thread::scope(|s| {
         let prepare = s.spawn(|| source.prepare());
-        let repo = settings::open_indexed(g);
+        let repo = settings::open_indexed_with(g, &password);
         let prepared = prepare
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
