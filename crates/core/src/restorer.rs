@@ -245,55 +245,36 @@ pub fn restore(
         .build()
         .map_err(|e| Error::Other(format!("thread pool: {e}")))?;
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
-    // Directories one depth at a time (each level's parents exist), on the pool.
+    let owners = opts
+        .owners
+        .unwrap_or_else(|| nix::unistd::geteuid().is_root());
+    // Directories one depth at a time (each level's parents exist), on the pool, while
+    // this thread maps every blob to the files (and offsets) that use it: the map needs
+    // only the index, and the directories only the file system.
     let dir_levels = dir_levels(&items);
-    pool.install(|| {
+    let make_dirs = || {
         dir_levels.iter().try_for_each(|level| {
             level.par_iter().try_for_each(|it| {
                 let p = opts.target.join(&it.rel);
                 std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))
             })
         })
-    })?;
-    let owners = opts
-        .owners
-        .unwrap_or_else(|| nix::unistd::geteuid().is_root());
-    let mut hardlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut targets: Vec<FileTarget> = Vec::new();
-    // blob id -> (target index, offset)
-    let mut uses: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
-    for &i in &to_write {
-        let it = &items[i];
-        let path = opts.target.join(&it.rel);
-        if it.node.links > 1 && it.node.inode != 0 {
-            let key = (it.node.device_id, it.node.inode);
-            if let Some(first) = first_of_inode.get(&key) {
-                hardlinks.push((first.clone(), path));
-                continue;
-            }
-            first_of_inode.insert(key, path.clone());
-        }
-        let t = targets.len();
-        let mut offset = 0u64;
-        let mut chunks = 0;
-        for id in it.node.content.iter().flatten() {
-            let loc = repo
-                .locate(id)
-                .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-            uses.entry(*id).or_default().push((t, offset));
-            offset += loc.raw_length as u64;
-            chunks += 1;
-        }
-        targets.push(FileTarget {
-            path,
-            size: it.node.size,
-            item: i,
-            chunks,
-            remaining: AtomicUsize::new(chunks),
-        });
-        summary.files += 1;
-    }
+    };
+    let (made, plan) = pool.install(|| {
+        rayon::join(make_dirs, || {
+            content_plan(repo, &items, &to_write, &opts.target)
+        })
+    });
+    made?;
+    let ContentPlan {
+        hardlinks,
+        targets,
+        uses,
+        units,
+        packs,
+    } = plan?;
+    summary.files = targets.len() as u64;
+    summary.packs_read = packs;
     let warnings: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let finish = Finish {
         items: &items,
@@ -319,13 +300,6 @@ pub fn restore(
                 Ok::<_, Error>(())
             })
     })?;
-    let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
-    for id in uses.keys() {
-        let loc = repo.locate(id).expect("checked above");
-        by_pack.entry(loc.pack).or_default().push((*id, loc));
-    }
-    summary.packs_read = by_pack.len() as u64;
-    let units = read_units(by_pack, &uses);
     // Symlinks, FIFOs and devices need only their directory: they are made
     // (and get their metadata) on the pool beside the content, not after it.
     let specials: Vec<&Item> = items
@@ -485,6 +459,81 @@ pub fn restore(
         }
     }
     Ok(summary)
+}
+
+/// What the content phase needs, from the index alone.
+struct ContentPlan {
+    /// (first path of the inode, another path): made after the content.
+    hardlinks: Vec<(PathBuf, PathBuf)>,
+    targets: Vec<FileTarget>,
+    /// blob id -> (target index, offset)
+    uses: HashMap<Id, Vec<(usize, u64)>>,
+    /// The ranged reads, costliest first ([`read_units`]).
+    units: Vec<ReadUnit>,
+    /// Packs read.
+    packs: u64,
+}
+
+/// Map the files of `to_write` (indices into `items`) to their blobs and the blobs to
+/// their packs' reads. The first path of a hard-linked inode (in walk order) gets the
+/// content; the others become links to it.
+///
+/// # Errors
+/// [`Error::BlobNotIndexed`] for a content blob the index does not list.
+fn content_plan(
+    repo: &IndexedRepository,
+    items: &[Item],
+    to_write: &[usize],
+    target: &Path,
+) -> Result<ContentPlan> {
+    let mut hardlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut targets: Vec<FileTarget> = Vec::new();
+    let mut uses: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
+    let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
+    for &i in to_write {
+        let it = &items[i];
+        let path = target.join(&it.rel);
+        if it.node.links > 1 && it.node.inode != 0 {
+            let key = (it.node.device_id, it.node.inode);
+            if let Some(first) = first_of_inode.get(&key) {
+                hardlinks.push((first.clone(), path));
+                continue;
+            }
+            first_of_inode.insert(key, path.clone());
+        }
+        let t = targets.len();
+        let mut offset = 0u64;
+        let mut chunks = 0;
+        for id in it.node.content.iter().flatten() {
+            let loc = repo
+                .locate(id)
+                .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
+            let users = uses.entry(*id).or_default();
+            if users.is_empty() {
+                by_pack.entry(loc.pack).or_default().push((*id, loc));
+            }
+            users.push((t, offset));
+            offset += loc.raw_length as u64;
+            chunks += 1;
+        }
+        targets.push(FileTarget {
+            path,
+            size: it.node.size,
+            item: i,
+            chunks,
+            remaining: AtomicUsize::new(chunks),
+        });
+    }
+    let packs = by_pack.len() as u64;
+    let units = read_units(by_pack, &uses);
+    Ok(ContentPlan {
+        hardlinks,
+        targets,
+        uses,
+        units,
+        packs,
+    })
 }
 
 /// The directories among `items`, grouped by depth, shallowest first (walk
