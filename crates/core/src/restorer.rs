@@ -4,7 +4,8 @@
 //!    check the target: existing files are refused unless `overwrite`, and with
 //!    `overwrite` files whose content already matches chunk for chunk are
 //!    skipped. Nothing is written before the whole plan is known.
-//! 2. **Content, read by read**: every needed blob is grouped by pack and each
+//! 2. **Content, read by read**: while the directories are made, every needed blob
+//!    is mapped to the files that use it, grouped by pack, and each
 //!    pack cut into ranged reads (adjacent blobs coalesced, about 8 MiB), which
 //!    a pool of threads takes costliest first (so the last to finish are small),
 //!    and each blob is written with positional writes into every file
