@@ -384,20 +384,28 @@ impl KdfParams {
         // next: `hash_password_into` zeroes it with one memset on the calling thread
         // (Block is 64-byte aligned, so the allocation is not calloc's fresh pages), 16k
         // page faults that took ~30 ms of a restore's start on one core.
+        // The parameters come from a key slot in storage: a slot asking for more memory
+        // than there is fails (as argon2's own allocation did), it does not abort.
+        use rayon::prelude::*;
+        let count = params.block_count();
         let mut blocks: Vec<argon2::Block> = Vec::new();
-        {
-            use rayon::prelude::*;
-            (0..params.block_count())
-                .into_par_iter()
-                .map(|_| argon2::Block::new())
-                .collect_into_vec(&mut blocks);
-        }
+        blocks.try_reserve_exact(count).map_err(|_| {
+            Error::invalid(
+                "key derivation",
+                format!("cannot allocate {} MiB for Argon2id", self.m_cost / 1024),
+            )
+        })?;
+        (0..count)
+            .into_par_iter()
+            .map(|_| argon2::Block::new())
+            .collect_into_vec(&mut blocks);
         let argon =
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
-        argon
-            .hash_password_into_with_memory(password, salt, &mut out, &mut blocks)
-            .map_err(|e| Error::invalid("key derivation", e))?;
+        let result = argon.hash_password_into_with_memory(password, salt, &mut out, &mut blocks);
+        // The memory holds state derived from the password: wiped, not just freed.
+        blocks.par_iter_mut().for_each(Zeroize::zeroize);
+        result.map_err(|e| Error::invalid("key derivation", e))?;
         Ok(out)
     }
 }

@@ -250,8 +250,9 @@ pub fn restore(
         .owners
         .unwrap_or_else(|| nix::unistd::geteuid().is_root());
     // Directories one depth at a time (each level's parents exist), on the pool, while
-    // this thread maps every blob to the files (and offsets) that use it: the map needs
-    // only the index, and the directories only the file system.
+    // another pool thread maps every blob to the files (and offsets) that use it: the map
+    // needs the index (and storage only for a blob the index lacks, an error), the
+    // directories only the file system.
     let dir_levels = dir_levels(&items);
     let make_dirs = || {
         dir_levels.iter().try_for_each(|level| {
