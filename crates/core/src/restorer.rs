@@ -235,7 +235,8 @@ pub fn restore(
         return Ok(summary);
     }
 
-    // 2. Directories, then file content pack by pack, on a thread pool.
+    // 2. Directories (and the blob map beside them), then file content read by read,
+    //    on a thread pool.
     let threads = if opts.connections == 0 {
         4
     } else {

@@ -384,10 +384,10 @@ fn tool_version(cmd: Command, secrets: &[String]) -> Result<String> {
 
 impl DumpSource for PgSource {
     /// The server's version and the WAL position before the dump (one `psql`), and the
-    /// databases when none were named (a second one, at the same time); then the dump's
-    /// first tool is started (see [`DumpProbe::first`]). `pg_dump`'s own version comes from
-    /// its output's header: asking it with `--version` cost a process (two on Debian, whose
-    /// `pg_dump` is a Perl wrapper) before the dump could start.
+    /// databases when none were named (a second one, at the same time); then `pg_dumpall`
+    /// and the first `pg_dump` are started (see [`DumpProbe::globals`]). `pg_dump`'s own
+    /// version comes from its output's header: asking it with `--version` cost a process
+    /// (two on Debian, whose `pg_dump` is a Perl wrapper) before the dump could start.
     fn prepare(&mut self) -> Result<()> {
         if self.prepared.is_some() {
             return Ok(());
