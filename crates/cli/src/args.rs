@@ -44,7 +44,8 @@ pub struct GlobalArgs {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Parallel storage operations (pack uploads, pack reads) [default: 4 for a remote
-    /// repository; for a local one the number of cores, 2 to 4]
+    /// repository; for a local one the number of cores, 2 to 4, and for a restore one more,
+    /// 3 to 4]
     #[arg(long, global = true)]
     pub connections: Option<usize>,
     /// Never show progress bars

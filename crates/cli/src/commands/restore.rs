@@ -39,7 +39,7 @@ pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
         verify: a.verify,
         dry_run: a.dry_run,
         owners: None,
-        connections: settings::connections(g),
+        connections: settings::restore_connections(g),
     };
     let bar = Bar::new(settings::show_progress(g), !g.quiet && !g.json, "restore");
     let total = snap.snapshot.summary.as_ref().map_or(0, |s| s.total_bytes);
