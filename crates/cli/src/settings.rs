@@ -251,10 +251,17 @@ fn prompt(text: &str, confirm: bool) -> Result<String> {
 
 /// Open the repository named by the global arguments.
 pub fn open_repo(g: &GlobalArgs) -> Result<Repository> {
-    let location = repo_location(g)?;
-    let storage = open_storage_with(g, &location)?;
+    let (location, storage) = repo_storage(g)?;
     let password = password(g, false)?;
     open_repo_on(g, &location, storage, &password, "")
+}
+
+/// The repository's location and its storage: what opening it needs besides the
+/// password (a missing `--repo` is reported before any password is asked for).
+pub fn repo_storage(g: &GlobalArgs) -> Result<(String, DynStorage)> {
+    let location = repo_location(g)?;
+    let storage = open_storage_with(g, &location)?;
+    Ok((location, storage))
 }
 
 /// Open the repository at `location` with `password`, with its own request
@@ -349,10 +356,12 @@ pub fn open_indexed(g: &GlobalArgs) -> Result<IndexedRepository> {
     Ok(open_repo(g)?.into_indexed()?)
 }
 
-/// [`open_indexed`] with a password already read (by [`password`]).
-pub fn open_indexed_with(g: &GlobalArgs, password: &str) -> Result<IndexedRepository> {
-    let location = repo_location(g)?;
-    let storage = open_storage_with(g, &location)?;
+/// [`open_indexed`] with the storage ([`repo_storage`]) and the password already at hand.
+pub fn open_indexed_with(
+    g: &GlobalArgs,
+    (location, storage): (String, DynStorage),
+    password: &str,
+) -> Result<IndexedRepository> {
     Ok(open_repo_on(g, &location, storage, password, "")?.into_indexed()?)
 }
 

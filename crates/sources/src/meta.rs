@@ -124,6 +124,18 @@ pub struct StreamInfo {
     pub bytes: u64,
 }
 
+impl StreamInfo {
+    /// The stream `name` holding database `db`'s dump.
+    pub fn database(name: String, db: &str, bytes: u64) -> Self {
+        StreamInfo {
+            name,
+            kind: "database".into(),
+            database: Some(db.to_string()),
+            bytes,
+        }
+    }
+}
+
 /// Everything recorded about a dump. Serialises to JSON for the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpMetadata {

@@ -361,12 +361,7 @@ impl DumpSource for MySqlSource {
                 meta.position = info.position.clone();
             }
             meta.databases.push(info);
-            meta.streams.push(StreamInfo {
-                name,
-                kind: "database".into(),
-                database: Some(db.clone()),
-                bytes,
-            });
+            meta.streams.push(StreamInfo::database(name, db, bytes));
         }
         meta.finished_at = crate::meta::now();
         stream::finish(sink, &meta)?;

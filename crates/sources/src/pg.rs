@@ -462,7 +462,7 @@ impl DumpSource for PgSource {
                 };
                 let mut observer = PlainObserver::new();
                 let last = i + 1 == databases.len();
-                let probe_after = |_: &[u8]| {
+                let probe_after = || {
                     if last {
                         after_probe = Some(s.spawn(|| latest_lsn(conn)));
                     }
@@ -483,12 +483,7 @@ impl DumpSource for PgSource {
                 info.stream = Some(name.clone());
                 info.tables = state.tables;
                 meta.databases.push(info);
-                meta.streams.push(StreamInfo {
-                    name,
-                    kind: "database".into(),
-                    database: Some(db.clone()),
-                    bytes,
-                });
+                meta.streams.push(StreamInfo::database(name, db, bytes));
             }
             match after_probe {
                 Some(probe) => join(probe),

@@ -235,14 +235,14 @@ impl<R: Read> Read for Tap<'_, R> {
     }
 }
 
-/// A reader that calls `on_first` once, with the first bytes that come through (to start
+/// A reader that calls `on_first` once, when the first bytes come through (to start
 /// something that must wait until a dump tool has begun writing).
 pub(crate) struct OnFirstBytes<R, F> {
     inner: R,
     on_first: Option<F>,
 }
 
-impl<R: Read, F: FnOnce(&[u8])> OnFirstBytes<R, F> {
+impl<R: Read, F: FnOnce()> OnFirstBytes<R, F> {
     pub(crate) fn new(inner: R, on_first: F) -> Self {
         OnFirstBytes {
             inner,
@@ -251,12 +251,12 @@ impl<R: Read, F: FnOnce(&[u8])> OnFirstBytes<R, F> {
     }
 }
 
-impl<R: Read, F: FnOnce(&[u8])> Read for OnFirstBytes<R, F> {
+impl<R: Read, F: FnOnce()> Read for OnFirstBytes<R, F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n > 0 {
             if let Some(f) = self.on_first.take() {
-                f(&buf[..n]);
+                f();
             }
         }
         Ok(n)

@@ -329,10 +329,11 @@ pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
     // from then on. Then the server's questions (versions, databases, WAL position) and the
     // tools' start while the key is derived and the index loaded: neither waits for the
     // other.
+    let at = settings::repo_storage(g)?;
     let password = settings::password(g, false)?;
     let (repo, prepared) = std::thread::scope(|s| {
         let prepare = s.spawn(|| source.prepare());
-        let repo = settings::open_indexed_with(g, &password);
+        let repo = settings::open_indexed_with(g, at, &password);
         let prepared = prepare
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p));
