@@ -147,29 +147,31 @@ pub fn restore(
             node: start.clone(),
         });
     } else if let Some(sub) = start.subtree {
+        let patterns = !opts.include.is_empty() || !opts.exclude.is_empty();
         let mut included_flags: Vec<bool> = Vec::new();
         // Directories above the current entry, with whether they are included.
         let mut stack: Vec<(PathBuf, bool)> = Vec::new();
         walk::walk(repo, &sub, Path::new(""), &mut |rel, node| {
-            while stack.last().is_some_and(|(d, _)| !rel.starts_with(d)) {
-                stack.pop();
+            let dir = node.kind == NodeKind::Dir;
+            // Without patterns every entry is kept: no path is matched or joined (a
+            // third of the walk's thread when it was done for every entry).
+            if patterns {
+                while stack.last().is_some_and(|(d, _)| !rel.starts_with(d)) {
+                    stack.pop();
+                }
+                let snap_path = snap_base.join(&rel);
+                if !opts.exclude.is_empty() && matches(&exclude, &snap_path) {
+                    return Ok(false);
+                }
+                let inherited = stack.last().map_or(opts.include.is_empty(), |d| d.1);
+                let included = inherited || matches(&include, &snap_path);
+                included_flags.push(included);
+                if dir {
+                    stack.push((rel.clone(), included));
+                }
             }
-            let snap_path = snap_base.join(rel);
-            if !opts.exclude.is_empty() && matches(&exclude, &snap_path) {
-                return Ok(false);
-            }
-            let inherited = stack.last().map_or(opts.include.is_empty(), |d| d.1);
-            let included = inherited || matches(&include, &snap_path);
-            items.push(Item {
-                rel: rel.to_path_buf(),
-                node: node.clone(),
-            });
-            included_flags.push(included);
-            if node.kind == NodeKind::Dir {
-                stack.push((rel.to_path_buf(), included));
-                return Ok(true);
-            }
-            Ok(false)
+            items.push(Item { rel, node });
+            Ok(dir)
         })?;
         if !opts.include.is_empty() {
             // Keep included entries and the directories leading to them.
@@ -192,26 +194,26 @@ pub fn restore(
         std::fs::symlink_metadata(&opts.target),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound
     );
-    let existing = |path: &Path| {
+    let existing = |it: &Item| {
         if fresh {
             None
         } else {
-            std::fs::symlink_metadata(path).ok()
+            std::fs::symlink_metadata(opts.target.join(&it.rel)).ok()
         }
     };
     let clear = |path: &Path| make_way(fresh, path);
     for (i, it) in items.iter().enumerate() {
-        let path = opts.target.join(&it.rel);
+        let path = || opts.target.join(&it.rel);
         match it.node.kind {
             NodeKind::Dir => summary.dirs += 1,
             NodeKind::File => {
                 summary.bytes_total += it.node.size;
-                match existing(&path) {
-                    Some(_) if !opts.overwrite => return Err(Error::WouldOverwrite(path)),
+                match existing(it) {
+                    Some(_) if !opts.overwrite => return Err(Error::WouldOverwrite(path())),
                     Some(m)
                         if m.is_file()
                             && m.len() == it.node.size
-                            && identical(repo, &path, &it.node) =>
+                            && identical(repo, &path(), &it.node) =>
                     {
                         summary.files_skipped_identical += 1;
                         continue;
@@ -221,8 +223,8 @@ pub fn restore(
                 to_write.push(i);
             }
             _ => {
-                if existing(&path).is_some() && !opts.overwrite {
-                    return Err(Error::WouldOverwrite(path));
+                if existing(it).is_some() && !opts.overwrite {
+                    return Err(Error::WouldOverwrite(path()));
                 }
             }
         }
@@ -461,6 +463,11 @@ pub fn restore(
             summary.files_verified += 1;
         }
     }
+    // Tens of thousands of paths and nodes: freeing them took the last ~15 ms of
+    // a restore of 46k files on one thread (glibc's malloc_consolidate), after
+    // everything else was done. Another thread frees them; a process that exits
+    // first leaves that to the kernel.
+    std::thread::spawn(move || drop((items, targets, uses, units, hardlinks)));
     Ok(summary)
 }
 
@@ -626,6 +633,16 @@ const MAX_GAP: u64 = 256 * 1024;
 /// default pack, 16 MiB, is two reads).
 const MAX_READ: u64 = 8 << 20;
 
+/// Most blobs one read holds. A read of 8 MiB of small files is hundreds of
+/// files to create and finish; when it is the last to run, one thread does that
+/// while the other cores idle (the thirteenth measurement in
+/// docs/PERFORMANCE.md: ~40 ms at the end of a local restore).
+const MAX_BLOBS: usize = 128;
+/// What writing one file (or one more copy of a blob) costs the CPU beyond its
+/// bytes, counted in bytes: create or open it, write, owner, mode, times, close
+/// (~20-30 µs against ~1 ns per byte decoded and written).
+const PER_USE_COST: u64 = 32 << 10;
+
 /// One ranged read of a pack and the blobs it holds: the unit of work of the
 /// content phase.
 struct ReadUnit {
@@ -633,7 +650,8 @@ struct ReadUnit {
     range: std::ops::Range<u64>,
     /// Sorted by offset, all inside `range`.
     blobs: Vec<(Id, BlobLocation)>,
-    /// Bytes to decode plus bytes to write: what the read costs the CPU.
+    /// Bytes to decode plus bytes to write plus [`PER_USE_COST`] per blob
+    /// written: what the read costs the CPU.
     cost: u64,
 }
 
@@ -649,24 +667,35 @@ fn read_units(
     let mut units = Vec::new();
     for (pack, mut blobs) in by_pack {
         blobs.sort_by_key(|(_, l)| l.offset);
-        for (read, range) in coalesced_reads(&blobs, MAX_GAP, MAX_READ) {
-            let blobs = blobs[read].to_vec();
-            let cost = blobs
-                .iter()
-                .map(|(id, l)| u64::from(l.raw_length) * (1 + uses[id].len() as u64))
-                .sum();
-            units.push(ReadUnit {
-                pack,
-                range,
-                blobs,
-                cost,
-            });
+        for (read, _) in coalesced_reads(&blobs, MAX_GAP, MAX_READ) {
+            for blobs in blobs[read].chunks(MAX_BLOBS) {
+                let range = blobs[0].1.offset as u64
+                    ..blobs
+                        .iter()
+                        .map(|(_, l)| l.offset as u64 + l.length as u64)
+                        .max()
+                        .unwrap_or_default();
+                units.push(ReadUnit {
+                    pack,
+                    range,
+                    blobs: blobs.to_vec(),
+                    cost: blobs
+                        .iter()
+                        .map(|(id, l)| use_cost(l, uses[id].len()))
+                        .sum(),
+                });
+            }
         }
     }
     // Ties (and equal costs) in pack and offset order, so the order does not
     // depend on the map's.
     units.sort_by(|a, b| (b.cost, a.pack, a.range.start).cmp(&(a.cost, b.pack, b.range.start)));
     units
+}
+
+/// What decoding a blob and writing it `users` times costs (see [`ReadUnit::cost`]).
+fn use_cost(l: &BlobLocation, users: usize) -> u64 {
+    u64::from(l.raw_length) * (1 + users as u64) + PER_USE_COST * users as u64
 }
 
 /// Read one unit's range and write its blobs out; a file whose last chunk
@@ -864,21 +893,26 @@ mod tests {
     proptest! {
         /// The reads cover every needed blob exactly once, each inside its read's range
         /// and in offset order, no read (of two blobs or more) longer than `MAX_READ`,
-        /// costliest first.
+        /// none of more than `MAX_BLOBS` blobs, costliest first.
         #[test]
         fn read_units_cover_every_blob_once_costliest_first(
             packs in prop::collection::vec(
-                prop::collection::vec((1u32..4 << 20, 1u32..4, 0u32..512 << 10), 1..12),
+                (
+                    any::<bool>(),
+                    prop::collection::vec((1u32..4 << 20, 1u32..4, 0u32..512 << 10), 1..300),
+                ),
                 1..5,
             ),
         ) {
             let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
             let mut uses: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
             let mut n = 0u32;
-            for (p, blobs) in packs.iter().enumerate() {
+            for (p, (small, blobs)) in packs.iter().enumerate() {
                 let pack = Id::of_stored(&[p as u8]);
                 let mut offset = 0u32;
                 for &(length, users, gap) in blobs {
+                    // A pack of small files, back to back: reads cut by MAX_BLOBS.
+                    let (length, gap) = if *small { (length % 4096 + 1, 0) } else { (length, gap) };
                     let id = Id::of_stored(&n.to_le_bytes());
                     n += 1;
                     offset += gap;
@@ -899,7 +933,7 @@ mod tests {
             let units = read_units(by_pack, &uses);
             let mut seen = HashMap::new();
             for u in &units {
-                prop_assert!(!u.blobs.is_empty());
+                prop_assert!(!u.blobs.is_empty() && u.blobs.len() <= MAX_BLOBS);
                 if u.blobs.len() > 1 {
                     let last = u.blobs[u.blobs.len() - 2].1;
                     prop_assert!(u64::from(last.offset + last.length) - u.range.start <= MAX_READ);
@@ -913,7 +947,7 @@ mod tests {
                     prop_assert!(prev.is_none_or(|p| p < l.offset));
                     prev = Some(l.offset);
                     prop_assert!(seen.insert(*id, *l).is_none(), "blob in two reads");
-                    cost += u64::from(l.raw_length) * (1 + uses[id].len() as u64);
+                    cost += use_cost(l, uses[id].len());
                 }
                 prop_assert_eq!(u.cost, cost);
             }

@@ -538,7 +538,7 @@ fn excludes_and_dry_run() {
     let repo = indexed(&repo_dir);
     let mut paths = Vec::new();
     walk::walk(&repo, &out.snapshot.tree, Path::new("/"), &mut |p, _| {
-        paths.push(p.to_path_buf());
+        paths.push(p);
         Ok(true)
     })
     .unwrap();

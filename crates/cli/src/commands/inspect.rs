@@ -117,7 +117,7 @@ pub fn ls(g: &GlobalArgs, a: &LsArgs) -> Result<Exit> {
     }
     if let Some(sub) = node.subtree {
         walk::walk(&repo, &sub, &base, &mut |p, n| {
-            entries.push((p.to_path_buf(), n.clone()));
+            entries.push((p, n));
             Ok(true)
         })?;
     }
