@@ -104,6 +104,15 @@ pub fn open_storage_stack(g: &GlobalArgs, location: &str) -> Result<StorageStack
     }
     let mut layers = LayerOptions {
         connections: Some(connections_for(g, location)),
+        // A local repository gets no per-call time limit: the limit runs every call on a
+        // helper thread, and the hop (two context switches per tree or pack read) cost a
+        // local restore ~4% (docs/PERFORMANCE.md, thirteenth measurement). A file system
+        // that hangs is the mount's to time out (NFS `timeo`, `soft`), as for restic and borg.
+        timeout_secs: if is_remote(location) {
+            LayerOptions::default().timeout_secs
+        } else {
+            None
+        },
         limit_upload_kib: g.limit_upload,
         limit_download_kib: g.limit_download,
         ..LayerOptions::default()
