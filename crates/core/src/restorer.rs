@@ -139,8 +139,17 @@ pub fn restore(
             .trim_start_matches('/'),
     );
 
+    // Into a target that does not exist yet nothing can be in the way: skip
+    // an lstat per entry.
+    let fresh = matches!(
+        std::fs::symlink_metadata(&opts.target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    );
+
     // 1. Plan.
     let mut items: Vec<Item> = Vec::new();
+    // The content plan, when it was built beside the walk.
+    let mut early: Option<Planner> = None;
     if start.kind != NodeKind::Dir {
         items.push(Item {
             rel: PathBuf::from(start.os_name()),
@@ -148,31 +157,81 @@ pub fn restore(
         });
     } else if let Some(sub) = start.subtree {
         let patterns = !opts.include.is_empty() || !opts.exclude.is_empty();
+        // In a new target, without include patterns (which drop entries only after
+        // the walk), every file the walk finds is written: another thread maps the
+        // files to their blobs while the walk goes on, instead of after it (the
+        // walk's thread waits on tree decoding about half the time).
+        let stream = fresh && opts.include.is_empty() && !opts.dry_run;
         let mut included_flags: Vec<bool> = Vec::new();
         // Directories above the current entry, with whether they are included.
         let mut stack: Vec<(PathBuf, bool)> = Vec::new();
-        walk::walk(repo, &sub, Path::new(""), &mut |rel, node| {
-            let dir = node.kind == NodeKind::Dir;
-            // Without patterns every entry is kept: no path is matched or joined (a
-            // third of the walk's thread when it was done for every entry).
-            if patterns {
-                while stack.last().is_some_and(|(d, _)| !rel.starts_with(d)) {
-                    stack.pop();
+        let walked = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<Item>>();
+            let planner = stream.then(|| {
+                scope.spawn(move || {
+                    let mut items: Vec<Item> = Vec::new();
+                    let mut plan = Ok(Planner::default());
+                    for batch in rx {
+                        for it in batch {
+                            if let Ok(p) = &mut plan {
+                                if it.node.kind == NodeKind::File {
+                                    if let Err(e) = p.add(repo, items.len(), &it, &opts.target) {
+                                        plan = Err(e);
+                                    }
+                                }
+                            }
+                            items.push(it);
+                        }
+                    }
+                    (items, plan)
+                })
+            });
+            // Sent in batches: one wake-up of the planner per entry cost more than
+            // the planning.
+            let mut batch: Vec<Item> = Vec::new();
+            let walked = walk::walk(repo, &sub, Path::new(""), &mut |rel, node| {
+                let dir = node.kind == NodeKind::Dir;
+                // Without patterns every entry is kept: no path is matched or joined (a
+                // third of the walk's thread when it was done for every entry).
+                if patterns {
+                    while stack.last().is_some_and(|(d, _)| !rel.starts_with(d)) {
+                        stack.pop();
+                    }
+                    let snap_path = snap_base.join(&rel);
+                    if !opts.exclude.is_empty() && matches(&exclude, &snap_path) {
+                        return Ok(false);
+                    }
+                    let inherited = stack.last().map_or(opts.include.is_empty(), |d| d.1);
+                    let included = inherited || matches(&include, &snap_path);
+                    included_flags.push(included);
+                    if dir {
+                        stack.push((rel.clone(), included));
+                    }
                 }
-                let snap_path = snap_base.join(&rel);
-                if !opts.exclude.is_empty() && matches(&exclude, &snap_path) {
-                    return Ok(false);
+                if stream {
+                    batch.push(Item { rel, node });
+                    if batch.len() == 512 {
+                        // The planner only stops early by panicking, which the join reports.
+                        let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(512)));
+                    }
+                } else {
+                    items.push(Item { rel, node });
                 }
-                let inherited = stack.last().map_or(opts.include.is_empty(), |d| d.1);
-                let included = inherited || matches(&include, &snap_path);
-                included_flags.push(included);
-                if dir {
-                    stack.push((rel.clone(), included));
-                }
+                Ok(dir)
+            });
+            let _ = tx.send(batch);
+            drop(tx);
+            if let Some(planner) = planner {
+                let (streamed, plan) = planner.join().expect("the restore planner panicked");
+                items = streamed;
+                // A walk error comes first: the plan stopped where the walk did.
+                walked?;
+                early = Some(plan?);
+                return Ok(());
             }
-            items.push(Item { rel, node });
-            Ok(dir)
-        })?;
+            walked
+        });
+        walked?;
         if !opts.include.is_empty() {
             // Keep included entries and the directories leading to them.
             let mut needed: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
@@ -188,12 +247,6 @@ pub fn restore(
 
     let mut summary = RestoreSummary::default();
     let mut to_write: Vec<usize> = Vec::new();
-    // Into a target that does not exist yet nothing can be in the way: skip
-    // an lstat per entry.
-    let fresh = matches!(
-        std::fs::symlink_metadata(&opts.target),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound
-    );
     let existing = |it: &Item| {
         if fresh {
             None
@@ -266,8 +319,9 @@ pub fn restore(
         })
     };
     let (made, plan) = pool.install(|| {
-        rayon::join(make_dirs, || {
-            content_plan(repo, &items, &to_write, &opts.target)
+        rayon::join(make_dirs, || match early {
+            Some(planner) => Ok(planner.finish()),
+            None => content_plan(repo, &items, &to_write, &opts.target),
         })
     });
     made?;
@@ -496,54 +550,71 @@ fn content_plan(
     to_write: &[usize],
     target: &Path,
 ) -> Result<ContentPlan> {
-    let mut hardlinks: Vec<(PathBuf, PathBuf)> = Vec::new();
-    let mut first_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    let mut targets: Vec<FileTarget> = Vec::new();
-    let mut uses: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
-    let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
+    let mut planner = Planner::default();
     for &i in to_write {
-        let it = &items[i];
+        planner.add(repo, i, &items[i], target)?;
+    }
+    Ok(planner.finish())
+}
+
+/// A [`ContentPlan`] built one file at a time, in walk order.
+#[derive(Default)]
+struct Planner {
+    hardlinks: Vec<(PathBuf, PathBuf)>,
+    first_of_inode: HashMap<(u64, u64), PathBuf>,
+    targets: Vec<FileTarget>,
+    uses: HashMap<Id, Vec<(usize, u64)>>,
+    by_pack: HashMap<Id, Vec<(Id, BlobLocation)>>,
+}
+
+impl Planner {
+    /// Plan the file `it`, entry `i` of the restore's items.
+    fn add(&mut self, repo: &IndexedRepository, i: usize, it: &Item, target: &Path) -> Result<()> {
         let path = target.join(&it.rel);
         if it.node.links > 1 && it.node.inode != 0 {
             let key = (it.node.device_id, it.node.inode);
-            if let Some(first) = first_of_inode.get(&key) {
-                hardlinks.push((first.clone(), path));
-                continue;
+            if let Some(first) = self.first_of_inode.get(&key) {
+                self.hardlinks.push((first.clone(), path));
+                return Ok(());
             }
-            first_of_inode.insert(key, path.clone());
+            self.first_of_inode.insert(key, path.clone());
         }
-        let t = targets.len();
+        let t = self.targets.len();
         let mut offset = 0u64;
         let mut chunks = 0;
         for id in it.node.content.iter().flatten() {
             let loc = repo
                 .locate(id)
                 .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
-            let users = uses.entry(*id).or_default();
+            let users = self.uses.entry(*id).or_default();
             if users.is_empty() {
-                by_pack.entry(loc.pack).or_default().push((*id, loc));
+                self.by_pack.entry(loc.pack).or_default().push((*id, loc));
             }
             users.push((t, offset));
             offset += loc.raw_length as u64;
             chunks += 1;
         }
-        targets.push(FileTarget {
+        self.targets.push(FileTarget {
             path,
             size: it.node.size,
             item: i,
             chunks,
             remaining: AtomicUsize::new(chunks),
         });
+        Ok(())
     }
-    let packs = by_pack.len() as u64;
-    let units = read_units(by_pack, &uses);
-    Ok(ContentPlan {
-        hardlinks,
-        targets,
-        uses,
-        units,
-        packs,
-    })
+
+    fn finish(self) -> ContentPlan {
+        let packs = self.by_pack.len() as u64;
+        let units = read_units(self.by_pack, &self.uses);
+        ContentPlan {
+            hardlinks: self.hardlinks,
+            targets: self.targets,
+            uses: self.uses,
+            units,
+            packs,
+        }
+    }
 }
 
 /// The directories among `items`, grouped by depth, shallowest first (walk

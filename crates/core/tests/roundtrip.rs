@@ -779,6 +779,75 @@ fn restore_refuses_to_overwrite_and_skips_identical_files() {
 }
 
 #[test]
+fn a_content_blob_the_index_lacks_fails_the_restore_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo) = (tmp.path().join("src"), tmp.path().join("repo"));
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/lost.bin"), pseudo_random(300_000, 11)).unwrap();
+    fs::write(src.join("kept.txt"), b"kept").unwrap();
+    new_repo(&repo);
+    let out = backup(&repo, std::slice::from_ref(&src));
+    // Delete the data packs of lost.bin and rebuild the index from what is left:
+    // the trees are still there, the file's blobs are listed nowhere.
+    let r = indexed(&repo);
+    let lost = walk::find_node(
+        &r,
+        &out.snapshot_id.unwrap(),
+        out.snapshot.tree,
+        &src.join("sub/lost.bin").to_string_lossy(),
+    )
+    .unwrap();
+    let deleted: std::collections::HashSet<_> = lost
+        .content
+        .iter()
+        .flatten()
+        .map(|id| r.index().get(id).unwrap().pack)
+        .collect();
+    for pack in &deleted {
+        r.storage()
+            .delete(&lifeboat_core::pack::pack_key(pack))
+            .unwrap();
+    }
+    lifeboat_core::repair::repair_index(r.repository(), false).unwrap();
+    let before = r;
+    let r = indexed(&repo);
+    // A new target (the plan is built beside the walk) and an existing one (after it).
+    let existing = tmp.path().join("existing");
+    fs::create_dir_all(&existing).unwrap();
+    for target in [tmp.path().join("new"), existing] {
+        let err = restore_snapshot(
+            &r,
+            &out,
+            RestoreOptions {
+                target: target.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        match &err {
+            Error::BlobNotIndexed(hex) => {
+                let id = hex.parse().unwrap();
+                assert!(r.index().get(&id).is_none(), "{err}");
+                let was = before.index().get(&id).expect("a blob of the snapshot");
+                assert!(
+                    deleted.contains(&was.pack),
+                    "names a blob of a deleted pack: {err}"
+                );
+            }
+            other => panic!("expected BlobNotIndexed, got {other}"),
+        }
+        assert!(
+            !restored_root(&target, &src).join("kept.txt").exists(),
+            "no file is written"
+        );
+    }
+    assert!(
+        !tmp.path().join("new").exists(),
+        "a new target is not even created"
+    );
+}
+
+#[test]
 fn a_directory_in_the_way_of_a_symlink_fails_the_restore_after_the_content_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, repo, target) = (
