@@ -76,7 +76,8 @@ fn backend_options(g: &GlobalArgs) -> Result<BackendOptions> {
     })
 }
 
-/// Open the storage at `location` wrapped in retries, timeouts, the connection
+/// Open the storage at `location` wrapped in retries, timeouts (remote repositories
+/// only), the connection
 /// limit, bandwidth limits and request counters, which [`storage_stats`]
 /// reports.
 pub fn open_storage_with(g: &GlobalArgs, location: &str) -> Result<DynStorage> {
@@ -123,6 +124,18 @@ pub fn open_storage_stack(g: &GlobalArgs, location: &str) -> Result<StorageStack
             .map_err(|_| anyhow!("LIFEBOAT_TEST_RETRIES={n:?} is not a number"))?;
     }
     Ok(StorageStack::build(backend, &layers))
+}
+
+/// Most blobs one ranged read of a restore holds: a limit only for a local
+/// repository, where a read is no request ([`RestoreOptions::max_blobs_per_read`]).
+///
+/// [`RestoreOptions::max_blobs_per_read`]: lifeboat_core::restorer::RestoreOptions::max_blobs_per_read
+pub fn restore_max_blobs(g: &GlobalArgs) -> usize {
+    if is_remote(g.repo.as_deref().unwrap_or_default()) {
+        0
+    } else {
+        lifeboat_core::restorer::SMALL_READS
+    }
 }
 
 /// Parallel storage operations for the repository at `location`: `--connections`, or 4

@@ -13,7 +13,9 @@ pub struct Id(pub [u8; 32]);
 /// The first 8 bytes only: ids are BLAKE3 outputs, as evenly spread in 8 bytes
 /// as in 32, and SipHash then hashes 8 bytes instead of 40 (the derived hash
 /// adds the length). Equal ids hash equally, as `Eq` requires. A restore's plan
-/// makes a few map operations per blob and file.
+/// makes a few map operations per blob and file. (Collisions no longer depend on
+/// SipHash's key alone: a storage server listing many names with one 8-byte
+/// prefix could slow a map down, where it could as well refuse service.)
 impl std::hash::Hash for Id {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {

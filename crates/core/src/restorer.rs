@@ -60,7 +60,16 @@ pub struct RestoreOptions {
     pub owners: Option<bool>,
     /// Parallel pack reads (0: 4).
     pub connections: usize,
+    /// Most blobs one ranged read holds (0: no limit beyond its 8 MiB). Each read
+    /// is one request to the storage, so only a local repository wants a limit:
+    /// there a read of hundreds of small files, left last, kept one thread busy
+    /// while the other cores idled (the CLI sets [`SMALL_READS`] for local
+    /// repositories).
+    pub max_blobs_per_read: usize,
 }
+
+/// The [`RestoreOptions::max_blobs_per_read`] for a local repository.
+pub const SMALL_READS: usize = 128;
 
 /// What a restore did (or, on a dry run, would do).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -301,7 +310,19 @@ pub fn restore(
         .num_threads(threads)
         .build()
         .map_err(|e| Error::Other(format!("thread pool: {e}")))?;
-    std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    if fresh {
+        // Checked before the walk: a target that appeared since must not be written
+        // into unchecked (nothing in it was looked at for conflicts).
+        if let Some(parent) = opts.target.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        std::fs::create_dir(&opts.target).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::WouldOverwrite(opts.target.clone()),
+            _ => Error::io(&opts.target, e),
+        })?;
+    } else {
+        std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    }
     let owners = opts
         .owners
         .unwrap_or_else(|| nix::unistd::geteuid().is_root());
@@ -320,8 +341,8 @@ pub fn restore(
     };
     let (made, plan) = pool.install(|| {
         rayon::join(make_dirs, || match early {
-            Some(planner) => Ok(planner.finish()),
-            None => content_plan(repo, &items, &to_write, &opts.target),
+            Some(planner) => Ok(planner.finish(opts.max_blobs_per_read)),
+            None => content_plan(repo, &items, &to_write, opts),
         })
     });
     made?;
@@ -521,7 +542,10 @@ pub fn restore(
     // a restore of 46k files on one thread (glibc's malloc_consolidate), after
     // everything else was done. Another thread frees them; a process that exits
     // first leaves that to the kernel.
-    std::thread::spawn(move || drop((items, targets, uses, units, hardlinks)));
+    // A thread the system refuses is no reason to fail a finished restore: the
+    // closure, and what it holds, is then freed here.
+    let _ =
+        std::thread::Builder::new().spawn(move || drop((items, targets, uses, units, hardlinks)));
     Ok(summary)
 }
 
@@ -548,13 +572,13 @@ fn content_plan(
     repo: &IndexedRepository,
     items: &[Item],
     to_write: &[usize],
-    target: &Path,
+    opts: &RestoreOptions,
 ) -> Result<ContentPlan> {
     let mut planner = Planner::default();
     for &i in to_write {
-        planner.add(repo, i, &items[i], target)?;
+        planner.add(repo, i, &items[i], &opts.target)?;
     }
-    Ok(planner.finish())
+    Ok(planner.finish(opts.max_blobs_per_read))
 }
 
 /// A [`ContentPlan`] built one file at a time, in walk order.
@@ -604,9 +628,10 @@ impl Planner {
         Ok(())
     }
 
-    fn finish(self) -> ContentPlan {
+    /// The plan, its reads holding at most `max_blobs` blobs (0: no limit).
+    fn finish(self, max_blobs: usize) -> ContentPlan {
         let packs = self.by_pack.len() as u64;
-        let units = read_units(self.by_pack, &self.uses);
+        let units = read_units(self.by_pack, &self.uses, max_blobs);
         ContentPlan {
             hardlinks: self.hardlinks,
             targets: self.targets,
@@ -704,11 +729,6 @@ const MAX_GAP: u64 = 256 * 1024;
 /// default pack, 16 MiB, is two reads).
 const MAX_READ: u64 = 8 << 20;
 
-/// Most blobs one read holds. A read of 8 MiB of small files is hundreds of
-/// files to create and finish; when it is the last to run, one thread does that
-/// while the other cores idle (the thirteenth measurement in
-/// docs/PERFORMANCE.md: ~40 ms at the end of a local restore).
-const MAX_BLOBS: usize = 128;
 /// What writing one file (or one more copy of a blob) costs the CPU beyond its
 /// bytes, counted in bytes: create or open it, write, owner, mode, times, close
 /// (~20-30 µs against ~1 ns per byte decoded and written).
@@ -734,12 +754,18 @@ struct ReadUnit {
 fn read_units(
     by_pack: HashMap<Id, Vec<(Id, BlobLocation)>>,
     uses: &HashMap<Id, Vec<(usize, u64)>>,
+    max_blobs: usize,
 ) -> Vec<ReadUnit> {
+    let max_blobs = if max_blobs == 0 {
+        usize::MAX
+    } else {
+        max_blobs
+    };
     let mut units = Vec::new();
     for (pack, mut blobs) in by_pack {
         blobs.sort_by_key(|(_, l)| l.offset);
         for (read, _) in coalesced_reads(&blobs, MAX_GAP, MAX_READ) {
-            for blobs in blobs[read].chunks(MAX_BLOBS) {
+            for blobs in blobs[read].chunks(max_blobs) {
                 let range = blobs[0].1.offset as u64
                     ..blobs
                         .iter()
@@ -963,8 +989,9 @@ mod tests {
 
     proptest! {
         /// The reads cover every needed blob exactly once, each inside its read's range
-        /// and in offset order, no read (of two blobs or more) longer than `MAX_READ`,
-        /// none of more than `MAX_BLOBS` blobs, costliest first.
+        /// (which starts at its first blob) and in offset order, no read (of two blobs or
+        /// more) longer than `MAX_READ`, none of more than `max_blobs` blobs and no more
+        /// reads than that limit needs, costliest first.
         #[test]
         fn read_units_cover_every_blob_once_costliest_first(
             packs in prop::collection::vec(
@@ -974,6 +1001,7 @@ mod tests {
                 ),
                 1..5,
             ),
+            max_blobs in prop_oneof![Just(0usize), Just(SMALL_READS), 1usize..64],
         ) {
             let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
             let mut uses: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
@@ -982,7 +1010,7 @@ mod tests {
                 let pack = Id::of_stored(&[p as u8]);
                 let mut offset = 0u32;
                 for &(length, users, gap) in blobs {
-                    // A pack of small files, back to back: reads cut by MAX_BLOBS.
+                    // A pack of small files, back to back: reads cut by `max_blobs`.
                     let (length, gap) = if *small { (length % 4096 + 1, 0) } else { (length, gap) };
                     let id = Id::of_stored(&n.to_le_bytes());
                     n += 1;
@@ -1001,10 +1029,19 @@ mod tests {
             }
             let expected: HashMap<Id, BlobLocation> =
                 by_pack.values().flatten().map(|(id, l)| (*id, *l)).collect();
-            let units = read_units(by_pack, &uses);
+            let limit = if max_blobs == 0 { usize::MAX } else { max_blobs };
+            // Each coalesced read is cut into as few reads as the limit allows.
+            let cuts: usize = by_pack
+                .values()
+                .flat_map(|blobs| coalesced_reads(blobs, MAX_GAP, MAX_READ).collect::<Vec<_>>())
+                .map(|(read, _)| read.len().div_ceil(limit))
+                .sum();
+            let units = read_units(by_pack, &uses, max_blobs);
+            prop_assert_eq!(units.len(), cuts);
             let mut seen = HashMap::new();
             for u in &units {
-                prop_assert!(!u.blobs.is_empty() && u.blobs.len() <= MAX_BLOBS);
+                prop_assert!(!u.blobs.is_empty() && u.blobs.len() <= limit);
+                prop_assert_eq!(u.range.start, u64::from(u.blobs[0].1.offset));
                 if u.blobs.len() > 1 {
                     let last = u.blobs[u.blobs.len() - 2].1;
                     prop_assert!(u64::from(last.offset + last.length) - u.range.start <= MAX_READ);
