@@ -847,6 +847,93 @@ fn a_content_blob_the_index_lacks_fails_the_restore_naming_it() {
     );
 }
 
+/// Storage that, once armed, makes a directory (with a file in it) at its first read:
+/// a restore target that appears while the restore walks the snapshot.
+#[derive(Debug)]
+struct MakeDirOnRead {
+    inner: DynStorage,
+    dir: PathBuf,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for MakeDirOnRead {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(&self, key: &str, data: Bytes, o: &PutOptions) -> StorageResult<()> {
+        self.inner.put(key, data, o)
+    }
+    fn get(&self, key: &str, r: Option<std::ops::Range<u64>>) -> StorageResult<Bytes> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            fs::create_dir_all(&self.dir).unwrap();
+            fs::write(self.dir.join("theirs"), b"not the restore's").unwrap();
+        }
+        self.inner.get(key, r)
+    }
+    fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
+        self.inner.head(key)
+    }
+    fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> StorageResult<()> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn a_target_that_appears_during_the_walk_is_refused_not_written_into() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, repo) = (tmp.path().join("src"), tmp.path().join("repo"));
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/a"), b"aaa").unwrap();
+    fs::write(src.join("theirs"), b"the snapshot's").unwrap();
+    new_repo(&repo);
+    let out = backup(&repo, std::slice::from_ref(&src));
+    let target = tmp.path().join("t");
+    let trap = Arc::new(MakeDirOnRead {
+        inner: Arc::new(LocalStorage::new(&repo).without_sync()),
+        dir: target.clone(),
+        armed: std::sync::atomic::AtomicBool::new(false),
+    });
+    let r = Repository::open(trap.clone(), PW)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
+    // Absent when the restore starts; there by the time the walk reads its first tree.
+    trap.armed.store(true, Ordering::SeqCst);
+    let err = restore_snapshot(
+        &r,
+        &out,
+        RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        !trap.armed.load(Ordering::SeqCst),
+        "the walk read the storage"
+    );
+    assert!(
+        matches!(&err, Error::WouldOverwrite(p) if p == &target),
+        "{err}"
+    );
+    let left: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![OsStr::new("theirs").to_os_string()],
+        "nothing was added"
+    );
+    assert_eq!(
+        fs::read(target.join("theirs")).unwrap(),
+        b"not the restore's"
+    );
+}
+
 #[test]
 fn a_directory_in_the_way_of_a_symlink_fails_the_restore_after_the_content_is_written() {
     let tmp = tempfile::tempdir().unwrap();
