@@ -176,25 +176,7 @@ pub fn restore(
         let mut stack: Vec<(PathBuf, bool)> = Vec::new();
         let walked = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel::<Vec<Item>>();
-            let planner = stream.then(|| {
-                scope.spawn(move || {
-                    let mut items: Vec<Item> = Vec::new();
-                    let mut plan = Ok(Planner::default());
-                    for batch in rx {
-                        for it in batch {
-                            if let Ok(p) = &mut plan {
-                                if it.node.kind == NodeKind::File {
-                                    if let Err(e) = p.add(repo, items.len(), &it, &opts.target) {
-                                        plan = Err(e);
-                                    }
-                                }
-                            }
-                            items.push(it);
-                        }
-                    }
-                    (items, plan)
-                })
-            });
+            let planner = stream.then(|| scope.spawn(move || Planner::fed(rx, repo, &opts.target)));
             // Sent in batches: one wake-up of the planner per entry cost more than
             // the planning.
             let mut batch: Vec<Item> = Vec::new();
@@ -592,6 +574,27 @@ struct Planner {
 }
 
 impl Planner {
+    /// Every entry the walk sends, kept in order, and the plan of its files (every one
+    /// is written: a new target). After an error the entries are still kept, unplanned,
+    /// so that the walk never waits.
+    fn fed(
+        batches: std::sync::mpsc::Receiver<Vec<Item>>,
+        repo: &IndexedRepository,
+        target: &Path,
+    ) -> (Vec<Item>, Result<Planner>) {
+        let mut items: Vec<Item> = Vec::new();
+        let mut plan = Ok(Planner::default());
+        for it in batches.into_iter().flatten() {
+            if let (Ok(p), NodeKind::File) = (&mut plan, it.node.kind) {
+                if let Err(e) = p.add(repo, items.len(), &it, target) {
+                    plan = Err(e);
+                }
+            }
+            items.push(it);
+        }
+        (items, plan)
+    }
+
     /// Plan the file `it`, entry `i` of the restore's items.
     fn add(&mut self, repo: &IndexedRepository, i: usize, it: &Item, target: &Path) -> Result<()> {
         let path = target.join(&it.rel);

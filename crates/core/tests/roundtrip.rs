@@ -847,40 +847,6 @@ fn a_content_blob_the_index_lacks_fails_the_restore_naming_it() {
     );
 }
 
-/// Storage that, once armed, makes a directory (with a file in it) at its first read:
-/// a restore target that appears while the restore walks the snapshot.
-#[derive(Debug)]
-struct MakeDirOnRead {
-    inner: DynStorage,
-    dir: PathBuf,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl Storage for MakeDirOnRead {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn put(&self, key: &str, data: Bytes, o: &PutOptions) -> StorageResult<()> {
-        self.inner.put(key, data, o)
-    }
-    fn get(&self, key: &str, r: Option<std::ops::Range<u64>>) -> StorageResult<Bytes> {
-        if self.armed.swap(false, Ordering::SeqCst) {
-            fs::create_dir_all(&self.dir).unwrap();
-            fs::write(self.dir.join("theirs"), b"not the restore's").unwrap();
-        }
-        self.inner.get(key, r)
-    }
-    fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
-        self.inner.head(key)
-    }
-    fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    fn delete(&self, key: &str) -> StorageResult<()> {
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn a_target_that_appears_during_the_walk_is_refused_not_written_into() {
     let tmp = tempfile::tempdir().unwrap();
@@ -891,17 +857,21 @@ fn a_target_that_appears_during_the_walk_is_refused_not_written_into() {
     new_repo(&repo);
     let out = backup(&repo, std::slice::from_ref(&src));
     let target = tmp.path().join("t");
-    let trap = Arc::new(MakeDirOnRead {
-        inner: Arc::new(LocalStorage::new(&repo).without_sync()),
-        dir: target.clone(),
-        armed: std::sync::atomic::AtomicBool::new(false),
+    // Once armed, the storage's first read makes the target (with a file in it).
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trap = Hooked::storage(&repo, {
+        let (armed, dir) = (armed.clone(), target.clone());
+        move |op, _| {
+            if op == "get" && armed.swap(false, Ordering::SeqCst) {
+                fs::create_dir_all(&dir).unwrap();
+                fs::write(dir.join("theirs"), b"not the restore's").unwrap();
+            }
+            Ok(())
+        }
     });
-    let r = Repository::open(trap.clone(), PW)
-        .unwrap()
-        .into_indexed()
-        .unwrap();
+    let r = Repository::open(trap, PW).unwrap().into_indexed().unwrap();
     // Absent when the restore starts; there by the time the walk reads its first tree.
-    trap.armed.store(true, Ordering::SeqCst);
+    armed.store(true, Ordering::SeqCst);
     let err = restore_snapshot(
         &r,
         &out,
@@ -911,10 +881,7 @@ fn a_target_that_appears_during_the_walk_is_refused_not_written_into() {
         },
     )
     .unwrap_err();
-    assert!(
-        !trap.armed.load(Ordering::SeqCst),
-        "the walk read the storage"
-    );
+    assert!(!armed.load(Ordering::SeqCst), "the walk read the storage");
     assert!(
         matches!(&err, Error::WouldOverwrite(p) if p == &target),
         "{err}"
@@ -1134,31 +1101,44 @@ fn key_slots_add_remove_and_passwd() {
     assert!(repo.remove_key("ffff").is_err());
 }
 
-/// Fails every `put` after the first `allow` data packs, like a backup killed
-/// or cut off halfway.
-#[derive(Debug)]
-struct FailAfter {
+/// A local repository's storage that runs a test's hook, given the operation
+/// (`"put"`, `"get"`) and the key, before each put and get: the hook fails the
+/// call or changes the world around it.
+struct Hooked {
     inner: LocalStorage,
-    allow: usize,
-    puts: AtomicUsize,
+    hook: Box<dyn Fn(&str, &str) -> StorageResult<()> + Send + Sync>,
 }
 
-impl Storage for FailAfter {
+impl Hooked {
+    fn storage(
+        dir: &Path,
+        hook: impl Fn(&str, &str) -> StorageResult<()> + Send + Sync + 'static,
+    ) -> DynStorage {
+        Arc::new(Hooked {
+            inner: LocalStorage::new(dir).without_sync(),
+            hook: Box::new(hook),
+        })
+    }
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Storage for Hooked {
     fn location(&self) -> String {
         self.inner.location()
     }
     fn put(&self, key: &str, data: Bytes, o: &PutOptions) -> StorageResult<()> {
-        if key.starts_with("data/") && self.puts.fetch_add(1, Ordering::SeqCst) >= self.allow {
-            return Err(StorageError::Backend {
-                key: key.into(),
-                location: "test".into(),
-                message: "connection lost".into(),
-                retryable: false,
-            });
-        }
+        (self.hook)("put", key)?;
         self.inner.put(key, data, o)
     }
     fn get(&self, key: &str, r: Option<std::ops::Range<u64>>) -> StorageResult<Bytes> {
+        (self.hook)("get", key)?;
         self.inner.get(key, r)
     }
     fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
@@ -1185,10 +1165,19 @@ fn interrupted_backup_leaves_a_valid_repository_and_a_rerun_reuses_uploaded_pack
         .unwrap();
     }
     new_repo(&repo_dir);
-    let failing: DynStorage = Arc::new(FailAfter {
-        inner: LocalStorage::new(&repo_dir).without_sync(),
-        allow: 12,
-        puts: AtomicUsize::new(0),
+    // Every `put` after the first 12 data packs fails, like a backup killed or cut
+    // off halfway.
+    let puts = AtomicUsize::new(0);
+    let failing = Hooked::storage(&repo_dir, move |op, key| {
+        if op == "put" && key.starts_with("data/") && puts.fetch_add(1, Ordering::SeqCst) >= 12 {
+            return Err(StorageError::Backend {
+                key: key.into(),
+                location: "test".into(),
+                message: "connection lost".into(),
+                retryable: false,
+            });
+        }
+        Ok(())
     });
     let repo = Repository::open(failing, PW)
         .unwrap()

@@ -438,11 +438,8 @@ impl DumpSource for PgSource {
         let secrets = self.conn.secrets();
         let mut meta = DumpMetadata::new(Engine::Postgres);
         meta.server_version = Some(server_version);
-        if self.opts.globals {
-            let mut child = match globals {
-                Some(child) => child,
-                None => ChildStream::spawn(self.globals_command(), secrets.clone())?,
-            };
+        // Started by `prepare` exactly when `--no-globals` was not given.
+        if let Some(mut child) = globals {
             let bytes = stream::add(sink, GLOBALS_STREAM, &mut child)?;
             meta.streams.push(StreamInfo {
                 name: GLOBALS_STREAM.into(),
