@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use lifeboat_core::repository::{IndexedRepository, Repository};
+use lifeboat_core::restorer::ReadLimits;
 use lifeboat_core::Error as CoreError;
 use std::sync::Mutex;
 
@@ -126,15 +127,13 @@ pub fn open_storage_stack(g: &GlobalArgs, location: &str) -> Result<StorageStack
     Ok(StorageStack::build(backend, &layers))
 }
 
-/// Most blobs one ranged read of a restore holds: a limit only for a local
-/// repository, where a read is no request ([`RestoreOptions::max_blobs_per_read`]).
-///
-/// [`RestoreOptions::max_blobs_per_read`]: lifeboat_core::restorer::RestoreOptions::max_blobs_per_read
-pub fn restore_max_blobs(g: &GlobalArgs) -> usize {
+/// How large one ranged read of a restore may be: smaller reads of fewer blobs from a
+/// local repository, where a read is no request ([`ReadLimits`]).
+pub fn restore_reads(g: &GlobalArgs) -> ReadLimits {
     if is_remote(g.repo.as_deref().unwrap_or_default()) {
-        0
+        ReadLimits::REMOTE
     } else {
-        lifeboat_core::restorer::SMALL_READS
+        ReadLimits::LOCAL
     }
 }
 

@@ -202,6 +202,37 @@ impl MasterKey {
         self.open_aad_into(kind.aad(), sealed, out)
     }
 
+    /// [`MasterKey::open`] where the sealed bytes lie, in a buffer the caller owns
+    /// (a restore's ranged read of a pack): no copy, no allocation. Returns the
+    /// plaintext, a part of `sealed`.
+    ///
+    /// # Errors
+    /// As [`MasterKey::open`]; `sealed` is then zeroed, so no unauthenticated
+    /// plaintext is left behind.
+    pub fn open_in_place<'a>(
+        &self,
+        kind: ObjectKind,
+        sealed: &'a mut [u8],
+    ) -> Result<&'a [u8], CryptoError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(CryptoError::Truncated);
+        }
+        if sealed[0] != SEALED_VERSION {
+            return Err(CryptoError::UnknownVersion(sealed[0]));
+        }
+        let (head, body) = sealed.split_at_mut(1 + SALT_LEN + NONCE_LEN);
+        let cipher = self.object_cipher(&head[1..1 + SALT_LEN]);
+        let nonce = nonce(&head[1 + SALT_LEN..]);
+        if cipher
+            .open_in_place(nonce, Aad::from(kind.aad()), body)
+            .is_err()
+        {
+            body.fill(0);
+            return Err(CryptoError::Authentication);
+        }
+        Ok(&body[..body.len() - TAG_LEN])
+    }
+
     fn open_aad(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         let mut out = Vec::new();
         self.open_aad_into(aad, sealed, &mut out)?;
@@ -596,6 +627,41 @@ mod tests {
         assert_eq!(
             hex::encode(tag.as_ref()),
             "76fc6ece0f4e1768cddf8853bb2d551b"
+        );
+    }
+
+    #[test]
+    fn opening_in_place_matches_open_and_leaves_no_plaintext_on_failure() {
+        let k = MasterKey::generate();
+        for msg in [&b"hello world"[..], b"", &[5u8; 70_000][..]] {
+            let mut sealed = k.seal(ObjectKind::Blob, msg);
+            assert_eq!(k.open_in_place(ObjectKind::Blob, &mut sealed).unwrap(), msg);
+        }
+        let msg = b"attack at dawn".repeat(100);
+        let sealed = k.seal(ObjectKind::Blob, &msg);
+        let mut bad = sealed.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            k.open_in_place(ObjectKind::Blob, &mut bad),
+            Err(CryptoError::Authentication)
+        );
+        assert!(
+            bad[1 + SALT_LEN + NONCE_LEN..].iter().all(|b| *b == 0),
+            "a failed open zeroes what it decrypted"
+        );
+        assert_eq!(
+            k.open_in_place(ObjectKind::Index, &mut sealed.clone()),
+            Err(CryptoError::Authentication)
+        );
+        assert_eq!(
+            k.open_in_place(ObjectKind::Blob, &mut sealed[..SEAL_OVERHEAD - 1].to_vec()),
+            Err(CryptoError::Truncated)
+        );
+        let mut unknown = sealed.clone();
+        unknown[0] = 0x7f;
+        assert_eq!(
+            k.open_in_place(ObjectKind::Blob, &mut unknown),
+            Err(CryptoError::UnknownVersion(0x7f))
         );
     }
 

@@ -60,16 +60,46 @@ pub struct RestoreOptions {
     pub owners: Option<bool>,
     /// Parallel pack reads (0: 4).
     pub connections: usize,
-    /// Most blobs one ranged read holds (0: no limit beyond its 8 MiB). Each read
-    /// is one request to the storage, so only a local repository wants a limit:
-    /// there a read of hundreds of small files, left last, kept one thread busy
-    /// while the other cores idled (the CLI sets [`SMALL_READS`] for local
-    /// repositories).
-    pub max_blobs_per_read: usize,
+    /// How large one ranged read of a pack may be (default: [`ReadLimits::REMOTE`];
+    /// the CLI sets [`ReadLimits::LOCAL`] for a local repository).
+    pub reads: ReadLimits,
 }
 
-/// The [`RestoreOptions::max_blobs_per_read`] for a local repository.
-pub const SMALL_READS: usize = 128;
+/// How large one ranged read of a pack may be. Each read is one request to the
+/// storage, and each restore thread holds one (and decodes its blobs) at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Bytes of a read; a read of one blob is as long as that blob.
+    pub max_bytes: u64,
+    /// Blobs of a read (0: no limit).
+    pub max_blobs: usize,
+}
+
+impl ReadLimits {
+    /// Storage where a read is a request: 8 MiB keeps 4 connections at 32 MiB in
+    /// flight whatever the pack size (a default pack, 16 MiB, is two reads), and
+    /// any number of blobs.
+    pub const REMOTE: ReadLimits = ReadLimits {
+        max_bytes: 8 << 20,
+        max_blobs: 0,
+    };
+    /// A local repository, where a read is a system call and smaller reads cost
+    /// nothing: 2 MiB and 128 blobs.
+    /// * 128 blobs: a read of hundreds of small files, left last, kept one thread
+    ///   busy while the other cores idled.
+    /// * 2 MiB: the bench restore's peak RSS fell from ~164 MB to ~126 MB (4 MiB:
+    ///   ~136 MB) at the same speed (docs/PERFORMANCE.md, fourteenth measurement).
+    pub const LOCAL: ReadLimits = ReadLimits {
+        max_bytes: 2 << 20,
+        max_blobs: 128,
+    };
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits::REMOTE
+    }
+}
 
 /// What a restore did (or, on a dry run, would do).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -323,7 +353,7 @@ pub fn restore(
     };
     let (made, plan) = pool.install(|| {
         rayon::join(make_dirs, || match early {
-            Some(planner) => Ok(planner.finish(opts.max_blobs_per_read)),
+            Some(planner) => Ok(planner.finish(opts.reads)),
             None => content_plan(repo, &items, &to_write, opts),
         })
     });
@@ -560,7 +590,7 @@ fn content_plan(
     for &i in to_write {
         planner.add(repo, i, &items[i], &opts.target)?;
     }
-    Ok(planner.finish(opts.max_blobs_per_read))
+    Ok(planner.finish(opts.reads))
 }
 
 /// A [`ContentPlan`] built one file at a time, in walk order.
@@ -631,10 +661,10 @@ impl Planner {
         Ok(())
     }
 
-    /// The plan, its reads holding at most `max_blobs` blobs (0: no limit).
-    fn finish(self, max_blobs: usize) -> ContentPlan {
+    /// The plan, its reads within `limits`.
+    fn finish(self, limits: ReadLimits) -> ContentPlan {
         let packs = self.by_pack.len() as u64;
-        let units = read_units(self.by_pack, &self.uses, max_blobs);
+        let units = read_units(self.by_pack, &self.uses, limits);
         ContentPlan {
             hardlinks: self.hardlinks,
             targets: self.targets,
@@ -727,10 +757,6 @@ struct Output<'a> {
 
 /// Adjacent blobs of one pack at most this far apart share a ranged read.
 const MAX_GAP: u64 = 256 * 1024;
-/// One ranged read is held per restore thread while its blobs are written:
-/// 8 MiB keeps 4 connections at 32 MiB in flight whatever the pack size (a
-/// default pack, 16 MiB, is two reads).
-const MAX_READ: u64 = 8 << 20;
 
 /// What writing one file (or one more copy of a blob) costs the CPU beyond its
 /// bytes, counted in bytes: create or open it, write, owner, mode, times, close
@@ -757,17 +783,16 @@ struct ReadUnit {
 fn read_units(
     by_pack: HashMap<Id, Vec<(Id, BlobLocation)>>,
     uses: &HashMap<Id, Vec<(usize, u64)>>,
-    max_blobs: usize,
+    limits: ReadLimits,
 ) -> Vec<ReadUnit> {
-    let max_blobs = if max_blobs == 0 {
-        usize::MAX
-    } else {
-        max_blobs
+    let max_blobs = match limits.max_blobs {
+        0 => usize::MAX,
+        n => n,
     };
     let mut units = Vec::new();
     for (pack, mut blobs) in by_pack {
         blobs.sort_by_key(|(_, l)| l.offset);
-        for (read, _) in coalesced_reads(&blobs, MAX_GAP, MAX_READ) {
+        for (read, _) in coalesced_reads(&blobs, MAX_GAP, limits.max_bytes) {
             for blobs in blobs[read].chunks(max_blobs) {
                 let range = blobs[0].1.offset as u64
                     ..blobs
@@ -810,59 +835,78 @@ fn restore_read(
     // holds many blobs of the same few files) and closed once finished.
     let mut open: HashMap<usize, File> = HashMap::new();
     let pack = &unit.pack;
-    let start = unit.range.start;
-    let data = repo
-        .storage()
-        .get(&pack_key(pack), Some(unit.range.clone()))?;
-    // Decrypt/decompress buffers: this restore thread's, kept across reads.
+    // Read and decrypt/decompress buffers: this restore thread's, kept across reads.
     BlobBuffers::with_this_thread(|bufs| {
-        for (id, loc) in &unit.blobs {
-            let off = (loc.offset as u64 - start) as usize;
-            let sealed = &data[off..off + loc.length as usize];
-            let plain =
-                repo.decode_blob_with(id, pack, loc.compression, loc.raw_length, sealed, bufs)?;
-            let zero = plain.iter().all(|b| *b == 0);
-            for &(t, offset) in &out.uses[id] {
-                let target = &out.targets[t];
-                debug_assert!(offset + plain.len() as u64 <= target.size);
-                if target.chunks == 1 {
-                    // The whole file: create, write (or leave a hole) and finish.
-                    make_way(out.finish.fresh, &target.path)?;
-                    let f = create_new(&target.path)?;
-                    if zero {
-                        f.set_len(target.size)
-                    } else {
-                        f.write_all_at(plain, offset)
-                    }
-                    .map_err(|e| Error::io(&target.path, e))?;
-                    out.finish.file(&f, target);
-                } else {
-                    if !zero {
-                        let f = match open.entry(t) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                v.insert(open_for_write(&target.path)?)
-                            }
-                        };
-                        f.write_all_at(plain, offset)
-                            .map_err(|e| Error::io(&target.path, e))?;
-                    }
-                    // Every other chunk is written (the writes happened
-                    // before their decrements): the file is complete.
-                    if target.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        let f = match open.remove(&t) {
-                            Some(f) => f,
-                            None => open_for_write(&target.path)?,
-                        };
-                        out.finish.file(&f, target);
-                    }
-                }
-                out.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                progress.add_bytes(plain.len() as u64);
-            }
-        }
-        Ok(())
+        let mut data = std::mem::take(&mut bufs.read);
+        let r = repo
+            .storage()
+            .get_into(&pack_key(pack), Some(unit.range.clone()), &mut data)
+            .map_err(Error::from)
+            .and_then(|()| write_blobs(repo, unit, &mut data, bufs, &mut open, out, progress));
+        bufs.read = data;
+        r
     })
+}
+
+/// Decode the blobs of one ranged read (`data`, which starts at the unit's range;
+/// each blob is decrypted where it lies) and write each into every file that uses it.
+fn write_blobs(
+    repo: &IndexedRepository,
+    unit: &ReadUnit,
+    data: &mut [u8],
+    bufs: &mut BlobBuffers,
+    open: &mut HashMap<usize, File>,
+    out: &Output<'_>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let pack = &unit.pack;
+    let start = unit.range.start;
+    for (id, loc) in &unit.blobs {
+        let off = (loc.offset as u64 - start) as usize;
+        let sealed = &mut data[off..off + loc.length as usize];
+        let plain =
+            repo.decode_blob_in_place(id, pack, loc.compression, loc.raw_length, sealed, bufs)?;
+        let zero = plain.iter().all(|b| *b == 0);
+        for &(t, offset) in &out.uses[id] {
+            let target = &out.targets[t];
+            debug_assert!(offset + plain.len() as u64 <= target.size);
+            if target.chunks == 1 {
+                // The whole file: create, write (or leave a hole) and finish.
+                make_way(out.finish.fresh, &target.path)?;
+                let f = create_new(&target.path)?;
+                if zero {
+                    f.set_len(target.size)
+                } else {
+                    f.write_all_at(plain, offset)
+                }
+                .map_err(|e| Error::io(&target.path, e))?;
+                out.finish.file(&f, target);
+            } else {
+                if !zero {
+                    let f = match open.entry(t) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(open_for_write(&target.path)?)
+                        }
+                    };
+                    f.write_all_at(plain, offset)
+                        .map_err(|e| Error::io(&target.path, e))?;
+                }
+                // Every other chunk is written (the writes happened
+                // before their decrements): the file is complete.
+                if target.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let f = match open.remove(&t) {
+                        Some(f) => f,
+                        None => open_for_write(&target.path)?,
+                    };
+                    out.finish.file(&f, target);
+                }
+            }
+            out.written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+            progress.add_bytes(plain.len() as u64);
+        }
+    }
+    Ok(())
 }
 
 /// Whether the file at `path` has exactly the node's content (chunk by chunk).
@@ -993,7 +1037,7 @@ mod tests {
     proptest! {
         /// The reads cover every needed blob exactly once, each inside its read's range
         /// (which starts at its first blob) and in offset order, no read (of two blobs or
-        /// more) longer than `MAX_READ`, none of more than `max_blobs` blobs and no more
+        /// more) longer than `max_bytes`, none of more than `max_blobs` blobs and no more
         /// reads than that limit needs, costliest first.
         #[test]
         fn read_units_cover_every_blob_once_costliest_first(
@@ -1004,8 +1048,10 @@ mod tests {
                 ),
                 1..5,
             ),
-            max_blobs in prop_oneof![Just(0usize), Just(SMALL_READS), 1usize..64],
+            max_blobs in prop_oneof![Just(0usize), Just(ReadLimits::LOCAL.max_blobs), 1usize..64],
+            max_bytes in prop_oneof![Just(ReadLimits::LOCAL.max_bytes), Just(ReadLimits::REMOTE.max_bytes)],
         ) {
+            let limits = ReadLimits { max_bytes, max_blobs };
             let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
             let mut uses: HashMap<Id, Vec<(usize, u64)>> = HashMap::new();
             let mut n = 0u32;
@@ -1036,10 +1082,10 @@ mod tests {
             // Each coalesced read is cut into as few reads as the limit allows.
             let cuts: usize = by_pack
                 .values()
-                .flat_map(|blobs| coalesced_reads(blobs, MAX_GAP, MAX_READ).collect::<Vec<_>>())
+                .flat_map(|blobs| coalesced_reads(blobs, MAX_GAP, max_bytes).collect::<Vec<_>>())
                 .map(|(read, _)| read.len().div_ceil(limit))
                 .sum();
-            let units = read_units(by_pack, &uses, max_blobs);
+            let units = read_units(by_pack, &uses, limits);
             prop_assert_eq!(units.len(), cuts);
             let mut seen = HashMap::new();
             for u in &units {
@@ -1047,7 +1093,7 @@ mod tests {
                 prop_assert_eq!(u.range.start, u64::from(u.blobs[0].1.offset));
                 if u.blobs.len() > 1 {
                     let last = u.blobs[u.blobs.len() - 2].1;
-                    prop_assert!(u64::from(last.offset + last.length) - u.range.start <= MAX_READ);
+                    prop_assert!(u64::from(last.offset + last.length) - u.range.start <= max_bytes);
                 }
                 let mut cost = 0;
                 let mut prev = None;

@@ -67,6 +67,25 @@ pub fn range_reads(s: &dyn Storage) {
         ),
         "a range past the end is an error, not a short read"
     );
+    // get_into: the same bytes into a buffer kept across reads, whatever it held.
+    let mut buf = b"left over from an earlier read".repeat(1000);
+    s.get_into("range/x", Some(4000..6000), &mut buf).unwrap();
+    assert_eq!(
+        buf,
+        &data[4000..6000],
+        "get_into replaces the buffer's content"
+    );
+    s.get_into("range/x", None, &mut buf).unwrap();
+    assert_eq!(buf, data, "get_into without a range reads the whole object");
+    s.get_into("range/x", Some(10..10), &mut buf).unwrap();
+    assert!(buf.is_empty(), "an empty range reads nothing");
+    assert!(
+        matches!(
+            s.get_into("range/x", Some(9990..10_001), &mut buf),
+            Err(StorageError::Range { .. })
+        ),
+        "get_into: a range past the end is an error, not a short read"
+    );
     cleanup(s, "range");
 }
 
@@ -77,6 +96,10 @@ pub fn not_found_mapping(s: &dyn Storage) {
     ));
     assert!(matches!(
         s.get("nf/missing", Some(0..1)),
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.get_into("nf/missing", Some(0..1), &mut Vec::new()),
         Err(StorageError::NotFound { .. })
     ));
     assert!(matches!(

@@ -149,6 +149,26 @@ pub trait Storage: Send + Sync + Debug {
     /// [`StorageError::Range`] if the range ends past the object's end.
     fn get(&self, key: &str, range: Option<Range<u64>>) -> StorageResult<Bytes>;
 
+    /// [`get`](Self::get) into `buf`, which is cleared first and which the caller
+    /// keeps across reads (a restore thread reads pack after pack). A backend that
+    /// reads into memory of its own choosing (a local file) fills `buf` without
+    /// allocating; the default copies what `get` returns. On error `buf`'s content
+    /// is unspecified.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    fn get_into(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        let data = self.get(key, range)?;
+        buf.clear();
+        buf.extend_from_slice(&data);
+        Ok(())
+    }
+
     /// Size of one object.
     ///
     /// # Errors

@@ -120,17 +120,35 @@ impl Storage for LocalStorage {
     }
 
     fn get(&self, key: &str, range: Option<Range<u64>>) -> StorageResult<Bytes> {
+        let mut buf = Vec::new();
+        self.get_into(key, range, &mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Reads straight into `buf`'s spare capacity: no zeroing first, and no
+    /// allocation when the caller's buffer is already large enough.
+    fn get_into(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
         let path = self.path(key)?;
         let mut f = File::open(&path).map_err(|e| self.io(key, e))?;
         let size = f.metadata().map_err(|e| self.io(key, e))?.len();
         let range = range.unwrap_or(0..size);
         check_range(key, &range, size)?;
-        let len = (range.end - range.start) as usize;
-        let mut buf = vec![0u8; len];
+        let len = range.end - range.start;
+        buf.clear();
+        buf.reserve_exact(len as usize);
         f.seek(SeekFrom::Start(range.start))
-            .and_then(|_| f.read_exact(&mut buf))
-            .map_err(|e| self.io(key, e))?;
-        Ok(Bytes::from(buf))
+            .and_then(|_| f.take(len).read_to_end(buf))
+            .and_then(|n| match n as u64 == len {
+                true => Ok(()),
+                // The file shrank between the size check and the read.
+                false => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            })
+            .map_err(|e| self.io(key, e))
     }
 
     fn head(&self, key: &str) -> StorageResult<ObjectMeta> {

@@ -198,7 +198,7 @@ pub fn run(g: &GlobalArgs, a: &QuickstartArgs) -> Result<Exit> {
         &RestoreOptions {
             target: restore_dir.clone(),
             verify: true,
-            max_blobs_per_read: restorer::SMALL_READS,
+            reads: restorer::ReadLimits::LOCAL,
             ..Default::default()
         },
         &NoProgress,

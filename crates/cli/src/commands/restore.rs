@@ -40,7 +40,7 @@ pub fn restore(g: &GlobalArgs, a: &RestoreArgs) -> Result<Exit> {
         dry_run: a.dry_run,
         owners: None,
         connections: settings::restore_connections(g),
-        max_blobs_per_read: settings::restore_max_blobs(g),
+        reads: settings::restore_reads(g),
     };
     let bar = Bar::new(settings::show_progress(g), !g.quiet && !g.json, "restore");
     let total = snap.snapshot.summary.as_ref().map_or(0, |s| s.total_bytes);

@@ -60,6 +60,16 @@ impl Storage for ConcurrencyLimit {
         self.inner.get(key, range)
     }
 
+    fn get_into(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        let _p = self.permit();
+        self.inner.get_into(key, range, buf)
+    }
+
     fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
         let _p = self.permit();
         self.inner.head(key)

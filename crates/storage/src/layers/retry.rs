@@ -113,6 +113,15 @@ impl Storage for RetryStorage {
         self.retry("get", key, || self.inner.get(key, range.clone()))
     }
 
+    fn get_into(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        self.retry("get", key, || self.inner.get_into(key, range.clone(), buf))
+    }
+
     fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
         self.retry("head", key, || self.inner.head(key))
     }

@@ -132,6 +132,22 @@ impl Storage for CountingStorage {
         self.count(&self.stats.0.get, r)
     }
 
+    fn get_into(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        let r = self.inner.get_into(key, range, buf);
+        if r.is_ok() {
+            self.stats
+                .0
+                .bytes_read
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        }
+        self.count(&self.stats.0.get, r)
+    }
+
     fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
         let r = self.inner.head(key);
         self.stats.0.head.fetch_add(1, Ordering::Relaxed);
