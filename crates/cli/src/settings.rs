@@ -161,7 +161,7 @@ pub fn connections(g: &GlobalArgs) -> usize {
 /// its ranged read and for page faults; on 2 cores a third thread fills those gaps:
 /// restores of the bench set into /dev/shm, 6 alternating runs, 1.68–1.81 s (median 1.73)
 /// with 2 threads, 1.63–1.67 (1.665) with 3, 1.63–1.78 (1.68) with 4, at ~12 MB of peak
-/// RSS per thread (docs/PERFORMANCE.md).
+/// RSS per thread with 8 MiB reads (docs/PERFORMANCE.md; local reads are now 2 MiB).
 pub fn restore_connections(g: &GlobalArgs) -> usize {
     let location = g.repo.as_deref().unwrap_or_default();
     match g.connections {

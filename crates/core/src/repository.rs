@@ -93,17 +93,15 @@ fn blob_damaged(id: &Id, pack: &Id, reason: String) -> Error {
     Error::damaged("blob", id, format!("in pack {pack}: {reason}"))
 }
 
-/// Buffers [`IndexedRepository::decode_blob_with`] decrypts and decompresses
-/// into, kept by the caller across blobs.
+/// Buffers [`IndexedRepository::decode_blob_with`] and
+/// [`IndexedRepository::decode_blob_in_place`] decrypt and decompress into, kept by
+/// the caller across blobs.
 #[derive(Debug, Default)]
 pub struct BlobBuffers {
     opened: Vec<u8>,
     plain: Vec<u8>,
-    /// A restore thread's ranged read of a pack, reused read after read: fresh
-    /// buffers of up to 8 MiB per read, freed on four threads, made glibc's malloc
-    /// keep ~30 MB more than it used (its mmap threshold rises to the size of a
-    /// freed buffer, so later ones come from per-thread arenas that are never
-    /// trimmed).
+    /// A restore thread's ranged read of a pack, reused read after read (no
+    /// allocation and no zeroing per read) and decrypted in place.
     pub(crate) read: Vec<u8>,
 }
 

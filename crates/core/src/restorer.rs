@@ -6,7 +6,8 @@
 //!    skipped. Nothing is written before the whole plan is known.
 //! 2. **Content, read by read**: while the directories are made, every needed blob
 //!    is mapped to the files that use it, grouped by pack, and each
-//!    pack cut into ranged reads (adjacent blobs coalesced, about 8 MiB), which
+//!    pack cut into ranged reads (adjacent blobs coalesced; 8 MiB from remote
+//!    storage, 2 MiB from a local repository: [`ReadLimits`]), which
 //!    a pool of threads takes costliest first (so the last to finish are small),
 //!    and each blob is written with positional writes into every file
 //!    (and offset) that uses it — files are written out of order. All-zero
@@ -69,7 +70,8 @@ pub struct RestoreOptions {
 /// storage, and each restore thread holds one (and decodes its blobs) at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadLimits {
-    /// Bytes of a read; a read of one blob is as long as that blob.
+    /// Bytes of coalesced blobs in a read, which may run past this by one blob
+    /// and a gap of up to 256 KiB; a read of one blob is as long as that blob.
     pub max_bytes: u64,
     /// Blobs of a read (0: no limit).
     pub max_blobs: usize,
@@ -87,8 +89,9 @@ impl ReadLimits {
     /// nothing: 2 MiB and 128 blobs.
     /// * 128 blobs: a read of hundreds of small files, left last, kept one thread
     ///   busy while the other cores idled.
-    /// * 2 MiB: the bench restore's peak RSS fell from ~164 MB to ~126 MB (4 MiB:
-    ///   ~136 MB) at the same speed (docs/PERFORMANCE.md, fourteenth measurement).
+    /// * 2 MiB: the bench restore's peak RSS fell from 152–161 MB (8 MiB reads) to
+    ///   125–134 MB (4 MiB: 127–141 MB) at the same speed (docs/PERFORMANCE.md,
+    ///   fourteenth measurement).
     pub const LOCAL: ReadLimits = ReadLimits {
         max_bytes: 2 << 20,
         max_blobs: 128,
@@ -1059,8 +1062,9 @@ mod tests {
                 let pack = Id::of_stored(&[p as u8]);
                 let mut offset = 0u32;
                 for &(length, users, gap) in blobs {
-                    // A pack of small files, back to back: reads cut by `max_blobs`.
-                    let (length, gap) = if *small { (length % 4096 + 1, 0) } else { (length, gap) };
+                    // A pack of small files, back to back: reads cut by `max_blobs`
+                    // and, at 2 MiB, by bytes.
+                    let (length, gap) = if *small { (length % 65536 + 1, 0) } else { (length, gap) };
                     let id = Id::of_stored(&n.to_le_bytes());
                     n += 1;
                     offset += gap;
@@ -1095,6 +1099,9 @@ mod tests {
                     let last = u.blobs[u.blobs.len() - 2].1;
                     prop_assert!(u64::from(last.offset + last.length) - u.range.start <= max_bytes);
                 }
+                // What ReadLimits::max_bytes promises: one blob and a gap past it at most.
+                let tail = u.blobs[u.blobs.len() - 1].1;
+                prop_assert!(u.range.end - u.range.start <= max_bytes + MAX_GAP + u64::from(tail.length));
                 let mut cost = 0;
                 let mut prev = None;
                 for (id, l) in &u.blobs {

@@ -165,6 +165,8 @@ pub trait Storage: Send + Sync + Debug {
     ) -> StorageResult<()> {
         let data = self.get(key, range)?;
         buf.clear();
+        // Exactly: a buffer kept across reads should not double past the largest.
+        buf.reserve_exact(data.len());
         buf.extend_from_slice(&data);
         Ok(())
     }

@@ -146,7 +146,10 @@ impl Storage for LocalStorage {
             .and_then(|n| match n as u64 == len {
                 true => Ok(()),
                 // The file shrank between the size check and the read.
-                false => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                false => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("short read: got {n} of {len} bytes"),
+                )),
             })
             .map_err(|e| self.io(key, e))
     }

@@ -193,6 +193,8 @@ mod tests {
             .unwrap_err();
         s.get("a/1", Some(1..3)).unwrap();
         s.get("a/2", None).unwrap_err();
+        s.get_into("a/1", Some(0..4), &mut Vec::new()).unwrap();
+        s.get_into("a/2", None, &mut Vec::new()).unwrap_err();
         s.head("a/2").unwrap_err();
         s.list("a").unwrap();
         s.delete("a/1").unwrap();
@@ -202,16 +204,16 @@ mod tests {
             st,
             StorageStats {
                 list: 1,
-                get: 2,
+                get: 4,
                 put: 2,
                 delete: 1,
                 head: 2,
-                errors: 2,
-                bytes_read: 2,
+                errors: 3,
+                bytes_read: 6,
                 bytes_written: 6,
             }
         );
-        assert_eq!(st.requests(), 8);
+        assert_eq!(st.requests(), 10);
         let json = serde_json::to_value(&st).unwrap();
         assert_eq!(json["put"], 2);
         assert_eq!(json["bytes_written"], 6);

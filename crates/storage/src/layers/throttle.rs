@@ -83,6 +83,19 @@ impl Storage for ThrottleStorage {
         Ok(data)
     }
 
+    fn get_into(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        buf: &mut Vec<u8>,
+    ) -> StorageResult<()> {
+        self.inner.get_into(key, range, buf)?;
+        if let Some(link) = &self.download {
+            link.transfer(buf.len());
+        }
+        Ok(())
+    }
+
     fn head(&self, key: &str) -> StorageResult<ObjectMeta> {
         self.inner.head(key)
     }
