@@ -33,7 +33,9 @@ const SALT_LEN: usize = 16;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Bytes added to every sealed object.
-pub const SEAL_OVERHEAD: usize = 1 + SALT_LEN + NONCE_LEN + TAG_LEN;
+pub const SEAL_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+/// Version, salt and nonce: what precedes the ciphertext.
+const HEADER_LEN: usize = 1 + SALT_LEN + NONCE_LEN;
 
 /// What an encrypted object is; used as associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,23 +216,10 @@ impl MasterKey {
         kind: ObjectKind,
         sealed: &'a mut [u8],
     ) -> Result<&'a [u8], CryptoError> {
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(CryptoError::Truncated);
-        }
-        if sealed[0] != SEALED_VERSION {
-            return Err(CryptoError::UnknownVersion(sealed[0]));
-        }
-        let (head, body) = sealed.split_at_mut(1 + SALT_LEN + NONCE_LEN);
-        let cipher = self.object_cipher(&head[1..1 + SALT_LEN]);
-        let nonce = nonce(&head[1 + SALT_LEN..]);
-        if cipher
-            .open_in_place(nonce, Aad::from(kind.aad()), body)
-            .is_err()
-        {
-            body.fill(0);
-            return Err(CryptoError::Authentication);
-        }
-        Ok(&body[..body.len() - TAG_LEN])
+        check_header(sealed)?;
+        let (header, body) = sealed.split_at_mut(HEADER_LEN);
+        let len = self.open_body(kind.aad(), header, body)?;
+        Ok(&body[..len])
     }
 
     fn open_aad(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
@@ -246,28 +235,30 @@ impl MasterKey {
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
         out.clear();
-        if sealed.len() < SEAL_OVERHEAD {
-            return Err(CryptoError::Truncated);
-        }
-        if sealed[0] != SEALED_VERSION {
-            return Err(CryptoError::UnknownVersion(sealed[0]));
-        }
-        let salt = &sealed[1..1 + SALT_LEN];
-        let nonce = nonce(&sealed[1 + SALT_LEN..1 + SALT_LEN + NONCE_LEN]);
+        check_header(sealed)?;
         // Ciphertext and tag, decrypted in place; the plaintext is what stays.
-        out.extend_from_slice(&sealed[1 + SALT_LEN + NONCE_LEN..]);
-        match self
-            .object_cipher(salt)
-            .open_in_place(nonce, Aad::from(aad), out)
-        {
-            Ok(plain) => {
-                let len = plain.len();
+        out.extend_from_slice(&sealed[HEADER_LEN..]);
+        match self.open_body(aad, &sealed[..HEADER_LEN], out) {
+            Ok(len) => {
                 out.truncate(len);
                 Ok(())
             }
-            Err(_) => {
-                // Never leave unauthenticated plaintext behind.
+            Err(e) => {
                 out.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Decrypt `body` (ciphertext and tag) in place under `header`'s salt and
+    /// nonce; the plaintext's length. On failure `body` is zeroed: no
+    /// unauthenticated plaintext is left behind.
+    fn open_body(&self, aad: &[u8], header: &[u8], body: &mut [u8]) -> Result<usize, CryptoError> {
+        let cipher = self.object_cipher(&header[1..1 + SALT_LEN]);
+        match cipher.open_in_place(nonce(&header[1 + SALT_LEN..]), Aad::from(aad), body) {
+            Ok(plain) => Ok(plain.len()),
+            Err(_) => {
+                body.fill(0);
                 Err(CryptoError::Authentication)
             }
         }
@@ -283,6 +274,17 @@ impl MasterKey {
         k.zeroize();
         cipher
     }
+}
+
+/// A sealed object is long enough and of the version this build reads.
+fn check_header(sealed: &[u8]) -> Result<(), CryptoError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::Truncated);
+    }
+    if sealed[0] != SEALED_VERSION {
+        return Err(CryptoError::UnknownVersion(sealed[0]));
+    }
+    Ok(())
 }
 
 fn nonce(bytes: &[u8]) -> Nonce {
