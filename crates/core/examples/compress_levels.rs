@@ -1,27 +1,63 @@
 //! zstd levels on the chunks Lifeboat would store: compressed size and compression time per
-//! level, each chunk compressed at every level in turn (docs/PERFORMANCE.md quotes it):
+//! candidate, each chunk compressed by every candidate in turn (docs/PERFORMANCE.md quotes
+//! it):
 //!
 //! ```text
-//! cargo run --release -p lifeboat-core --example compress_levels -- DIR 3 2 1
+//! cargo run --release -p lifeboat-core --example compress_levels -- DIR 3 2 1 \
+//!     3:strat=1,hlog=17,mml=5
 //! ```
 //!
-//! Chunks are cut with the default chunker parameters; every regular file is read by name,
-//! so a hard-linked file counts once per name.
+//! A candidate is a level, optionally followed by `:` and zstd advanced parameters that
+//! override the level's (`wlog`, `hlog`, `clog`, `slog`, `mml`, `tlen`, `strat`, as the
+//! zstd command line's `--zstd=` names them). Chunks are cut with the default chunker
+//! parameters; every regular file is read by name, so a hard-linked file counts once per
+//! name. Chunks that a candidate cannot shrink count at their own size, as Lifeboat stores
+//! them.
 
 use std::time::Instant;
 
-use lifeboat_core::blob::{compress_into, Compression};
 use lifeboat_core::chunker::{ChunkerConfig, ChunkerParams};
+use zstd::zstd_safe::{CParameter, Strategy};
+
+fn candidate(spec: &str) -> zstd::bulk::Compressor<'static> {
+    let (level, params) = spec.split_once(':').unwrap_or((spec, ""));
+    let mut z = zstd::bulk::Compressor::new(level.parse().expect("a zstd level")).unwrap();
+    for kv in params.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').expect("key=value");
+        let v: u32 = v.parse().expect("a number");
+        let p = match k {
+            "wlog" => CParameter::WindowLog(v),
+            "hlog" => CParameter::HashLog(v),
+            "clog" => CParameter::ChainLog(v),
+            "slog" => CParameter::SearchLog(v),
+            "mml" => CParameter::MinMatch(v),
+            "tlen" => CParameter::TargetLength(v),
+            "strat" => CParameter::Strategy(match v {
+                1 => Strategy::ZSTD_fast,
+                2 => Strategy::ZSTD_dfast,
+                3 => Strategy::ZSTD_greedy,
+                4 => Strategy::ZSTD_lazy,
+                _ => panic!("strategy 1..4"),
+            }),
+            other => panic!("unknown parameter {other}"),
+        };
+        z.set_parameter(p).unwrap();
+    }
+    z
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let root = args.next().expect("usage: compress_levels DIR LEVEL...");
-    let levels: Vec<i32> = args.map(|s| s.parse().expect("a zstd level")).collect();
+    let root = args
+        .next()
+        .expect("usage: compress_levels DIR CANDIDATE...");
+    let specs: Vec<String> = args.collect();
+    let mut zs: Vec<_> = specs.iter().map(|s| candidate(s)).collect();
     let cfg = ChunkerConfig::new(ChunkerParams::default(), 1);
     let mut out = Vec::new();
     let mut total = 0u64;
-    let mut stored = vec![0u64; levels.len()];
-    let mut secs = vec![0f64; levels.len()];
+    let mut stored = vec![0u64; specs.len()];
+    let mut secs = vec![0f64; specs.len()];
     let mut stack = vec![std::path::PathBuf::from(root)];
     while let Some(p) = stack.pop() {
         let md = std::fs::symlink_metadata(&p).unwrap();
@@ -38,17 +74,23 @@ fn main() {
         for chunk in cfg.chunker(f) {
             let chunk = chunk.unwrap();
             total += chunk.len() as u64;
-            for (i, &level) in levels.iter().enumerate() {
+            out.reserve(zstd::zstd_safe::compress_bound(chunk.len()));
+            for (i, z) in zs.iter_mut().enumerate() {
+                out.clear();
                 let t = Instant::now();
-                let code = compress_into(Compression::Zstd(level), &chunk, &mut out);
+                let ok = z.compress_to_buffer(&chunk, &mut out).is_ok();
                 secs[i] += t.elapsed().as_secs_f64();
-                stored[i] += if code == 0 { chunk.len() } else { out.len() } as u64;
+                stored[i] += if ok && out.len() < chunk.len() {
+                    out.len()
+                } else {
+                    chunk.len()
+                } as u64;
             }
         }
     }
-    for (i, level) in levels.iter().enumerate() {
+    for (i, spec) in specs.iter().enumerate() {
         println!(
-            "level {level:3}: in {:.1} MB, stored {:.1} MB, zstd {:.3} s ({:.0} MB/s)",
+            "{spec:>32}: in {:.1} MB, stored {:.1} MB, zstd {:.3} s ({:.0} MB/s)",
             total as f64 / 1e6,
             stored[i] as f64 / 1e6,
             secs[i],
