@@ -6,8 +6,9 @@
 //!
 //! [`Chunker`] reads any [`Read`] in bounded memory (a buffer of the maximum
 //! chunk size) and yields owned chunks; it uses `fastcdc`'s cut-point function
-//! directly so that each byte is moved at most once in the buffer (the crate's
-//! `StreamCDC` shifts the whole buffer after every chunk).
+//! directly so that the buffer moves few bytes (the crate's `StreamCDC` shifts
+//! the whole buffer after every chunk): each byte at most once, twice for the
+//! bytes of a chunk longer than half the maximum.
 //!
 //! It looks for a cut in half a maximum chunk of lookahead first: FastCDC scans
 //! forward from the chunk's start, so a cut it finds before the end of the data
@@ -95,7 +96,10 @@ impl ChunkerConfig {
         self.params
     }
 
-    /// Length of the first chunk of `data`; `eof` says whether `data` ends the stream.
+    /// Length of the first chunk of `data`, scanning `data` only. A length below
+    /// `data.len()` is the cut whatever follows (FastCDC scans forward; for data
+    /// longer than `max_size` with no cut before, it is `max_size`). `data.len()`
+    /// means no cut in `data`, or `data` no longer than `min_size`.
     fn cut(&self, data: &[u8]) -> usize {
         let p = &self.params;
         let (_, n) = cut_gear(
@@ -157,8 +161,9 @@ impl<R: Read> Chunker<'_, R> {
 
     /// Reads until `need` unchunked bytes are buffered (or the stream ends). When
     /// they do not fit behind `start`, the unchunked tail moves to the front first;
-    /// reads then fill the whole buffer, so a byte is moved at most once for every
-    /// byte read (the tail is under `need`, half the buffer, when it moves).
+    /// reads then fill the whole buffer. With `need` half the buffer the tail is
+    /// under half of it when it moves, so it moves at most once; with `need` the
+    /// whole buffer (a chunk with no cut in the first half) it may move again.
     fn fill(&mut self, need: usize) -> io::Result<()> {
         if self.eof || self.end - self.start >= need {
             return Ok(());
