@@ -13,14 +13,41 @@
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 
-fn msg(r: &mut impl Read, body: &mut Vec<u8>) -> u8 {
-    let mut h = [0u8; 5];
-    r.read_exact(&mut h).unwrap();
-    let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4;
-    body.clear();
-    body.resize(len, 0);
-    r.read_exact(body).unwrap();
-    h[0]
+/// Sends one frontend message: its type byte (none for the startup message), length, body.
+fn send(w: &mut impl Write, kind: Option<u8>, body: &[u8]) {
+    let mut m: Vec<u8> = kind.into_iter().collect();
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    w.write_all(&m).unwrap();
+}
+
+/// Reads messages up to ReadyForQuery: the rows of CopyData messages are appended to
+/// `rows`, written to `out` 1 MiB or more at a time; an ErrorResponse panics.
+fn until_ready(r: &mut impl Read, rows: &mut Vec<u8>, out: &mut impl Write) {
+    let mut body = Vec::new();
+    loop {
+        let mut h = [0u8; 5];
+        r.read_exact(&mut h).unwrap();
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4;
+        let dst = if h[0] == b'd' {
+            &mut *rows
+        } else {
+            body.clear();
+            &mut body
+        };
+        let at = dst.len();
+        dst.resize(at + len, 0);
+        r.read_exact(&mut dst[at..]).unwrap();
+        match h[0] {
+            b'd' if rows.len() >= 1 << 20 => {
+                out.write_all(rows).unwrap();
+                rows.clear();
+            }
+            b'Z' => return,
+            b'E' => panic!("error {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
 }
 
 fn main() {
@@ -31,8 +58,10 @@ fn main() {
     let s = UnixStream::connect(&sock).unwrap();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::with_capacity(1 << 20, s);
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196608u32.to_be_bytes());
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let mut rows: Vec<u8> = Vec::with_capacity(2 << 20);
+    let mut startup = 196608u32.to_be_bytes().to_vec();
     for kv in [
         "user",
         "postgres",
@@ -47,49 +76,11 @@ fn main() {
         startup.push(0);
     }
     startup.push(0);
-    let mut m = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(&startup);
-    w.write_all(&m).unwrap();
-    let mut body = Vec::new();
-    loop {
-        match msg(&mut r, &mut body) {
-            b'Z' => break,
-            b'E' => panic!("error {}", String::from_utf8_lossy(&body)),
-            _ => {}
-        }
-    }
-    let out = std::io::stdout();
-    let mut out = out.lock();
-    let mut buf: Vec<u8> = Vec::with_capacity(2 << 20);
+    send(&mut w, None, &startup);
+    until_ready(&mut r, &mut rows, &mut out);
     for q in queries {
-        let mut m = vec![b'Q'];
-        m.extend_from_slice(&((q.len() + 5) as u32).to_be_bytes());
-        m.extend_from_slice(q.as_bytes());
-        m.push(0);
-        w.write_all(&m).unwrap();
-        loop {
-            let mut h = [0u8; 5];
-            r.read_exact(&mut h).unwrap();
-            let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4;
-            if h[0] == b'd' {
-                let at = buf.len();
-                buf.resize(at + len, 0);
-                r.read_exact(&mut buf[at..]).unwrap();
-                if buf.len() >= 1 << 20 {
-                    out.write_all(&buf).unwrap();
-                    buf.clear();
-                }
-                continue;
-            }
-            body.clear();
-            body.resize(len, 0);
-            r.read_exact(&mut body).unwrap();
-            match h[0] {
-                b'Z' => break,
-                b'E' => panic!("error {}", String::from_utf8_lossy(&body)),
-                _ => {}
-            }
-        }
+        send(&mut w, Some(b'Q'), format!("{q}\0").as_bytes());
+        until_ready(&mut r, &mut rows, &mut out);
     }
-    out.write_all(&buf).unwrap();
+    out.write_all(&rows).unwrap();
 }
