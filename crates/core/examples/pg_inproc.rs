@@ -1,0 +1,168 @@
+//! Probe for docs/PERFORMANCE.md (fifteenth and sixteenth measurements): what `pg_dump`
+//! costs a logical backup, and what a `COPY` reader inside Lifeboat would save against
+//! `lifeboat backup postgres` (which streams `pg_dump`'s stdout through a pipe). A reader
+//! thread runs `COPY ... TO STDOUT` queries over the PostgreSQL wire protocol with the least
+//! client work (std only, trust authentication, a Unix socket) from the first moment, and
+//! hands 1 MiB blocks (up to 64 MiB ahead) either to stdout (`-` as the repository) or,
+//! while the repository is unlocked, to the same stream writer `backup --stdin` uses:
+//!
+//! ```text
+//! LIFEBOAT_PASSWORD=... cargo run --release -p lifeboat-core --example pg_inproc -- \
+//!     REPO|- /tmp/lbpg/.s.PGSQL.55432 postgres "COPY public.pgbench_accounts TO STDOUT" ...
+//! ```
+//!
+//! A measuring tool, not a dump: no snapshot across queries, no schema, no password auth.
+use std::io::{BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use lifeboat_core::archiver::{StreamBackupOptions, StreamSnapshotWriter};
+use lifeboat_core::progress::NoProgress;
+use lifeboat_core::Repository;
+use lifeboat_storage::{DynStorage, LocalStorage};
+
+const BLOCK: usize = 1 << 20;
+
+fn send(w: &mut impl Write, kind: Option<u8>, body: &[u8]) {
+    let mut m: Vec<u8> = kind.into_iter().collect();
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    w.write_all(&m).unwrap();
+}
+
+/// Reads messages up to ReadyForQuery, appending CopyData rows to `rows` and sending
+/// full blocks; spent blocks come back on `spent`.
+fn until_ready(
+    r: &mut impl Read,
+    rows: &mut Vec<u8>,
+    tx: &mpsc::SyncSender<Vec<u8>>,
+    spent: &mpsc::Receiver<Vec<u8>>,
+) {
+    let mut body = Vec::new();
+    loop {
+        let mut h = [0u8; 5];
+        r.read_exact(&mut h).unwrap();
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4;
+        let dst = if h[0] == b'd' {
+            &mut *rows
+        } else {
+            body.clear();
+            &mut body
+        };
+        let at = dst.len();
+        dst.resize(at + len, 0);
+        r.read_exact(&mut dst[at..]).unwrap();
+        match h[0] {
+            b'd' if rows.len() >= BLOCK => {
+                let mut next = spent
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(BLOCK + (64 << 10)));
+                next.clear();
+                tx.send(std::mem::replace(rows, next)).unwrap();
+            }
+            b'Z' => return,
+            b'E' => panic!("error {}", String::from_utf8_lossy(&body)),
+            _ => {}
+        }
+    }
+}
+
+struct Blocks {
+    rx: mpsc::Receiver<Vec<u8>>,
+    spent: mpsc::Sender<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for Blocks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    let old = std::mem::replace(&mut self.cur, b);
+                    let _ = self.spent.send(old);
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let repo_dir = args.next().unwrap();
+    let sock = args.next().unwrap();
+    let db = args.next().unwrap();
+    let queries: Vec<String> = args.collect();
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
+    let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let s = UnixStream::connect(&sock).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut r = BufReader::with_capacity(1 << 20, s);
+        let mut rows: Vec<u8> = Vec::with_capacity(BLOCK + (64 << 10));
+        let mut startup = 196608u32.to_be_bytes().to_vec();
+        for kv in [
+            "user",
+            "postgres",
+            "database",
+            &db,
+            "client_encoding",
+            "UTF8",
+            "DateStyle",
+            "ISO",
+        ] {
+            startup.extend_from_slice(kv.as_bytes());
+            startup.push(0);
+        }
+        startup.push(0);
+        send(&mut w, None, &startup);
+        until_ready(&mut r, &mut rows, &tx, &spent_rx);
+        for q in queries {
+            send(&mut w, Some(b'Q'), format!("{q}\0").as_bytes());
+            until_ready(&mut r, &mut rows, &tx, &spent_rx);
+        }
+        if !rows.is_empty() {
+            tx.send(rows).unwrap();
+        }
+    });
+    if repo_dir == "-" {
+        // 1 MiB writes, each block as it arrives.
+        let out = std::io::stdout();
+        let mut out = out.lock();
+        for block in rx {
+            out.write_all(&block).unwrap();
+            let _ = spent_tx.send(block);
+        }
+        reader.join().unwrap();
+        return;
+    }
+    let mut blocks = Blocks {
+        rx,
+        spent: spent_tx,
+        cur: Vec::new(),
+        pos: 0,
+    };
+    let password = std::env::var("LIFEBOAT_PASSWORD").unwrap();
+    let storage: DynStorage = Arc::new(LocalStorage::new(&repo_dir));
+    let repo = Repository::open(storage, &password)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
+    let opts = StreamBackupOptions {
+        source: "postgres".into(),
+        paths: vec!["postgres://probe".into()],
+        ..StreamBackupOptions::default()
+    };
+    let mut w = StreamSnapshotWriter::new(&repo, opts, &NoProgress);
+    let size = w.add_stream("db/probe.sql", &mut blocks).unwrap();
+    reader.join().unwrap();
+    let out = w.finish(None).unwrap();
+    eprintln!("{size} bytes, {:?}", out.snapshot_id);
+}
