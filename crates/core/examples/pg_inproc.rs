@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use lifeboat_core::archiver::{StreamBackupOptions, StreamSnapshotWriter};
 use lifeboat_core::progress::NoProgress;
+use lifeboat_core::writer::WriterOptions;
 use lifeboat_core::Repository;
 use lifeboat_storage::{DynStorage, LocalStorage};
 
@@ -63,6 +64,8 @@ fn until_ready(
             }
             b'Z' => return,
             b'E' => panic!("error {}", String::from_utf8_lossy(&body)),
+            // AuthenticationOk is 0; anything else asks for a password this probe lacks.
+            b'R' if body.get(..4) != Some(&[0u8; 4][..]) => panic!("only trust authentication"),
             _ => {}
         }
     }
@@ -81,7 +84,9 @@ impl Read for Blocks {
             match self.rx.recv() {
                 Ok(b) => {
                     let old = std::mem::replace(&mut self.cur, b);
-                    let _ = self.spent.send(old);
+                    if old.capacity() > 0 {
+                        let _ = self.spent.send(old);
+                    }
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0),
@@ -155,9 +160,16 @@ fn main() {
         .unwrap()
         .into_indexed()
         .unwrap();
+    // As `lifeboat backup postgres` on a local repository: the repository's compression,
+    // one storage connection per core (2 to 4).
     let opts = StreamBackupOptions {
         source: "postgres".into(),
         paths: vec!["postgres://probe".into()],
+        writer: WriterOptions {
+            compression: repo.config().compression(),
+            connections: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4)),
+            ..WriterOptions::default()
+        },
         ..StreamBackupOptions::default()
     };
     let mut w = StreamSnapshotWriter::new(&repo, opts, &NoProgress);
