@@ -332,6 +332,7 @@ impl PgSource {
         let mut cmd = self.conn.command("pg_dump", db);
         cmd.args(["-w", "--format=plain"])
             .args(&self.opts.extra_args);
+        process::buffer_stdout(&mut cmd);
         cmd
     }
 
