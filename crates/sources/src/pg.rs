@@ -426,7 +426,8 @@ impl DumpSource for PgSource {
     /// read as soon as the last `pg_dump` has written its first bytes: it has taken its
     /// snapshot by then (it reads the catalog inside its transaction before writing
     /// anything), so the position is past every dump's snapshot, and the query runs
-    /// beside the dump instead of after it.
+    /// beside the dump instead of after it (for a dump under 1 MiB, whose first bytes come
+    /// when `pg_dump` exits: see `process::buffer_stdout`, after it).
     fn dump(&mut self, sink: &mut dyn StreamSink) -> Result<DumpMetadata> {
         self.prepare()?;
         let DumpProbe {
