@@ -109,8 +109,7 @@ const READ_AHEAD_BLOCKS: usize = 16;
 const READ_AHEAD_SEND: usize = 256 << 10;
 /// How long the reader waits on an empty pipe before handing over a partial block: a tool
 /// that keeps writing refills the pipe within it (pg_dump writing 4 KiB pieces: ~60 KB in
-/// 200 µs), a tool that
-/// paused gets what it wrote delivered this much later.
+/// 200 µs), a tool that paused gets what it wrote delivered this much later.
 const READ_AHEAD_NAP: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Whether a read of `pipe` would return at once (data, or the writer's end closed).
