@@ -230,6 +230,14 @@ const STDBUF_LIBRARIES: &[&str] = &[
     "/usr/lib/coreutils/libstdbuf.so",
 ];
 
+/// The installed `libstdbuf.so`, unless `LIFEBOAT_NO_STDBUF` is set.
+fn stdbuf_library() -> Option<&'static Path> {
+    if std::env::var_os("LIFEBOAT_NO_STDBUF").is_some() {
+        return None;
+    }
+    STDBUF_LIBRARIES.iter().map(Path::new).find(|p| p.is_file())
+}
+
 /// `LD_PRELOAD` with `lib` in front of what was there, as `stdbuf` composes it.
 fn preload_with(lib: &OsStr, existing: Option<&OsStr>) -> OsString {
     let mut v = OsString::from(lib);
@@ -254,10 +262,7 @@ fn preload_with(lib: &OsStr, existing: Option<&OsStr>) -> OsString {
 /// the library cannot be loaded into, such as a musl build), nothing is set; a tool that does
 /// not write through stdio is not affected. The output is the same bytes.
 pub(crate) fn buffer_stdout(cmd: &mut Command) {
-    if std::env::var_os("LIFEBOAT_NO_STDBUF").is_some() {
-        return;
-    }
-    let Some(lib) = STDBUF_LIBRARIES.iter().map(Path::new).find(|p| p.is_file()) else {
+    let Some(lib) = stdbuf_library() else {
         return;
     };
     // Set or removed on the command itself wins over the parent's environment.
@@ -431,8 +436,7 @@ mod tests {
     fn buffered_stdout_holds_a_stdio_tools_output_until_its_input_ends() {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
-        let installed = STDBUF_LIBRARIES.iter().any(|p| Path::new(p).is_file())
-            && std::env::var_os("LIFEBOAT_NO_STDBUF").is_none();
+        let installed = stdbuf_library().is_some();
         // Under 64 KiB (one pipe), over 4 KiB (a stdio buffer): neither side blocks.
         let input: String = (0..5_000).map(|i| format!("line {i}\n")).collect();
         for buffered in [false, true] {
