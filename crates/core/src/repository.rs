@@ -496,13 +496,7 @@ impl Repository {
     /// and deleted by a concurrent `prune` or `repair index`; the listing is
     /// then taken again so the superseding file is seen.
     pub fn index_files(&self) -> Result<Vec<(Id, IndexFile)>> {
-        let mut attempt = 0;
-        let files = loop {
-            match self.load_index_files(false) {
-                Err(Error::Storage(StorageError::NotFound { .. })) if attempt < 10 => attempt += 1,
-                r => break r?,
-            }
-        };
+        let files = retry_vanished(|| self.load_index_files(false))?;
         let superseded: std::collections::HashSet<Id> = files
             .iter()
             .flat_map(|(_, f)| f.supersedes.iter().copied())
@@ -590,8 +584,7 @@ impl Repository {
     /// [`load_index`](Self::load_index), also returning the ids of the index
     /// files listed (superseded ones included).
     pub fn load_index_listed(&self) -> Result<(Index, Vec<Id>)> {
-        let mut attempt = 0;
-        loop {
+        retry_vanished(|| {
             let batches = self.index_batches()?;
             let ids: Vec<Id> = batches.iter().flatten().copied().collect();
             let mut builder = Index::builder();
@@ -610,12 +603,8 @@ impl Repository {
                 }
                 Ok(())
             });
-            match loaded {
-                Err(Error::Storage(StorageError::NotFound { .. })) if attempt < 10 => attempt += 1,
-                Err(e) => return Err(e),
-                Ok(()) => return Ok((builder.finish(), ids)),
-            }
-        }
+            loaded.map(|()| (builder.finish(), ids))
+        })
     }
 
     /// Load the index and move to the indexed state.
@@ -971,5 +960,33 @@ impl IndexedRepository {
 
     pub fn blob_type(&self, id: &Id) -> Option<BlobType> {
         self.locate(id).map(|l| l.blob_type)
+    }
+}
+
+/// How long a reader of the index keeps listing again while a listed file
+/// vanishes ([`retry_vanished`]).
+const VANISHED_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Run `load` (a listing of the index files and their reads) again while it
+/// fails with `NotFound`: a file listed and then deleted by a concurrent
+/// `prune` or `repair index`, whose superseding file the next listing shows.
+/// Such a writer deletes the superseded files right after writing their
+/// superseder, but on a loaded machine it can be descheduled in between for
+/// longer than many quick reloads take, so the retries pause (1 ms, doubling
+/// to 200 ms) and give up after [`VANISHED_RETRY_FOR`], not after a count.
+fn retry_vanished<T>(mut load: impl FnMut() -> Result<T>) -> Result<T> {
+    let start = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match load() {
+            Err(Error::Storage(StorageError::NotFound { key, .. }))
+                if start.elapsed() < VANISHED_RETRY_FOR =>
+            {
+                tracing::debug!("{key} vanished while the index was read; listing again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            r => return r,
+        }
     }
 }

@@ -974,3 +974,97 @@ fn a_parent_tree_only_in_a_marked_pack_is_written_again_not_reused() {
         }
     }
 }
+
+/// Local storage whose listing of `index/` still shows a superseded file for
+/// a while after it was deleted: a `prune` descheduled between deleting one
+/// superseded file and the next, as on a loaded machine.
+#[derive(Debug)]
+struct StalledPrune {
+    inner: LocalStorage,
+    vanished: String,
+    listed_until: std::time::Instant,
+}
+
+impl lifeboat_storage::Storage for StalledPrune {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn put(
+        &self,
+        key: &str,
+        data: bytes::Bytes,
+        o: &lifeboat_storage::PutOptions,
+    ) -> lifeboat_storage::StorageResult<()> {
+        self.inner.put(key, data, o)
+    }
+    fn get(
+        &self,
+        key: &str,
+        r: Option<std::ops::Range<u64>>,
+    ) -> lifeboat_storage::StorageResult<bytes::Bytes> {
+        self.inner.get(key, r)
+    }
+    fn head(&self, key: &str) -> lifeboat_storage::StorageResult<lifeboat_storage::ObjectMeta> {
+        self.inner.head(key)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> lifeboat_storage::StorageResult<Vec<lifeboat_storage::ObjectMeta>> {
+        let mut l = self.inner.list(prefix)?;
+        if prefix == "index" && std::time::Instant::now() < self.listed_until {
+            l.push(lifeboat_storage::ObjectMeta {
+                key: self.vanished.clone(),
+                size: 100,
+            });
+        }
+        Ok(l)
+    }
+    fn delete(&self, key: &str) -> lifeboat_storage::StorageResult<()> {
+        self.inner.delete(key)
+    }
+}
+
+#[test]
+fn loading_the_index_outlasts_a_prune_stalled_between_its_deletions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_src(&src, &[("x.bin", 300_000, 3)]);
+    let snap = backup(&dir, &src, 1);
+    let stall = Duration::from_millis(300);
+    let vanished = format!("index/{}", Id([7; 32]));
+    let storage: DynStorage = Arc::new(StalledPrune {
+        inner: LocalStorage::new(&dir).without_sync(),
+        vanished: vanished.clone(),
+        listed_until: std::time::Instant::now() + stall,
+    });
+    let repo = Repository::open(storage, PW).unwrap();
+    let started = std::time::Instant::now();
+    // Every quick reload sees the vanished file: the reader has to wait it out.
+    let indexed = repo.into_indexed().unwrap();
+    assert!(started.elapsed() >= stall / 2, "the listing changed early");
+    let listed = indexed.index_file_ids().unwrap();
+    assert!(
+        !listed.is_empty() && !listed.contains(&Id([7; 32])),
+        "{listed:?}"
+    );
+    let t = tmp.path().join("restore");
+    let tree = indexed.load_snapshot(&snap).unwrap().tree;
+    restorer::restore(
+        &indexed,
+        &snap,
+        tree,
+        &RestoreOptions {
+            target: t.clone(),
+            verify: true,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        fs::read(restored(&t, &src).join("x.bin")).unwrap(),
+        pseudo_random(300_000, 3)
+    );
+}
