@@ -747,11 +747,14 @@ fn append_only_refuses_forget_prune_and_rewrites() {
 
 /// Local storage that reports S3-Object-Lock-style retention for the keys in
 /// `locked` (the real layer is tested against moto in the storage and CLI
-/// tests; this one lets the rules be checked key by key).
+/// tests; this one lets the rules be checked key by key), and whose listing
+/// of `index/` shows `stale` (a key, until an instant) after it was deleted:
+/// a prune descheduled between deleting one superseded file and the next.
 #[derive(Debug)]
 struct Retaining {
     inner: DynStorage,
     locked: Arc<std::sync::Mutex<HashSet<String>>>,
+    stale: Option<(String, std::time::Instant)>,
 }
 
 impl lifeboat_storage::Storage for Retaining {
@@ -780,7 +783,16 @@ impl lifeboat_storage::Storage for Retaining {
         &self,
         prefix: &str,
     ) -> lifeboat_storage::StorageResult<Vec<lifeboat_storage::ObjectMeta>> {
-        self.inner.list(prefix)
+        let mut listed = self.inner.list(prefix)?;
+        match &self.stale {
+            Some((key, until)) if prefix == "index" && std::time::Instant::now() < *until => listed
+                .push(lifeboat_storage::ObjectMeta {
+                    key: key.clone(),
+                    size: 100,
+                }),
+            _ => {}
+        }
+        Ok(listed)
     }
     fn delete(&self, key: &str) -> lifeboat_storage::StorageResult<()> {
         assert!(
@@ -814,6 +826,7 @@ fn object_lock_keeps_locked_objects_and_lingering_index_files_never_come_back() 
         Arc::new(Retaining {
             inner: storage(dir),
             locked: locked.clone(),
+            stale: None,
         })
     };
     let lock_all = |prefixes: &[&str]| {
@@ -975,56 +988,6 @@ fn a_parent_tree_only_in_a_marked_pack_is_written_again_not_reused() {
     }
 }
 
-/// Local storage whose listing of `index/` still shows a superseded file for
-/// a while after it was deleted: a `prune` descheduled between deleting one
-/// superseded file and the next, as on a loaded machine.
-#[derive(Debug)]
-struct StalledPrune {
-    inner: LocalStorage,
-    vanished: String,
-    listed_until: std::time::Instant,
-}
-
-impl lifeboat_storage::Storage for StalledPrune {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn put(
-        &self,
-        key: &str,
-        data: bytes::Bytes,
-        o: &lifeboat_storage::PutOptions,
-    ) -> lifeboat_storage::StorageResult<()> {
-        self.inner.put(key, data, o)
-    }
-    fn get(
-        &self,
-        key: &str,
-        r: Option<std::ops::Range<u64>>,
-    ) -> lifeboat_storage::StorageResult<bytes::Bytes> {
-        self.inner.get(key, r)
-    }
-    fn head(&self, key: &str) -> lifeboat_storage::StorageResult<lifeboat_storage::ObjectMeta> {
-        self.inner.head(key)
-    }
-    fn list(
-        &self,
-        prefix: &str,
-    ) -> lifeboat_storage::StorageResult<Vec<lifeboat_storage::ObjectMeta>> {
-        let mut l = self.inner.list(prefix)?;
-        if prefix == "index" && std::time::Instant::now() < self.listed_until {
-            l.push(lifeboat_storage::ObjectMeta {
-                key: self.vanished.clone(),
-                size: 100,
-            });
-        }
-        Ok(l)
-    }
-    fn delete(&self, key: &str) -> lifeboat_storage::StorageResult<()> {
-        self.inner.delete(key)
-    }
-}
-
 #[test]
 fn loading_the_index_outlasts_a_prune_stalled_between_its_deletions() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1033,13 +996,15 @@ fn loading_the_index_outlasts_a_prune_stalled_between_its_deletions() {
     write_src(&src, &[("x.bin", 300_000, 3)]);
     let snap = backup(&dir, &src, 1);
     let stall = Duration::from_millis(300);
-    let vanished = format!("index/{}", Id([7; 32]));
-    let storage: DynStorage = Arc::new(StalledPrune {
-        inner: LocalStorage::new(&dir).without_sync(),
-        vanished: vanished.clone(),
-        listed_until: std::time::Instant::now() + stall,
+    let stalled: DynStorage = Arc::new(Retaining {
+        inner: storage(&dir),
+        locked: Arc::default(),
+        stale: Some((
+            format!("index/{}", Id([7; 32])),
+            std::time::Instant::now() + stall,
+        )),
     });
-    let repo = Repository::open(storage, PW).unwrap();
+    let repo = Repository::open(stalled, PW).unwrap();
     let started = std::time::Instant::now();
     // Every quick reload sees the vanished file: the reader has to wait it out.
     let indexed = repo.into_indexed().unwrap();
