@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
+use lifeboat_storage::StorageError;
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -25,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::index::{BlobSet, Index, IndexFile};
 use crate::pack::{self, pack_key};
 use crate::progress::Progress;
-use crate::repository::{IndexedRepository, Repository};
+use crate::repository::{retry_vanished, IndexedRepository, Repository};
 use crate::tree::NodeKind;
 
 /// Which packs `read_data` reads.
@@ -133,30 +134,37 @@ pub fn check(
 
     // Index files, one by one so one damaged file does not hide the rest,
     // each handed to the index builder once read (never all held decoded).
-    let ids = repo.list_ids("index")?;
-    let mut builder = Index::builder();
-    let mut superseded: HashSet<Id> = HashSet::new();
-    let mut file_packs: Vec<(Id, Vec<(Id, u64)>)> = Vec::new();
-    for id in &ids {
-        match repo
-            .load_object("index", crate::crypto::ObjectKind::Index, id)
-            .and_then(|b| IndexFile::decode(&b).map_err(|e| Error::damaged("index file", id, e)))
-        {
-            Ok(f) => {
-                superseded.extend(f.supersedes.iter().copied());
-                let sizes = f
-                    .packs
-                    .iter()
-                    .map(|p| (p.id, expected_pack_size(&p.blobs)))
-                    .collect();
-                file_packs.push((*id, sizes));
-                builder.add(*id, f);
+    // A file that vanishes after the listing was superseded by a concurrent
+    // prune: the whole pass is taken again, as readers do.
+    let (builder, superseded, file_packs, damaged) = retry_vanished(|| {
+        let ids = repo.list_ids("index")?;
+        let mut builder = Index::builder();
+        let mut superseded: HashSet<Id> = HashSet::new();
+        let mut file_packs: Vec<(Id, Vec<(Id, u64)>)> = Vec::new();
+        let mut damaged = Vec::new();
+        for id in &ids {
+            match repo
+                .load_object("index", crate::crypto::ObjectKind::Index, id)
+                .and_then(|b| {
+                    IndexFile::decode(&b).map_err(|e| Error::damaged("index file", id, e))
+                }) {
+                Ok(f) => {
+                    superseded.extend(f.supersedes.iter().copied());
+                    let sizes = f
+                        .packs
+                        .iter()
+                        .map(|p| (p.id, expected_pack_size(&p.blobs)))
+                        .collect();
+                    file_packs.push((*id, sizes));
+                    builder.add(*id, f);
+                }
+                Err(e @ Error::Storage(StorageError::NotFound { .. })) => return Err(e),
+                Err(e) => damaged.push(format!("{e} (hint: lifeboat repair index)")),
             }
-            Err(e) => report
-                .errors
-                .push(format!("{e} (hint: lifeboat repair index)")),
         }
-    }
+        Ok((builder, superseded, file_packs, damaged))
+    })?;
+    report.errors.extend(damaged);
     report.index_files = file_packs.len() as u64;
     // Superseded files (prune, repair) may linger until deleted; readers
     // ignore them, and so does the builder.

@@ -963,27 +963,27 @@ impl IndexedRepository {
     }
 }
 
-/// How long a reader of the index keeps listing again while a listed file
-/// vanishes ([`retry_vanished`]).
+/// How long a reader of the index pauses in all, listing again while listed
+/// files keep vanishing ([`retry_vanished`]).
 const VANISHED_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Run `load` (a listing of the index files and their reads) again while it
 /// fails with `NotFound`: a file listed and then deleted by a concurrent
 /// `prune` or `repair index`, whose superseding file the next listing shows.
-/// Such a writer deletes the superseded files right after writing their
-/// superseder, but on a loaded machine it can be descheduled in between for
-/// longer than many quick reloads take, so the retries pause (1 ms, doubling
-/// to 200 ms) and give up after [`VANISHED_RETRY_FOR`], not after a count.
-fn retry_vanished<T>(mut load: impl FnMut() -> Result<T>) -> Result<T> {
-    let start = std::time::Instant::now();
+/// The retries pause (1 ms, doubling to 200 ms) and give up once the pauses
+/// add up to [`VANISHED_RETRY_FOR`]; the time the loads take does not count,
+/// so a slow load (a large index on remote storage) still gets its retries.
+pub(crate) fn retry_vanished<T>(mut load: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut paused = std::time::Duration::ZERO;
     let mut pause = std::time::Duration::from_millis(1);
     loop {
         match load() {
             Err(Error::Storage(StorageError::NotFound { key, .. }))
-                if start.elapsed() < VANISHED_RETRY_FOR =>
+                if paused < VANISHED_RETRY_FOR =>
             {
                 tracing::debug!("{key} vanished while the index was read; listing again");
                 std::thread::sleep(pause);
+                paused += pause;
                 pause = (pause * 2).min(std::time::Duration::from_millis(200));
             }
             r => return r,

@@ -23,7 +23,6 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use lifeboat_storage::StorageError;
 use rayon::prelude::*;
 
 use crate::blob::{BlobType, Id};
@@ -31,7 +30,7 @@ use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::PackEntry;
-use crate::repository::{IndexedRepository, Repository};
+use crate::repository::{retry_vanished, IndexedRepository, Repository};
 use crate::snapshot::SnapshotEntry;
 
 /// Buckets of a [`Spill`] (by the first byte of the record).
@@ -215,15 +214,10 @@ impl Scan {
         watch: &HashSet<Id>,
         spill_entries: bool,
     ) -> Result<Scan> {
-        let mut attempt = 0;
-        loop {
-            match Self::load_once(repo, extra.clone(), watch, spill_entries) {
-                // A file vanished between the listing and its read: a
-                // concurrent `repair index` superseded it; list again.
-                Err(Error::Storage(StorageError::NotFound { .. })) if attempt < 10 => attempt += 1,
-                r => return r,
-            }
-        }
+        // A file that vanishes between the listing and its read was
+        // superseded by a concurrent `repair index` (or, for a `prune
+        // --dry-run`, which takes no lock, a prune): list again.
+        retry_vanished(|| Self::load_once(repo, extra.clone(), watch, spill_entries))
     }
 
     fn load_once<'a>(
