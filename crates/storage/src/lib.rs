@@ -27,7 +27,8 @@
 //! * **Not found** is always [`StorageError::NotFound`], whatever the backend calls it.
 //! * **`list(prefix)`** returns every object whose key starts with `prefix/`
 //!   (recursively), with sizes, in no particular order. Temporary files of
-//!   in-progress writes are never listed.
+//!   in-progress writes are never listed. An object deleted while the listing
+//!   runs may be listed or left out; it never fails the listing.
 //! * **`delete`** of a missing key succeeds (deletes are idempotent).
 //! * All methods may be called concurrently from many threads.
 //!
