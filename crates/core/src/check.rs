@@ -135,8 +135,9 @@ pub fn check(
     // Index files, one by one so one damaged file does not hide the rest,
     // each handed to the index builder once read (never all held decoded).
     // A file that vanishes after the listing was superseded by a concurrent
-    // prune: the whole pass is taken again, as readers do.
-    let (builder, superseded, file_packs, damaged) = retry_vanished(|| {
+    // prune: the whole pass is taken again, as readers do. One that stays
+    // listed and unreadable past the retries is reported like other damage.
+    let pass = |vanished_is_damage: bool| {
         let ids = repo.list_ids("index")?;
         let mut builder = Index::builder();
         let mut superseded: HashSet<Id> = HashSet::new();
@@ -158,12 +159,18 @@ pub fn check(
                     file_packs.push((*id, sizes));
                     builder.add(*id, f);
                 }
-                Err(e @ Error::Storage(StorageError::NotFound { .. })) => return Err(e),
+                Err(e @ Error::Storage(StorageError::NotFound { .. })) if !vanished_is_damage => {
+                    return Err(e)
+                }
                 Err(e) => damaged.push(format!("{e} (hint: lifeboat repair index)")),
             }
         }
         Ok((builder, superseded, file_packs, damaged))
-    })?;
+    };
+    let (builder, superseded, file_packs, damaged) = match retry_vanished(|| pass(false)) {
+        Err(Error::Storage(StorageError::NotFound { .. })) => pass(true)?,
+        r => r?,
+    };
     report.errors.extend(damaged);
     report.index_files = file_packs.len() as u64;
     // Superseded files (prune, repair) may linger until deleted; readers

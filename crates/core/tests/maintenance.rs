@@ -998,8 +998,8 @@ fn readers_of_the_index_wait_out_a_listing_that_names_a_deleted_file() {
     let gone = Id([7; 32]);
     // Opened with an index listing that names `gone` for the next 300 ms,
     // far longer than many quick reloads take.
-    let stale = || {
-        let until = std::time::Instant::now() + Duration::from_millis(300);
+    let stale = |for_ms| {
+        let until = std::time::Instant::now() + Duration::from_millis(for_ms);
         let s: DynStorage = Arc::new(Retaining {
             inner: storage(&dir),
             locked: Arc::default(),
@@ -1008,7 +1008,7 @@ fn readers_of_the_index_wait_out_a_listing_that_names_a_deleted_file() {
         (Repository::open(s, PW).unwrap(), until)
     };
 
-    let (repo, until) = stale();
+    let (repo, until) = stale(300);
     let indexed = repo.into_indexed().unwrap();
     assert!(std::time::Instant::now() >= until, "loaded with it listed");
     let listed = indexed.index_file_ids().unwrap();
@@ -1016,8 +1016,19 @@ fn readers_of_the_index_wait_out_a_listing_that_names_a_deleted_file() {
 
     // `check` takes its pass over the index again rather than reporting the
     // vanished file as damage.
-    let (repo, until) = stale();
+    let (repo, until) = stale(300);
     let report = check::check(&repo, &CheckOptions::default(), &NoProgress).unwrap();
     assert!(std::time::Instant::now() >= until, "checked with it listed");
     assert!(report.ok(), "{:?}", report.errors);
+
+    // A file that stays listed and unreadable is damage the report names,
+    // once the retries give up; the check still runs to its end.
+    let (repo, _) = stale(3_600_000);
+    let report = check::check(&repo, &CheckOptions::default(), &NoProgress).unwrap();
+    assert!(
+        report.errors.len() == 1 && report.errors[0].contains(&gone.to_string()),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(report.index_files, 1);
 }

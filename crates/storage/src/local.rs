@@ -188,8 +188,10 @@ impl Storage for LocalStorage {
                 }
                 let key = format!("{key_prefix}/{name}");
                 // An object deleted after `read_dir` named it (a concurrent
-                // prune) is left out, as if listed a moment later: `file_type`
-                // and `metadata` stat it and would fail with `NotFound`.
+                // prune) is left out, as if listed a moment later: `metadata`
+                // stats it (and `file_type` does where the file system gives
+                // no type in the directory entry), which would fail with
+                // `NotFound` for the whole listing.
                 let ft = match entry.file_type() {
                     Ok(ft) => ft,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
