@@ -963,31 +963,27 @@ impl IndexedRepository {
     }
 }
 
-/// How long a reader of the index pauses in all, listing again while listed
-/// files keep vanishing ([`retry_vanished`]), and how many loads it makes at
-/// most (a large remote index takes a while to load each time).
-const VANISHED_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+/// How many times a reader of the index loads it at most while listed files
+/// keep vanishing ([`retry_vanished`]).
 const VANISHED_RETRY_LOADS: u32 = 30;
 
 /// Run `load` (a listing of the index files and their reads) again while it
 /// fails with `NotFound`: a file listed and then deleted by a concurrent
 /// `prune` or `repair index`, whose superseding file the next listing shows.
 /// The retries pause (1 ms, doubling to 200 ms: ~4.5 s over 30 loads) and give
-/// up after [`VANISHED_RETRY_LOADS`] loads or once the pauses add up to
-/// [`VANISHED_RETRY_FOR`]; the time the loads take does not count, so a slow
-/// load (a large index on remote storage) still gets its retries.
+/// up after [`VANISHED_RETRY_LOADS`] loads; the time the loads take does not
+/// count, so a slow load (a large index on remote storage) still gets its
+/// retries.
 pub(crate) fn retry_vanished<T>(mut load: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut paused = std::time::Duration::ZERO;
     let mut pause = std::time::Duration::from_millis(1);
     let mut loads = 1;
     loop {
         match load() {
             Err(Error::Storage(StorageError::NotFound { key, .. }))
-                if paused < VANISHED_RETRY_FOR && loads < VANISHED_RETRY_LOADS =>
+                if loads < VANISHED_RETRY_LOADS =>
             {
                 tracing::debug!("{key} vanished while the index was read; listing again");
                 std::thread::sleep(pause);
-                paused += pause;
                 pause = (pause * 2).min(std::time::Duration::from_millis(200));
                 loads += 1;
             }
