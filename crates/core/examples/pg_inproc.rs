@@ -1,4 +1,4 @@
-//! Probe for docs/PERFORMANCE.md (fifteenth and sixteenth measurements): what `pg_dump`
+//! Probe for docs/PERFORMANCE.md (fifteenth to eighteenth measurements): what `pg_dump`
 //! costs a logical backup, and what a `COPY` reader inside Lifeboat would save against
 //! `lifeboat backup postgres` (which streams `pg_dump`'s stdout through a pipe). A reader
 //! thread runs `COPY ... TO STDOUT` queries over the PostgreSQL wire protocol with the least
@@ -11,7 +11,13 @@
 //!     REPO|- /tmp/lbpg/.s.PGSQL.55432 postgres "COPY public.pgbench_accounts TO STDOUT" ...
 //! ```
 //!
-//! A measuring tool, not a dump: no snapshot across queries, no schema, no password auth.
+//! With `PROBE_SPLIT=N:schema.table` (eighteenth measurement) the queries' connection
+//! exports its snapshot and N more connections import it and read the table as N ranges of
+//! its pages (`ctid`), on N threads, stored as one stream with
+//! `StreamSnapshotWriter::add_stream_parts`; the joined rows are byte for byte those of
+//! `COPY schema.table TO STDOUT` in the same snapshot.
+//!
+//! A measuring tool, not a dump: no schema, no password auth.
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
@@ -39,6 +45,7 @@ fn until_ready(
     rows: &mut Vec<u8>,
     tx: &mpsc::SyncSender<Vec<u8>>,
     spent: &mpsc::Receiver<Vec<u8>>,
+    value: &mut Option<String>,
 ) {
     let mut body = Vec::new();
     loop {
@@ -61,6 +68,10 @@ fn until_ready(
                     .unwrap_or_else(|_| Vec::with_capacity(BLOCK + (64 << 10)));
                 next.clear();
                 tx.send(std::mem::replace(rows, next)).unwrap();
+            }
+            b'D' => {
+                let n = u32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+                *value = Some(String::from_utf8_lossy(&body[6..6 + n]).into_owned());
             }
             b'Z' => return,
             b'E' => panic!("error {}", String::from_utf8_lossy(&body)),
@@ -99,25 +110,22 @@ impl Read for Blocks {
     }
 }
 
-fn main() {
-    let mut args = std::env::args().skip(1);
-    let repo_dir = args.next().unwrap();
-    let sock = args.next().unwrap();
-    let db = args.next().unwrap();
-    let queries: Vec<String> = args.collect();
-    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
-    let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
-    let reader = std::thread::spawn(move || {
-        let s = UnixStream::connect(&sock).unwrap();
+struct Conn {
+    w: UnixStream,
+    r: BufReader<UnixStream>,
+}
+
+impl Conn {
+    fn open(sock: &str, db: &str) -> Conn {
+        let s = UnixStream::connect(sock).unwrap();
         let mut w = s.try_clone().unwrap();
         let mut r = BufReader::with_capacity(1 << 20, s);
-        let mut rows: Vec<u8> = Vec::with_capacity(BLOCK + (64 << 10));
         let mut startup = 196608u32.to_be_bytes().to_vec();
         for kv in [
             "user",
             "postgres",
             "database",
-            &db,
+            db,
             "client_encoding",
             "UTF8",
             "DateStyle",
@@ -128,41 +136,106 @@ fn main() {
         }
         startup.push(0);
         send(&mut w, None, &startup);
-        until_ready(&mut r, &mut rows, &tx, &spent_rx);
-        for q in queries {
-            send(&mut w, Some(b'Q'), format!("{q}\0").as_bytes());
-            until_ready(&mut r, &mut rows, &tx, &spent_rx);
-        }
-        if !rows.is_empty() {
-            tx.send(rows).unwrap();
-        }
-    });
-    if repo_dir == "-" {
-        // 1 MiB writes, each block as it arrives.
-        let out = std::io::stdout();
-        let mut out = out.lock();
-        for block in rx {
-            out.write_all(&block).unwrap();
-            let _ = spent_tx.send(block);
-        }
-        reader.join().unwrap();
-        return;
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let (_stx, srx) = mpsc::channel();
+        until_ready(&mut r, &mut Vec::new(), &tx, &srx, &mut None);
+        Conn { w, r }
     }
-    let mut blocks = Blocks {
-        rx,
-        spent: spent_tx,
-        cur: Vec::new(),
-        pos: 0,
-    };
+
+    /// Runs `q`; returns the first column of its last row.
+    fn scalar(&mut self, q: &str) -> Option<String> {
+        let (tx, _rx) = mpsc::sync_channel(1);
+        let (_stx, srx) = mpsc::channel();
+        let mut v = None;
+        send(&mut self.w, Some(b'Q'), format!("{q}\0").as_bytes());
+        until_ready(&mut self.r, &mut Vec::new(), &tx, &srx, &mut v);
+        v
+    }
+
+    /// Runs `queries` on a thread of its own, their COPY rows as 1 MiB blocks.
+    fn spawn(mut self, queries: Vec<String>) -> (Blocks, std::thread::JoinHandle<Conn>) {
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
+        let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
+        let h = std::thread::spawn(move || {
+            let mut rows: Vec<u8> = Vec::with_capacity(BLOCK + (64 << 10));
+            for q in queries {
+                send(&mut self.w, Some(b'Q'), format!("{q}\0").as_bytes());
+                until_ready(&mut self.r, &mut rows, &tx, &spent_rx, &mut None);
+            }
+            if !rows.is_empty() {
+                tx.send(rows).unwrap();
+            }
+            self
+        });
+        let blocks = Blocks {
+            rx,
+            spent: spent_tx,
+            cur: Vec::new(),
+            pos: 0,
+        };
+        (blocks, h)
+    }
+}
+
+/// `PROBE_SPLIT=N:schema.table`: after the queries (on the first connection, which exports
+/// its snapshot), the table is read by N more connections that import it, each a range of
+/// its pages (`ctid`), chunked in parallel into one stream.
+fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, split: &str) {
+    let (n, table) = split.split_once(':').unwrap();
+    let n: u32 = n.parse().unwrap();
+    let begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    let mut c0 = Conn::open(&sock, &db);
+    c0.scalar(begin);
+    let snap = c0.scalar("SELECT pg_export_snapshot()").unwrap();
+    let pages: u64 = c0
+        .scalar(&format!(
+            "SELECT pg_relation_size('{table}') / current_setting('block_size')::int"
+        ))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut parts = Vec::new();
+    for i in 0..n as u64 {
+        let mut c = Conn::open(&sock, &db);
+        c.scalar(begin);
+        c.scalar(&format!("SET TRANSACTION SNAPSHOT '{snap}'"));
+        let (a, b) = (pages * i / n as u64, pages * (i + 1) / n as u64);
+        let range = if i + 1 == n as u64 {
+            format!("ctid >= '({a},0)'")
+        } else {
+            format!("ctid >= '({a},0)' AND ctid < '({b},0)'")
+        };
+        parts.push(c.spawn(vec![format!(
+            "COPY (SELECT * FROM {table} WHERE {range}) TO STDOUT"
+        )]));
+    }
+    let (mut first, h0) = c0.spawn(queries);
     let password = std::env::var("LIFEBOAT_PASSWORD").unwrap();
     let storage: DynStorage = Arc::new(LocalStorage::new(&repo_dir));
     let repo = Repository::open(storage, &password)
         .unwrap()
         .into_indexed()
         .unwrap();
+    let mut w = StreamSnapshotWriter::new(&repo, options(&repo), &NoProgress);
+    let mut size = w.add_stream("db/probe.sql", &mut first).unwrap();
+    let (blocks, handles): (Vec<Blocks>, Vec<_>) = parts.into_iter().unzip();
+    let readers: Vec<Box<dyn Read + Send>> = blocks
+        .into_iter()
+        .map(|b| Box::new(b) as Box<dyn Read + Send>)
+        .collect();
+    size += w.add_stream_parts("db/table.sql", readers).unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+    drop(h0.join().unwrap());
+    let out = w.finish(None).unwrap();
+    eprintln!("{size} bytes, {:?}", out.snapshot_id);
+}
+
+fn options(repo: &lifeboat_core::repository::IndexedRepository) -> StreamBackupOptions {
     // As `lifeboat backup postgres` on a local repository: the repository's compression,
     // one storage connection per core (2 to 4).
-    let opts = StreamBackupOptions {
+    StreamBackupOptions {
         source: "postgres".into(),
         paths: vec!["postgres://probe".into()],
         writer: WriterOptions {
@@ -171,8 +244,37 @@ fn main() {
             ..WriterOptions::default()
         },
         ..StreamBackupOptions::default()
-    };
-    let mut w = StreamSnapshotWriter::new(&repo, opts, &NoProgress);
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let repo_dir = args.next().unwrap();
+    let sock = args.next().unwrap();
+    let db = args.next().unwrap();
+    let queries: Vec<String> = args.collect();
+    if let Ok(split) = std::env::var("PROBE_SPLIT") {
+        return split_main(repo_dir, sock, db, queries, &split);
+    }
+    let (mut blocks, reader) = Conn::open(&sock, &db).spawn(queries);
+    if repo_dir == "-" {
+        // 1 MiB writes, each block as it arrives.
+        let out = std::io::stdout();
+        let mut out = out.lock();
+        for block in &blocks.rx {
+            out.write_all(&block).unwrap();
+            let _ = blocks.spent.send(block);
+        }
+        reader.join().unwrap();
+        return;
+    }
+    let password = std::env::var("LIFEBOAT_PASSWORD").unwrap();
+    let storage: DynStorage = Arc::new(LocalStorage::new(&repo_dir));
+    let repo = Repository::open(storage, &password)
+        .unwrap()
+        .into_indexed()
+        .unwrap();
+    let mut w = StreamSnapshotWriter::new(&repo, options(&repo), &NoProgress);
     let size = w.add_stream("db/probe.sql", &mut blocks).unwrap();
     reader.join().unwrap();
     let out = w.finish(None).unwrap();

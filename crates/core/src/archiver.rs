@@ -1425,6 +1425,60 @@ impl<'a> StreamSnapshotWriter<'a> {
     /// An invalid or duplicate name; the reader's I/O error (the snapshot is
     /// not written); a storage error.
     pub fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> Result<u64> {
+        let comps = self.stream_path(name)?;
+        let (ids, size) = self
+            .pipeline
+            .chunk_stream(reader, self.progress)
+            .map_err(|e| Error::io(PathBuf::from(name), e))?;
+        self.push_stream(comps, ids, size);
+        Ok(size)
+    }
+
+    /// Store the concatenation of `parts`, in their order, as the file `name`;
+    /// returns its size. Each part is read, chunked and hashed on a thread of its
+    /// own, all feeding the same compressors, and the chunk lists are joined: a
+    /// stream whose producer can split it (a table read as page ranges over
+    /// several connections) is read in parallel. The stored bytes are exactly
+    /// those of [`add_stream`](Self::add_stream) on the joined reader; only the
+    /// cut points differ, as every part starts a new chunk.
+    ///
+    /// # Errors
+    /// As [`add_stream`](Self::add_stream); the first part (in order) whose reader
+    /// failed names the error, and nothing is added for `name`.
+    pub fn add_stream_parts(
+        &mut self,
+        name: &str,
+        parts: Vec<Box<dyn Read + Send + '_>>,
+    ) -> Result<u64> {
+        let comps = self.stream_path(name)?;
+        let (pipeline, progress) = (&self.pipeline, self.progress);
+        let chunked: Vec<std::io::Result<(Vec<Id>, u64)>> = std::thread::scope(|scope| {
+            let readers: Vec<_> = parts
+                .into_iter()
+                .map(|part| scope.spawn(move || pipeline.chunk_stream(part, progress)))
+                .collect();
+            readers
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("stream part reader panicked"))
+                    })
+                })
+                .collect()
+        });
+        let (mut ids, mut size) = (Vec::new(), 0);
+        for part in chunked {
+            let (part_ids, part_size) = part.map_err(|e| Error::io(PathBuf::from(name), e))?;
+            ids.extend(part_ids);
+            size += part_size;
+        }
+        self.push_stream(comps, ids, size);
+        Ok(size)
+    }
+
+    /// `name` split into path components, refused when a component is empty,
+    /// `.` or `..`, or when it clashes with a stream already added.
+    fn stream_path(&self, name: &str) -> Result<Vec<String>> {
         let comps: Vec<String> = name.split('/').map(String::from).collect();
         let bad_comp = comps.iter().any(|c| c.is_empty() || c == "." || c == "..");
         let clash = self.files.iter().any(|(other, _)| {
@@ -1437,10 +1491,10 @@ impl<'a> StreamSnapshotWriter<'a> {
                 format!("{name:?} is empty, has an empty, '.' or '..' component, or clashes with another stream"),
             ));
         }
-        let (ids, size) = self
-            .pipeline
-            .chunk_stream(reader, self.progress)
-            .map_err(|e| Error::io(PathBuf::from(name), e))?;
+        Ok(comps)
+    }
+
+    fn push_stream(&mut self, comps: Vec<String>, ids: Vec<Id>, size: u64) {
         let mut node = Node::new(
             OsStr::new(comps.last().expect("split yields one")),
             NodeKind::File,
@@ -1450,7 +1504,6 @@ impl<'a> StreamSnapshotWriter<'a> {
         node.content = Some(ids);
         self.files.push((comps, node));
         self.total_bytes += size;
-        Ok(size)
     }
 
     /// Save the trees of `entries` (paths relative to this directory), deepest first.

@@ -704,6 +704,78 @@ fn stream_snapshots_round_trip() {
 }
 
 #[test]
+fn a_stream_stored_in_parts_reads_back_as_their_concatenation() {
+    let tmp = tempfile::tempdir().unwrap();
+    new_repo(tmp.path());
+    let repo = indexed(tmp.path());
+    let parts: Vec<Vec<u8>> = (0..3)
+        .map(|i| pseudo_random(700_000 + i * 1000, 20 + i as u64))
+        .collect();
+    let whole: Vec<u8> = parts.concat();
+    let mut w = StreamSnapshotWriter::new(&repo, StreamBackupOptions::default(), &NoProgress);
+
+    /// A part whose reader fails after some bytes, as a dropped connection would.
+    struct Failing(usize);
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(7);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let failing: Vec<Box<dyn Read + Send>> = vec![
+        Box::new(&parts[0][..]),
+        Box::new(Failing(300_000)),
+        Box::new(&parts[2][..]),
+    ];
+    let err = w.add_stream_parts("db/big.sql", failing).unwrap_err();
+    assert!(
+        err.to_string().contains("db/big.sql") && err.to_string().contains("connection reset"),
+        "the error names the stream and the part's failure: {err}"
+    );
+
+    // Nothing was added for the failed name: it can be stored again.
+    let readers: Vec<Box<dyn Read + Send>> = parts
+        .iter()
+        .map(|p| Box::new(&p[..]) as Box<dyn Read + Send>)
+        .collect();
+    let size = w.add_stream_parts("db/big.sql", readers).unwrap();
+    assert_eq!(size, whole.len() as u64);
+    assert_eq!(w.add_stream_parts("db/empty.sql", Vec::new()).unwrap(), 0);
+    assert!(
+        w.add_stream_parts("db/big.sql", Vec::new()).is_err(),
+        "names are checked as for add_stream"
+    );
+    let out = w.finish(None).unwrap();
+
+    let repo = indexed(tmp.path());
+    let id = out.snapshot_id.unwrap();
+    let snap = repo.load_snapshot(&id).unwrap();
+    let node = walk::find_node(&repo, &id, snap.tree, "db/big.sql").unwrap();
+    assert_eq!(node.size, whole.len() as u64);
+    let mut back = Vec::new();
+    walk::ContentReader::new(&repo, &node)
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back == whole, "the parts read back joined, in their order");
+    let empty = walk::find_node(&repo, &id, snap.tree, "db/empty.sql").unwrap();
+    assert_eq!(
+        (empty.size, empty.content.as_ref().map(Vec::len)),
+        (0, Some(0))
+    );
+    assert!(
+        node.content.as_ref().unwrap().len() >= parts.len(),
+        "every part starts a chunk of its own"
+    );
+    let report = check::check(&repo, &CheckOptions::default(), &NoProgress).unwrap();
+    assert!(report.ok(), "{:?}", report.errors);
+}
+
+#[test]
 fn restore_refuses_to_overwrite_and_skips_identical_files() {
     let tmp = tempfile::tempdir().unwrap();
     let (src, repo, target) = (
