@@ -14,7 +14,8 @@
 //! With `PROBE_SPLIT=N:schema.table` (eighteenth measurement) the queries' connection
 //! exports its snapshot and N more connections import it and read the table as N ranges of
 //! its pages (`ctid`), on N threads, stored as one stream with
-//! `StreamSnapshotWriter::add_stream_parts`; the joined rows are byte for byte those of
+//! `StreamSnapshotWriter::add_stream_parts`; for a table without inheritance children or
+//! generated columns (pgbench's), the joined rows are byte for byte those of
 //! `COPY schema.table TO STDOUT` in the same snapshot.
 //!
 //! A measuring tool, not a dump: no schema, no password auth.
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 use lifeboat_core::archiver::{StreamBackupOptions, StreamSnapshotWriter};
 use lifeboat_core::progress::NoProgress;
+use lifeboat_core::repository::IndexedRepository;
 use lifeboat_core::writer::WriterOptions;
 use lifeboat_core::Repository;
 use lifeboat_storage::{DynStorage, LocalStorage};
@@ -199,6 +201,11 @@ fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, 
         let mut c = Conn::open(&sock, &db);
         c.scalar(begin);
         c.scalar(&format!("SET TRANSACTION SNAPSHOT '{snap}'"));
+        // The same row order as `COPY table`: no scan joining another one midway, no
+        // parallel workers (pgbench has no inheritance children nor generated columns,
+        // which a real reader would leave out with `ONLY` and `COPY`'s column list).
+        c.scalar("SET synchronize_seqscans = off");
+        c.scalar("SET max_parallel_workers_per_gather = 0");
         let (a, b) = (pages * i / n as u64, pages * (i + 1) / n as u64);
         let range = if i + 1 == n as u64 {
             format!("ctid >= '({a},0)'")
@@ -206,16 +213,11 @@ fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, 
             format!("ctid >= '({a},0)' AND ctid < '({b},0)'")
         };
         parts.push(c.spawn(vec![format!(
-            "COPY (SELECT * FROM {table} WHERE {range}) TO STDOUT"
+            "COPY (SELECT * FROM ONLY {table} WHERE {range}) TO STDOUT"
         )]));
     }
     let (mut first, h0) = c0.spawn(queries);
-    let password = std::env::var("LIFEBOAT_PASSWORD").unwrap();
-    let storage: DynStorage = Arc::new(LocalStorage::new(&repo_dir));
-    let repo = Repository::open(storage, &password)
-        .unwrap()
-        .into_indexed()
-        .unwrap();
+    let repo = open_repo(&repo_dir);
     let mut w = StreamSnapshotWriter::new(&repo, options(&repo), &NoProgress);
     let mut size = w.add_stream("db/probe.sql", &mut first).unwrap();
     let (blocks, handles): (Vec<Blocks>, Vec<_>) = parts.into_iter().unzip();
@@ -232,7 +234,16 @@ fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, 
     eprintln!("{size} bytes, {:?}", out.snapshot_id);
 }
 
-fn options(repo: &lifeboat_core::repository::IndexedRepository) -> StreamBackupOptions {
+fn open_repo(dir: &str) -> IndexedRepository {
+    let password = std::env::var("LIFEBOAT_PASSWORD").unwrap();
+    let storage: DynStorage = Arc::new(LocalStorage::new(dir));
+    Repository::open(storage, &password)
+        .unwrap()
+        .into_indexed()
+        .unwrap()
+}
+
+fn options(repo: &IndexedRepository) -> StreamBackupOptions {
     // As `lifeboat backup postgres` on a local repository: the repository's compression,
     // one storage connection per core (2 to 4).
     StreamBackupOptions {
@@ -268,12 +279,7 @@ fn main() {
         reader.join().unwrap();
         return;
     }
-    let password = std::env::var("LIFEBOAT_PASSWORD").unwrap();
-    let storage: DynStorage = Arc::new(LocalStorage::new(&repo_dir));
-    let repo = Repository::open(storage, &password)
-        .unwrap()
-        .into_indexed()
-        .unwrap();
+    let repo = open_repo(&repo_dir);
     let mut w = StreamSnapshotWriter::new(&repo, options(&repo), &NoProgress);
     let size = w.add_stream("db/probe.sql", &mut blocks).unwrap();
     reader.join().unwrap();

@@ -1422,8 +1422,9 @@ impl<'a> StreamSnapshotWriter<'a> {
     /// (`db/shop.sql`), with the directories created in the snapshot.
     ///
     /// # Errors
-    /// An invalid or duplicate name; the reader's I/O error (the snapshot is
-    /// not written); a storage error.
+    /// An invalid or duplicate name; the reader's I/O error; a storage error.
+    /// Nothing is added for `name`, and chunks already stored stay unreferenced
+    /// until a prune (a caller that then drops the writer writes no snapshot).
     pub fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> Result<u64> {
         let comps = self.stream_path(name)?;
         let (ids, size) = self
@@ -1436,26 +1437,56 @@ impl<'a> StreamSnapshotWriter<'a> {
 
     /// Store the concatenation of `parts`, in their order, as the file `name`;
     /// returns its size. Each part is read, chunked and hashed on a thread of its
-    /// own, all feeding the same compressors, and the chunk lists are joined: a
-    /// stream whose producer can split it (a table read as page ranges over
-    /// several connections) is read in parallel. The stored bytes are exactly
-    /// those of [`add_stream`](Self::add_stream) on the joined reader; only the
-    /// cut points differ, as every part starts a new chunk.
+    /// own (meant for about one part per core), all feeding the same compressors,
+    /// and the chunk lists are joined: a stream whose producer can split it (a
+    /// table read as page ranges over several connections) is read in parallel.
+    /// The stored bytes are exactly those of [`add_stream`](Self::add_stream) on
+    /// the joined reader; only the cut points differ, as every part starts a new
+    /// chunk.
     ///
     /// # Errors
-    /// As [`add_stream`](Self::add_stream); the first part (in order) whose reader
-    /// failed names the error, and nothing is added for `name`.
+    /// An invalid or duplicate name; the I/O error of the first part, in order,
+    /// whose reader failed; a storage error. Once a part fails, the others get
+    /// an error at their next read (a read already blocked is not interrupted: a
+    /// producer closes its end). Nothing is added for `name`, the writer stays
+    /// usable, and chunks already stored stay unreferenced until a prune.
     pub fn add_stream_parts(
         &mut self,
         name: &str,
         parts: Vec<Box<dyn Read + Send + '_>>,
     ) -> Result<u64> {
+        /// A part that stops reading once another part has failed.
+        struct Cancellable<'c, R> {
+            inner: R,
+            cancelled: &'c AtomicBool,
+        }
+        impl<R: Read> Read for Cancellable<'_, R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.cancelled.load(Ordering::Relaxed) {
+                    return Err(std::io::Error::other(CANCELLED));
+                }
+                self.inner.read(buf)
+            }
+        }
+        const CANCELLED: &str = "another part of the stream failed";
+
         let comps = self.stream_path(name)?;
         let (pipeline, progress) = (&self.pipeline, self.progress);
+        let cancelled = AtomicBool::new(false);
         let chunked: Vec<std::io::Result<(Vec<Id>, u64)>> = std::thread::scope(|scope| {
             let readers: Vec<_> = parts
                 .into_iter()
-                .map(|part| scope.spawn(move || pipeline.chunk_stream(part, progress)))
+                .map(|inner| {
+                    let cancelled = &cancelled;
+                    scope.spawn(move || {
+                        let part = Cancellable { inner, cancelled };
+                        let chunked = pipeline.chunk_stream(part, progress);
+                        if chunked.is_err() {
+                            cancelled.store(true, Ordering::Relaxed);
+                        }
+                        chunked
+                    })
+                })
                 .collect();
             readers
                 .into_iter()
@@ -1466,9 +1497,21 @@ impl<'a> StreamSnapshotWriter<'a> {
                 })
                 .collect()
         });
+        if chunked.iter().any(Result::is_err) {
+            // `chunk_stream` counted each part that it read whole; the stream was not.
+            let counted: u64 = chunked.iter().flatten().map(|(_, n)| n).sum();
+            self.pipeline
+                .bytes_read
+                .fetch_sub(counted, Ordering::Relaxed);
+            let first = chunked
+                .into_iter()
+                .filter_map(Result::err)
+                .find(|e| e.to_string() != CANCELLED)
+                .unwrap_or_else(|| std::io::Error::other(CANCELLED));
+            return Err(Error::io(PathBuf::from(name), first));
+        }
         let (mut ids, mut size) = (Vec::new(), 0);
-        for part in chunked {
-            let (part_ids, part_size) = part.map_err(|e| Error::io(PathBuf::from(name), e))?;
+        for (part_ids, part_size) in chunked.into_iter().flatten() {
             ids.extend(part_ids);
             size += part_size;
         }

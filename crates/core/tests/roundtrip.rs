@@ -713,8 +713,11 @@ fn a_stream_stored_in_parts_reads_back_as_their_concatenation() {
         .collect();
     let whole: Vec<u8> = parts.concat();
     let mut w = StreamSnapshotWriter::new(&repo, StreamBackupOptions::default(), &NoProgress);
+    for (i, part) in parts.iter().enumerate() {
+        w.add_stream(&format!("alone/{i}"), &mut &part[..]).unwrap();
+    }
 
-    /// A part whose reader fails after some bytes, as a dropped connection would.
+    /// A part whose reader fails after `0` bytes, as a dropped connection would.
     struct Failing(usize);
     impl Read for Failing {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -738,6 +741,57 @@ fn a_stream_stored_in_parts_reads_back_as_their_concatenation() {
         "the error names the stream and the part's failure: {err}"
     );
 
+    // A failing part stops the others at their next read: a 1 GiB part reads far less.
+    let read = Arc::new(AtomicUsize::new(0));
+    struct Counting(Arc<AtomicUsize>, std::io::Take<std::io::Repeat>);
+    impl Read for Counting {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.read(buf)?;
+            self.0.fetch_add(n, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+    let long = Counting(read.clone(), std::io::repeat(1).take(1 << 30));
+    let stopped: Vec<Box<dyn Read + Send>> = vec![Box::new(Failing(0)), Box::new(long)];
+    let err = w.add_stream_parts("db/big.sql", stopped).unwrap_err();
+    assert!(
+        err.to_string().contains("connection reset"),
+        "the failure is reported, not the cancellation it caused: {err}"
+    );
+    assert!(
+        read.load(Ordering::Relaxed) < 256 << 20,
+        "the other part stopped early: {} bytes read",
+        read.load(Ordering::Relaxed)
+    );
+
+    // A part that was read whole before another failed counts no bytes read (the
+    // summary below): the failing part waits until the other has seen its end.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    struct Ending<'a>(&'a [u8], Arc<std::sync::atomic::AtomicBool>);
+    impl Read for Ending<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            if n == 0 {
+                self.1.store(true, Ordering::SeqCst);
+            }
+            Ok(n)
+        }
+    }
+    struct FailingAfter(Arc<std::sync::atomic::AtomicBool>);
+    impl Read for FailingAfter {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            while !self.0.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(std::io::Error::other("connection reset"))
+        }
+    }
+    let late: Vec<Box<dyn Read + Send>> = vec![
+        Box::new(Ending(&parts[0], done.clone())),
+        Box::new(FailingAfter(done)),
+    ];
+    assert!(w.add_stream_parts("db/big.sql", late).is_err());
+
     // Nothing was added for the failed name: it can be stored again.
     let readers: Vec<Box<dyn Read + Send>> = parts
         .iter()
@@ -751,6 +805,12 @@ fn a_stream_stored_in_parts_reads_back_as_their_concatenation() {
         "names are checked as for add_stream"
     );
     let out = w.finish(None).unwrap();
+    let summary = out.snapshot.summary.as_ref().unwrap();
+    assert_eq!(summary.total_bytes, 2 * whole.len() as u64);
+    assert_eq!(
+        summary.bytes_read, summary.total_bytes,
+        "failed streams count no bytes read"
+    );
 
     let repo = indexed(tmp.path());
     let id = out.snapshot_id.unwrap();
@@ -762,14 +822,21 @@ fn a_stream_stored_in_parts_reads_back_as_their_concatenation() {
         .read_to_end(&mut back)
         .unwrap();
     assert!(back == whole, "the parts read back joined, in their order");
+    let alone: Vec<_> = (0..parts.len())
+        .flat_map(|i| {
+            let n = walk::find_node(&repo, &id, snap.tree, &format!("alone/{i}")).unwrap();
+            n.content.unwrap()
+        })
+        .collect();
+    assert_eq!(
+        node.content.as_ref().unwrap(),
+        &alone,
+        "each part is chunked as if stored alone: its first chunk starts at its start"
+    );
     let empty = walk::find_node(&repo, &id, snap.tree, "db/empty.sql").unwrap();
     assert_eq!(
         (empty.size, empty.content.as_ref().map(Vec::len)),
         (0, Some(0))
-    );
-    assert!(
-        node.content.as_ref().unwrap().len() >= parts.len(),
-        "every part starts a chunk of its own"
     );
     let report = check::check(&repo, &CheckOptions::default(), &NoProgress).unwrap();
     assert!(report.ok(), "{:?}", report.errors);
