@@ -16,7 +16,8 @@
 //! its pages (`ctid`), on N threads, stored as one stream with
 //! `StreamSnapshotWriter::add_stream_parts`; for a table without inheritance children or
 //! generated columns (pgbench's), the joined rows are byte for byte those of
-//! `COPY schema.table TO STDOUT` in the same snapshot.
+//! `COPY schema.table TO STDOUT` in the same snapshot. `PROBE_PSQL=1` reads the ranges with
+//! `psql` processes instead of connections of the probe's own.
 //!
 //! A measuring tool, not a dump: no schema, no password auth.
 use std::io::{BufReader, Read, Write};
@@ -197,24 +198,45 @@ fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, 
         .parse()
         .unwrap();
     let mut parts = Vec::new();
+    let mut children = Vec::new();
     for i in 0..n as u64 {
-        let mut c = Conn::open(&sock, &db);
-        c.scalar(begin);
-        c.scalar(&format!("SET TRANSACTION SNAPSHOT '{snap}'"));
-        // The same row order as `COPY table`: no scan joining another one midway, no
-        // parallel workers (pgbench has no inheritance children nor generated columns,
-        // which a real reader would leave out with `ONLY` and `COPY`'s column list).
-        c.scalar("SET synchronize_seqscans = off");
-        c.scalar("SET max_parallel_workers_per_gather = 0");
         let (a, b) = (pages * i / n as u64, pages * (i + 1) / n as u64);
         let range = if i + 1 == n as u64 {
             format!("ctid >= '({a},0)'")
         } else {
             format!("ctid >= '({a},0)' AND ctid < '({b},0)'")
         };
-        parts.push(c.spawn(vec![format!(
-            "COPY (SELECT * FROM ONLY {table} WHERE {range}) TO STDOUT"
-        )]));
+        let copy = format!("COPY (SELECT * FROM ONLY {table} WHERE {range}) TO STDOUT");
+        // The same row order as `COPY table`: no scan joining another one midway, no
+        // parallel workers (pgbench has no inheritance children nor generated columns,
+        // which a real reader would leave out with `ONLY` and `COPY`'s column list).
+        let settings = [
+            begin.to_string(),
+            format!("SET TRANSACTION SNAPSHOT '{snap}'"),
+            "SET synchronize_seqscans = off".into(),
+            "SET max_parallel_workers_per_gather = 0".into(),
+        ];
+        if std::env::var_os("PROBE_PSQL").is_some() {
+            // `PROBE_PSQL=1`: each range read by a `psql` (libpq's COPY loop, as
+            // `pg_dump`'s), stdout buffered 1 MiB, read ahead on a thread.
+            let (dir, port) = sock.rsplit_once("/.s.PGSQL.").unwrap();
+            let mut cmd = std::process::Command::new("stdbuf");
+            cmd.args(["-o1M", "psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"]);
+            cmd.args(["-h", dir, "-p", port, "-U", "postgres", "-d", &db]);
+            for q in settings.iter().chain([&copy]) {
+                cmd.args(["-c", q]);
+            }
+            let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().unwrap();
+            parts.push(read_ahead(child.stdout.take().unwrap()));
+            children.push(child);
+            continue;
+        }
+        let mut c = Conn::open(&sock, &db);
+        for q in &settings {
+            c.scalar(q);
+        }
+        let (blocks, h) = c.spawn(vec![copy]);
+        parts.push((blocks, std::thread::spawn(move || drop(h.join().unwrap()))));
     }
     let (mut first, h0) = c0.spawn(queries);
     let repo = open_repo(&repo_dir);
@@ -229,9 +251,40 @@ fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, 
     for h in handles {
         h.join().unwrap();
     }
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "psql failed");
+    }
     drop(h0.join().unwrap());
     let out = w.finish(None).unwrap();
     eprintln!("{size} bytes, {:?}", out.snapshot_id);
+}
+
+/// A pipe read on a thread of its own into 1 MiB blocks, up to 64 ahead.
+fn read_ahead(mut pipe: impl Read + Send + 'static) -> (Blocks, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
+    let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
+    let h = std::thread::spawn(move || loop {
+        let mut block = spent_rx.try_recv().unwrap_or_else(|_| vec![0; BLOCK]);
+        block.resize(BLOCK, 0);
+        let mut n = 0;
+        while n < BLOCK {
+            match pipe.read(&mut block[n..]).unwrap() {
+                0 => break,
+                m => n += m,
+            }
+        }
+        block.truncate(n);
+        if n == 0 || tx.send(block).is_err() || n < BLOCK {
+            return;
+        }
+    });
+    let blocks = Blocks {
+        rx,
+        spent: spent_tx,
+        cur: Vec::new(),
+        pos: 0,
+    };
+    (blocks, h)
 }
 
 fn open_repo(dir: &str) -> IndexedRepository {
