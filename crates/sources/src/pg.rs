@@ -29,6 +29,7 @@
 
 pub mod physical;
 pub(crate) mod plain;
+pub mod wire;
 
 use std::ffi::OsString;
 use std::io::{BufReader, Cursor, Read};
