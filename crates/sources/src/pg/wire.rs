@@ -25,6 +25,7 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
+use super::PgConnection;
 use crate::{Error, Result, Secret};
 
 /// Where a [`WireConn`] connects.
@@ -65,6 +66,142 @@ pub struct WireTarget {
     pub password: Option<Secret>,
     /// More startup parameters (`client_encoding`, `DateStyle`, `application_name`, …).
     pub parameters: Vec<(String, String)>,
+}
+
+impl WireTarget {
+    /// The target libpq would connect to for `conn` and database `db`, reading libpq's
+    /// variables with `env` (the process environment in [`from_connection`]), or why this
+    /// client cannot connect as libpq would, so that the caller keeps `pg_dump` alone.
+    ///
+    /// Settings come as the tools get them: `conn`'s fields, then `conn.env` (variables
+    /// from a URL), then `env`. Refused: several hosts, `PGHOSTADDR`, abstract sockets,
+    /// TCP unless `sslmode=disable` (libpq's default `prefer` would use TLS where the
+    /// server offers it), `PGREQUIRESSL`, `gssencmode=require`, `channel_binding=require`,
+    /// service files, `target_session_attrs` other than `any`. A password only in a
+    /// `.pgpass` file is not read: the server's request for it fails the connection, and
+    /// the caller falls back the same way. Without a host, libpq's compiled-in socket
+    /// directory is guessed: `/var/run/postgresql` (Debian's, Fedora's) where it exists,
+    /// else `/tmp` (PostgreSQL's own); a wrong guess fails to connect, and falls back.
+    ///
+    /// [`from_connection`]: Self::from_connection
+    ///
+    /// # Errors
+    /// The reason, naming the setting.
+    pub fn from_settings(
+        conn: &PgConnection,
+        db: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> std::result::Result<WireTarget, String> {
+        let var = |name: &str| -> Option<String> {
+            conn.env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| env(name))
+                .filter(|v| !v.is_empty())
+        };
+        for (name, why) in [
+            ("PGHOSTADDR", "a host address (hostaddr)"),
+            ("PGSERVICE", "a service (PGSERVICE)"),
+            ("PGSERVICEFILE", "a service file (PGSERVICEFILE)"),
+        ] {
+            if var(name).is_some() {
+                return Err(format!("{why} is set"));
+            }
+        }
+        if var("PGREQUIRESSL").as_deref() == Some("1") {
+            return Err("PGREQUIRESSL asks for TLS".into());
+        }
+        if var("PGGSSENCMODE").as_deref() == Some("require") {
+            return Err("gssencmode=require asks for GSSAPI encryption".into());
+        }
+        if var("PGCHANNELBINDING").as_deref() == Some("require") {
+            return Err("channel_binding=require needs TLS".into());
+        }
+        if let Some(attrs) = var("PGTARGETSESSIONATTRS").filter(|a| a != "any") {
+            return Err(format!("target_session_attrs={attrs}"));
+        }
+        let port = match conn.port {
+            Some(p) => p,
+            None => match var("PGPORT") {
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| format!("PGPORT {p:?} is not a port"))?,
+                None => 5432,
+            },
+        };
+        let host = conn
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| var("PGHOST"));
+        let address = match host {
+            Some(h) if h.contains(',') => return Err(format!("several hosts ({h})")),
+            Some(h) if h.starts_with('@') => return Err(format!("an abstract socket ({h})")),
+            Some(h) if h.starts_with('/') => WireAddress::socket(h, port),
+            Some(h) => {
+                let mode = var("PGSSLMODE").unwrap_or_else(|| "prefer".into());
+                if mode != "disable" {
+                    return Err(format!(
+                        "TCP to {h} with sslmode={mode}: libpq may use TLS, which this client does not speak"
+                    ));
+                }
+                WireAddress::Tcp(h, port)
+            }
+            None => {
+                let debian = std::path::Path::new("/var/run/postgresql");
+                WireAddress::socket(
+                    if debian.is_dir() {
+                        debian
+                    } else {
+                        std::path::Path::new("/tmp")
+                    },
+                    port,
+                )
+            }
+        };
+        let user = match conn.user.clone().or_else(|| var("PGUSER")) {
+            Some(u) => u,
+            None => nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .ok_or("no user name: PGUSER is unset and the effective user has no name")?,
+        };
+        let password = conn
+            .password
+            .clone()
+            .or_else(|| var("PGPASSWORD").map(Secret::new));
+        let mut parameters = Vec::new();
+        for (variable, parameter) in [
+            ("PGOPTIONS", "options"),
+            ("PGAPPNAME", "application_name"),
+            ("PGCLIENTENCODING", "client_encoding"),
+        ] {
+            if let Some(v) = var(variable) {
+                parameters.push((parameter.to_string(), v));
+            }
+        }
+        Ok(WireTarget {
+            address,
+            user,
+            database: db.to_string(),
+            password,
+            parameters,
+        })
+    }
+
+    /// [`from_settings`](Self::from_settings) with the process environment.
+    ///
+    /// # Errors
+    /// As [`from_settings`](Self::from_settings).
+    pub fn from_connection(
+        conn: &PgConnection,
+        db: &str,
+    ) -> std::result::Result<WireTarget, String> {
+        Self::from_settings(conn, db, |name| std::env::var(name).ok())
+    }
 }
 
 enum Stream {
@@ -437,5 +574,132 @@ impl Read for CopyOut<'_> {
         buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(
+        conn: &PgConnection,
+        env: &[(&str, &str)],
+    ) -> std::result::Result<WireTarget, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        WireTarget::from_settings(conn, "shop", move |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn settings_map_as_libpq_reads_them() {
+        let conn = PgConnection {
+            host: Some("/run/pg".into()),
+            user: Some("ann".into()),
+            password: Some(Secret::new("pw")),
+            ..Default::default()
+        };
+        let t = target(&conn, &[("PGPORT", "6543"), ("PGAPPNAME", "lifeboat")]).unwrap();
+        assert_eq!(
+            t.address,
+            WireAddress::Socket("/run/pg/.s.PGSQL.6543".into())
+        );
+        assert_eq!((t.user.as_str(), t.database.as_str()), ("ann", "shop"));
+        assert_eq!(t.password.unwrap().expose(), "pw");
+        assert_eq!(
+            t.parameters,
+            vec![("application_name".into(), "lifeboat".into())]
+        );
+
+        // Fields win over the environment; a URL's variables (conn.env) over the process's.
+        let conn = PgConnection {
+            port: Some(7000),
+            env: vec![
+                ("PGHOST".into(), "db.internal".into()),
+                ("PGSSLMODE".into(), "disable".into()),
+            ],
+            ..Default::default()
+        };
+        let t = target(
+            &conn,
+            &[
+                ("PGHOST", "/elsewhere"),
+                ("PGPORT", "1"),
+                ("PGUSER", "bob"),
+                ("PGPASSWORD", "env-pw"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.address, WireAddress::Tcp("db.internal".into(), 7000));
+        assert_eq!(t.user, "bob");
+        assert_eq!(t.password.unwrap().expose(), "env-pw");
+
+        let t = target(&PgConnection::default(), &[("PGUSER", "carl")]).unwrap();
+        assert!(
+            matches!(&t.address, WireAddress::Socket(p) if p.ends_with(".s.PGSQL.5432")),
+            "{:?}",
+            t.address
+        );
+    }
+
+    #[test]
+    fn what_this_client_cannot_do_as_libpq_falls_back_with_the_reason() {
+        let tcp = PgConnection {
+            host: Some("db.internal".into()),
+            user: Some("ann".into()),
+            ..Default::default()
+        };
+        for (conn, env, reason) in [
+            (&tcp, vec![], "sslmode=prefer"),
+            (&tcp, vec![("PGSSLMODE", "require")], "sslmode=require"),
+            (
+                &tcp,
+                vec![("PGSSLMODE", "disable"), ("PGREQUIRESSL", "1")],
+                "PGREQUIRESSL",
+            ),
+            (
+                &tcp,
+                vec![("PGSSLMODE", "disable"), ("PGHOSTADDR", "10.0.0.1")],
+                "hostaddr",
+            ),
+            (&tcp, vec![("PGSERVICE", "prod")], "PGSERVICE"),
+            (&tcp, vec![("PGGSSENCMODE", "require")], "gssencmode"),
+            (
+                &tcp,
+                vec![("PGCHANNELBINDING", "require")],
+                "channel_binding",
+            ),
+            (
+                &tcp,
+                vec![("PGTARGETSESSIONATTRS", "read-write")],
+                "target_session_attrs",
+            ),
+            (&tcp, vec![("PGPORT", "x")], "PGPORT"),
+        ] {
+            let err = target(conn, &env).unwrap_err();
+            assert!(err.contains(reason), "{env:?}: {err}");
+        }
+        let several = PgConnection {
+            host: Some("/a,/b".into()),
+            ..Default::default()
+        };
+        assert!(target(&several, &[]).unwrap_err().contains("several hosts"));
+        let abstract_socket = PgConnection {
+            host: Some("@pg".into()),
+            ..Default::default()
+        };
+        assert!(target(&abstract_socket, &[])
+            .unwrap_err()
+            .contains("abstract"));
+        // A Unix socket needs no TLS whatever sslmode says (libpq does not use it there).
+        let socket = PgConnection {
+            host: Some("/run/pg".into()),
+            user: Some("ann".into()),
+            ..Default::default()
+        };
+        assert!(target(&socket, &[("PGSSLMODE", "prefer")]).is_ok());
     }
 }
