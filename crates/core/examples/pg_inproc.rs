@@ -92,6 +92,17 @@ struct Blocks {
     pos: usize,
 }
 
+impl Blocks {
+    fn new(rx: mpsc::Receiver<Vec<u8>>, spent: mpsc::Sender<Vec<u8>>) -> Blocks {
+        Blocks {
+            rx,
+            spent,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
 impl Read for Blocks {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.pos == self.cur.len() {
@@ -170,13 +181,7 @@ impl Conn {
             }
             self
         });
-        let blocks = Blocks {
-            rx,
-            spent: spent_tx,
-            cur: Vec::new(),
-            pos: 0,
-        };
-        (blocks, h)
+        (Blocks::new(rx, spent_tx), h)
     }
 }
 
@@ -278,13 +283,7 @@ fn read_ahead(mut pipe: impl Read + Send + 'static) -> (Blocks, std::thread::Joi
             return;
         }
     });
-    let blocks = Blocks {
-        rx,
-        spent: spent_tx,
-        cur: Vec::new(),
-        pos: 0,
-    };
-    (blocks, h)
+    (Blocks::new(rx, spent_tx), h)
 }
 
 fn open_repo(dir: &str) -> IndexedRepository {

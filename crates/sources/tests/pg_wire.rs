@@ -116,11 +116,61 @@ fn copy_out_reads_what_psql_reads_and_errors_leave_the_connection_usable() {
         .unwrap();
     let mut partial = Vec::new();
     let err = copy.read_to_end(&mut partial).unwrap_err().to_string();
-    assert!(err.contains("22012"), "{err}");
+    assert!(
+        err.contains("22012")
+            && err.contains("`COPY (SELECT 1 / (g - 15000)")
+            && err.contains(r#"database "postgres""#),
+        "{err}"
+    );
+    assert!(
+        !partial.is_empty(),
+        "the rows before the error came through"
+    );
+    assert!(
+        copy.read(&mut [0u8; 16]).is_err(),
+        "and the reader keeps failing"
+    );
+    drop(copy);
     assert_eq!(
         conn.query("SELECT 2").unwrap(),
         vec![vec![Some("2".into())]]
     );
+
+    // What this client does not do fails, and the connection stays usable.
+    let err = conn
+        .copy_out("COPY odd FROM STDIN")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("FROM STDIN"), "{err}");
+    let err = conn.query("COPY odd TO STDOUT").unwrap_err().to_string();
+    assert!(err.contains("no rows were expected"), "{err}");
+    let mut two = Vec::new();
+    let err = conn
+        .copy_out("COPY odd TO STDOUT; COPY odd TO STDOUT")
+        .unwrap()
+        .read_to_end(&mut two)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("one COPY per request"), "{err}");
+    assert_eq!(
+        conn.query("SELECT 4").unwrap(),
+        vec![vec![Some("4".into())]]
+    );
+
+    // Notices in the middle of the rows are not rows.
+    conn.query(
+        "CREATE FUNCTION noisy(int) RETURNS int LANGUAGE plpgsql AS
+         $$ BEGIN IF $1 % 1000 = 0 THEN RAISE NOTICE 'at %', $1; END IF; RETURN $1; END $$",
+    )
+    .unwrap();
+    let noisy = "COPY (SELECT noisy(g) FROM generate_series(1, 50000) g) TO STDOUT";
+    let mut rows = Vec::new();
+    conn.copy_out(noisy)
+        .unwrap()
+        .read_to_end(&mut rows)
+        .unwrap();
+    assert!(rows == psql_copy(&pg, "postgres", noisy));
 
     // A reader dropped before its end leaves the connection unusable, and says so.
     let mut copy = conn.copy_out("COPY odd TO STDOUT").unwrap();
@@ -129,6 +179,62 @@ fn copy_out_reads_what_psql_reads_and_errors_leave_the_connection_usable() {
     drop(copy);
     let err = conn.query("SELECT 3").unwrap_err().to_string();
     assert!(err.contains("abandoned"), "{err}");
+}
+
+#[test]
+fn server_errors_that_end_the_session_are_reported_as_the_server_gave_them() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    let err = WireConn::connect(&socket_target(&pg, "no_such_db"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("3D000") && err.contains(r#"database "no_such_db" does not exist"#),
+        "a FATAL error after authentication: {err}"
+    );
+
+    // The target the tools' settings give connects.
+    let settings = lifeboat_sources::pg::PgConnection {
+        host: Some(pg.socket_dir().display().to_string()),
+        port: Some(pg.port()),
+        user: Some("postgres".into()),
+        ..Default::default()
+    };
+    let target = WireTarget::from_settings(&settings, "postgres", |_| None).unwrap();
+    let mut conn = WireConn::connect(&target).unwrap();
+    let pid = conn.query("SELECT pg_backend_pid()").unwrap()[0][0]
+        .clone()
+        .unwrap();
+
+    // The session ended by an administrator in the middle of a COPY.
+    let mut copy = conn
+        .copy_out("COPY (SELECT g, repeat('x', 2000), pg_sleep(0.001) FROM generate_series(1, 100000) g) TO STDOUT")
+        .unwrap();
+    let mut first = [0u8; 64];
+    copy.read_exact(&mut first).unwrap();
+    // Ended while the backend is producing rows, not while it waits on a full socket (then
+    // it would close without a word, as PostgreSQL does): this side keeps reading.
+    let terminate = std::thread::spawn({
+        let sql = format!("SELECT pg_terminate_backend({pid})");
+        let psql = pg.bin_dir().join("psql");
+        let env = pg.env();
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let out = Command::new(psql)
+                .args(["-X", "-q", "-d", "postgres", "-c", &sql])
+                .envs(env)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+    });
+    let err = std::io::copy(&mut copy, &mut std::io::sink())
+        .unwrap_err()
+        .to_string();
+    terminate.join().unwrap();
+    assert!(err.contains("57P01"), "{err}");
+    drop(copy);
+    assert!(conn.query("SELECT 1").is_err(), "the connection is gone");
 }
 
 #[test]

@@ -73,15 +73,19 @@ impl WireTarget {
     /// variables with `env` (the process environment in [`from_connection`]), or why this
     /// client cannot connect as libpq would, so that the caller keeps `pg_dump` alone.
     ///
-    /// Settings come as the tools get them: `conn`'s fields, then `conn.env` (variables
-    /// from a URL), then `env`. Refused: several hosts, `PGHOSTADDR`, abstract sockets,
-    /// TCP unless `sslmode=disable` (libpq's default `prefer` would use TLS where the
-    /// server offers it), `PGREQUIRESSL`, `gssencmode=require`, `channel_binding=require`,
-    /// service files, `target_session_attrs` other than `any`. A password only in a
-    /// `.pgpass` file is not read: the server's request for it fails the connection, and
-    /// the caller falls back the same way. Without a host, libpq's compiled-in socket
-    /// directory is guessed: `/var/run/postgresql` (Debian's, Fedora's) where it exists,
-    /// else `/tmp` (PostgreSQL's own); a wrong guess fails to connect, and falls back.
+    /// Settings are read as the tools get them (`PgConnection::command`): `conn.env`
+    /// (variables from a URL), then `conn`'s fields, then `env`; an empty value means
+    /// libpq's default. Refused: several hosts, `PGHOSTADDR`, abstract sockets, TCP unless
+    /// both `sslmode` and `gssencmode` are `disable` (libpq's defaults, `prefer`, encrypt
+    /// where the server offers it), `PGREQUIRESSL`, `require_auth`, `channel_binding=require`,
+    /// protocol version bounds, service files, `target_session_attrs` other than `any`,
+    /// `client_encoding=auto`. A password only in a `.pgpass` file is not read: the
+    /// server's request for it fails the connection, and the caller falls back the same
+    /// way. Without a host, libpq's compiled-in socket directory is guessed:
+    /// `/var/run/postgresql` (Debian's, Fedora's) where it exists, else `/tmp`
+    /// (PostgreSQL's own). A wrong guess usually fails to connect, but may reach another
+    /// cluster on the same port: a caller must check that this connection reaches the
+    /// server `pg_dump` reads (its snapshot, exported here, is only importable there).
     ///
     /// [`from_connection`]: Self::from_connection
     ///
@@ -92,19 +96,27 @@ impl WireTarget {
         db: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> std::result::Result<WireTarget, String> {
-        let var = |name: &str| -> Option<String> {
+        // As the tools see a variable: a URL's value, else the field, else the process's.
+        let layered = |name: &str, field: Option<String>| -> Option<String> {
             conn.env
                 .iter()
                 .rev()
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
+                .or(field)
                 .or_else(|| env(name))
-                .filter(|v| !v.is_empty())
         };
+        let var = |name: &str| layered(name, None).filter(|v| !v.is_empty());
         for (name, why) in [
             ("PGHOSTADDR", "a host address (hostaddr)"),
             ("PGSERVICE", "a service (PGSERVICE)"),
             ("PGSERVICEFILE", "a service file (PGSERVICEFILE)"),
+            (
+                "PGREQUIREAUTH",
+                "require_auth, which this client does not enforce,",
+            ),
+            ("PGMINPROTOCOLVERSION", "a minimum protocol version"),
+            ("PGMAXPROTOCOLVERSION", "a maximum protocol version"),
         ] {
             if var(name).is_some() {
                 return Err(format!("{why} is set"));
@@ -122,46 +134,42 @@ impl WireTarget {
         if let Some(attrs) = var("PGTARGETSESSIONATTRS").filter(|a| a != "any") {
             return Err(format!("target_session_attrs={attrs}"));
         }
-        let port = match conn.port {
-            Some(p) => p,
-            None => match var("PGPORT") {
+        if var("PGCLIENTENCODING").as_deref() == Some("auto") {
+            return Err("client_encoding=auto (chosen from the locale by libpq)".into());
+        }
+        let port =
+            match layered("PGPORT", conn.port.map(|p| p.to_string())).filter(|p| !p.is_empty()) {
                 Some(p) => p
                     .parse()
                     .map_err(|_| format!("PGPORT {p:?} is not a port"))?,
                 None => 5432,
-            },
-        };
-        let host = conn
-            .host
-            .clone()
-            .filter(|h| !h.is_empty())
-            .or_else(|| var("PGHOST"));
-        let address = match host {
+            };
+        let address = match layered("PGHOST", conn.host.clone()).filter(|h| !h.is_empty()) {
             Some(h) if h.contains(',') => return Err(format!("several hosts ({h})")),
             Some(h) if h.starts_with('@') => return Err(format!("an abstract socket ({h})")),
             Some(h) if h.starts_with('/') => WireAddress::socket(h, port),
             Some(h) => {
-                let mode = var("PGSSLMODE").unwrap_or_else(|| "prefer".into());
-                if mode != "disable" {
-                    return Err(format!(
-                        "TCP to {h} with sslmode={mode}: libpq may use TLS, which this client does not speak"
-                    ));
+                for (name, setting) in [("PGSSLMODE", "sslmode"), ("PGGSSENCMODE", "gssencmode")] {
+                    let mode = var(name).unwrap_or_else(|| "prefer".into());
+                    if mode != "disable" {
+                        return Err(format!(
+                            "TCP to {h} with {setting}={mode}: libpq may encrypt, which this client does not"
+                        ));
+                    }
                 }
                 WireAddress::Tcp(h, port)
             }
             None => {
                 let debian = std::path::Path::new("/var/run/postgresql");
-                WireAddress::socket(
-                    if debian.is_dir() {
-                        debian
-                    } else {
-                        std::path::Path::new("/tmp")
-                    },
-                    port,
-                )
+                let dir = if debian.is_dir() {
+                    debian
+                } else {
+                    std::path::Path::new("/tmp")
+                };
+                WireAddress::socket(dir, port)
             }
         };
-        let user = match conn.user.clone().or_else(|| var("PGUSER")) {
+        let user = match layered("PGUSER", conn.user.clone()).filter(|u| !u.is_empty()) {
             Some(u) => u,
             None => nix::unistd::User::from_uid(nix::unistd::geteuid())
                 .ok()
@@ -169,15 +177,20 @@ impl WireTarget {
                 .map(|u| u.name)
                 .ok_or("no user name: PGUSER is unset and the effective user has no name")?,
         };
-        let password = conn
-            .password
-            .clone()
-            .or_else(|| var("PGPASSWORD").map(Secret::new));
+        let password = layered(
+            "PGPASSWORD",
+            conn.password.as_ref().map(|p| p.expose().to_string()),
+        )
+        .filter(|p| !p.is_empty())
+        .map(Secret::new);
         let mut parameters = Vec::new();
         for (variable, parameter) in [
             ("PGOPTIONS", "options"),
             ("PGAPPNAME", "application_name"),
             ("PGCLIENTENCODING", "client_encoding"),
+            ("PGDATESTYLE", "DateStyle"),
+            ("PGTZ", "TimeZone"),
+            ("PGGEQO", "geqo"),
         ] {
             if let Some(v) = var(variable) {
                 parameters.push((parameter.to_string(), v));
@@ -244,14 +257,23 @@ impl Write for Stream {
 pub struct WireConn {
     w: Stream,
     r: BufReader<Stream>,
-    /// `database "x" at /run/postgresql/.s.PGSQL.5432`, for errors.
+    /// `database "x" as "u" at /run/postgresql/.s.PGSQL.5432`, for errors.
     what: String,
-    /// Set while a [`CopyOut`] was dropped before its end: the connection is unusable.
+    /// Set from each request until its `ReadyForQuery` has been read: a connection left in
+    /// between (an abandoned `COPY`, a broken message, a closed socket) refuses queries.
     broken: bool,
 }
 
-/// A server's `ErrorResponse` as an I/O error: severity, SQLSTATE, message and detail.
-fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> io::Error {
+/// The largest message other than rows that this client accepts (libpq's limit for most
+/// types is 30,000 bytes); a row (`CopyData`, `DataRow`) may be up to PostgreSQL's 1 GiB.
+const MAX_MESSAGE: usize = 1 << 20;
+const MAX_ROW: usize = (1 << 30) + (1 << 20);
+
+/// A server's `ErrorResponse` as an I/O error (severity, SQLSTATE, message and detail), and
+/// whether the server ends the session with it (FATAL, PANIC).
+fn server_error(
+    body: &postgres_protocol::message::backend::ErrorResponseBody,
+) -> (io::Error, bool) {
     let (mut severity, mut code, mut message, mut detail) = (
         String::from("ERROR"),
         String::new(),
@@ -270,7 +292,11 @@ fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -
             _ => {}
         }
     }
-    io::Error::other(format!("{severity} {code}: {message}{detail}"))
+    let fatal = severity == "FATAL" || severity == "PANIC";
+    (
+        io::Error::other(format!("{severity} {code}: {message}{detail}")),
+        fatal,
+    )
 }
 
 impl WireConn {
@@ -278,8 +304,9 @@ impl WireConn {
     ///
     /// # Errors
     /// [`Error::Io`] naming the database and the address: the connection failed, the
-    /// server refused (its message), or it asked for a password none was given for, or
-    /// for a method this client does not speak (GSSAPI, SSPI).
+    /// server refused (its message: a wrong password, a database that does not exist),
+    /// or it asked for a password none was given for, or for a method this client does
+    /// not speak.
     pub fn connect(target: &WireTarget) -> Result<WireConn> {
         let what = format!(
             "database {:?} as {:?} at {}",
@@ -302,7 +329,7 @@ impl WireConn {
             w: stream,
             r,
             what: what.clone(),
-            broken: false,
+            broken: true,
         };
         conn.startup(target).map_err(io_err)?;
         Ok(conn)
@@ -314,19 +341,31 @@ impl WireConn {
         self.w.write_all(&buf)
     }
 
-    /// The next message, its header read first; `CopyData` bodies land in `rows` (appended)
-    /// and come back as `None`, every other message parsed.
+    /// The next message, its header read first; `CopyData` bodies land in `rows` (appended;
+    /// nothing is left there when reading one fails) and come back as `None`, every other
+    /// message parsed.
     fn next(&mut self, rows: &mut Vec<u8>) -> io::Result<Option<Message>> {
         let mut header = [0u8; 5];
         self.r.read_exact(&mut header)?;
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let body = len
-            .checked_sub(4)
-            .ok_or_else(|| io::Error::other("invalid message length from the server"))?;
+        let limit = if matches!(header[0], b'd' | b'D') {
+            MAX_ROW
+        } else {
+            MAX_MESSAGE
+        };
+        let body = len.checked_sub(4).filter(|&b| b <= limit).ok_or_else(|| {
+            io::Error::other(format!(
+                "a message of type {:?} with length {len} from the server",
+                header[0] as char
+            ))
+        })?;
         if header[0] == b'd' {
             let at = rows.len();
             rows.resize(at + body, 0);
-            self.r.read_exact(&mut rows[at..])?;
+            if let Err(e) = self.r.read_exact(&mut rows[at..]) {
+                rows.truncate(at);
+                return Err(e);
+            }
             return Ok(None);
         }
         let mut buf = BytesMut::with_capacity(5 + body);
@@ -339,14 +378,32 @@ impl WireConn {
         }
     }
 
-    /// The next message that is not a notice or a parameter report.
+    /// The next message that is not a notice, a parameter report or a notification.
     fn next_message(&mut self) -> io::Result<Message> {
         loop {
             match self.next(&mut Vec::new())? {
-                Some(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => {}
+                Some(
+                    Message::NoticeResponse(_)
+                    | Message::ParameterStatus(_)
+                    | Message::NotificationResponse(_),
+                ) => {}
+                Some(Message::ErrorResponse(e)) => {
+                    // The server ends the request; a FATAL one the session too.
+                    let (err, _) = server_error(&e);
+                    return Err(self.finish_request(err));
+                }
                 Some(m) => return Ok(m),
                 None => return Err(io::Error::other("unexpected COPY data from the server")),
             }
+        }
+    }
+
+    /// After an error from the server: read on to `ReadyForQuery` (the connection is
+    /// usable again) and return the error; when the server closed the session instead
+    /// (FATAL), the same error.
+    fn finish_request(&mut self, err: io::Error) -> io::Error {
+        match self.until_ready(&mut None) {
+            Ok(()) | Err(_) => err,
         }
     }
 
@@ -375,26 +432,25 @@ impl WireConn {
                 }
                 Message::AuthenticationSasl(body) => {
                     let mut mechanisms = body.mechanisms();
-                    let mut scram = false;
+                    let mut offered = Vec::new();
                     while let Some(m) = mechanisms.next()? {
-                        scram |= m == sasl::SCRAM_SHA_256;
+                        offered.push(m.to_string());
                     }
-                    if !scram {
-                        return Err(io::Error::other(
-                            "the server offers no SASL mechanism but SCRAM-SHA-256 with channel binding, which needs TLS",
-                        ));
+                    if !offered.iter().any(|m| m == sasl::SCRAM_SHA_256) {
+                        return Err(io::Error::other(format!(
+                            "the server offers SASL mechanisms {offered:?}, of which this client speaks none (it has SCRAM-SHA-256 without channel binding)"
+                        )));
                     }
                     self.scram(password()?)?;
                 }
-                Message::ErrorResponse(e) => return Err(server_error(&e)),
                 _ => {
                     return Err(io::Error::other(
-                        "the server asks for an authentication method this client does not speak (GSSAPI, SSPI)",
+                        "the server asks for an authentication method this client does not speak (GSSAPI, SSPI, Kerberos, SCM credentials)",
                     ))
                 }
             }
         }
-        self.until_ready(&mut Vec::new(), &mut None).map(drop)
+        self.until_ready(&mut None)
     }
 
     fn scram(&mut self, password: &[u8]) -> io::Result<()> {
@@ -402,30 +458,33 @@ impl WireConn {
         self.send(|b| frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), b))?;
         match self.next_message()? {
             Message::AuthenticationSaslContinue(body) => scram.update(body.data())?,
-            Message::ErrorResponse(e) => return Err(server_error(&e)),
             _ => return Err(io::Error::other("unexpected message during SCRAM")),
         }
         self.send(|b| frontend::sasl_response(scram.message(), b))?;
         match self.next_message()? {
             Message::AuthenticationSaslFinal(body) => scram.finish(body.data()),
-            Message::ErrorResponse(e) => Err(server_error(&e)),
             _ => Err(io::Error::other("unexpected message during SCRAM")),
         }
     }
 
-    /// Reads up to `ReadyForQuery`: rows of every `DataRow` into `rows` (text, `None` for
-    /// NULL), the first error kept and returned after the server is ready again.
-    fn until_ready(
-        &mut self,
-        copy: &mut Vec<u8>,
-        rows: &mut Option<&mut Vec<Vec<Option<String>>>>,
-    ) -> io::Result<()> {
-        let mut failed = None;
+    /// Reads up to `ReadyForQuery`, which makes the connection usable again: the rows of
+    /// every `DataRow` into `rows` (text, `None` for NULL). The first error is returned
+    /// after that, or when the server closed the session instead (FATAL). A `COPY` it
+    /// meets is an error (its rows are read and dropped; one asking for rows is failed).
+    fn until_ready(&mut self, rows: &mut Option<&mut Vec<Vec<Option<String>>>>) -> io::Result<()> {
+        let mut failed: Option<io::Error> = None;
+        let mut scratch = Vec::new();
         loop {
-            match self.next(copy)? {
+            let message = match self.next(&mut scratch) {
+                Ok(m) => m,
+                // A FATAL error comes with the end of the session: report the error.
+                Err(e) => return Err(failed.unwrap_or(e)),
+            };
+            scratch.clear();
+            match message {
                 Some(Message::ReadyForQuery(_)) => break,
                 Some(Message::ErrorResponse(e)) => {
-                    failed.get_or_insert(server_error(&e));
+                    failed.get_or_insert(server_error(&e).0);
                 }
                 Some(Message::DataRow(row)) => {
                     if let Some(rows) = rows.as_mut() {
@@ -439,12 +498,20 @@ impl WireConn {
                     }
                 }
                 Some(Message::CopyInResponse(_)) => {
-                    // Not for this client: end it so that the connection stays usable.
                     self.send(|b| frontend::copy_fail("COPY FROM is not supported here", b))?;
+                    failed.get_or_insert(io::Error::other(
+                        "a COPY … FROM STDIN, which this client does not send",
+                    ));
+                }
+                Some(Message::CopyOutResponse(_)) => {
+                    failed.get_or_insert(io::Error::other(
+                        "a COPY … TO STDOUT where no rows were expected (one COPY per request, in copy_out)",
+                    ));
                 }
                 _ => {}
             }
         }
+        self.broken = false;
         failed.map_or(Ok(()), Err)
     }
 
@@ -452,22 +519,26 @@ impl WireConn {
         if self.broken {
             return Err(Error::Io {
                 context: self.what.clone(),
-                source: io::Error::other("a COPY was abandoned on this connection"),
+                source: io::Error::other(
+                    "the connection was left in the middle of a request (an abandoned COPY, or a failed read)",
+                ),
             });
         }
         Ok(())
     }
 
-    /// Run `sql` (one or more statements) and return the rows of its results, as text.
+    /// Run `sql` (one or more statements, no `COPY`) and return the rows of its results,
+    /// as text, all in memory.
     ///
     /// # Errors
     /// [`Error::Io`] naming the statement and the database: the server's error (severity,
-    /// SQLSTATE, message); the connection stays usable after it.
+    /// SQLSTATE, message), after which the connection stays usable; a `COPY`.
     pub fn query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         self.usable()?;
         let mut rows = Vec::new();
+        self.broken = true;
         self.send(|b| frontend::query(sql, b))
-            .and_then(|()| self.until_ready(&mut Vec::new(), &mut Some(&mut rows)))
+            .and_then(|()| self.until_ready(&mut Some(&mut rows)))
             .map_err(|source| Error::Io {
                 context: format!("{} in {}", short(sql), self.what),
                 source,
@@ -475,34 +546,40 @@ impl WireConn {
         Ok(rows)
     }
 
-    /// Start `sql`, a `COPY … TO STDOUT`, and return its rows as a reader.
+    /// Start `sql`, one `COPY … TO STDOUT`, and return its rows as a reader.
     ///
     /// # Errors
     /// As [`query`](Self::query); also when `sql` is not a `COPY … TO STDOUT`.
     pub fn copy_out(&mut self, sql: &str) -> Result<CopyOut<'_>> {
         self.usable()?;
         let context = format!("{} in {}", short(sql), self.what);
+        self.broken = true;
         let started = self.send(|b| frontend::query(sql, b)).and_then(|()| loop {
             match self.next_message()? {
                 Message::CopyOutResponse(_) => return Ok(()),
-                Message::ErrorResponse(e) => {
-                    let err = server_error(&e);
-                    self.until_ready(&mut Vec::new(), &mut None)?;
-                    return Err(err);
+                Message::CopyInResponse(_) => {
+                    self.send(|b| frontend::copy_fail("COPY FROM is not supported here", b))?;
+                    let err = io::Error::other("a COPY … FROM STDIN, not TO STDOUT");
+                    return Err(self.finish_request(err));
                 }
                 Message::ReadyForQuery(_) => {
-                    return Err(io::Error::other("the statement is not a COPY … TO STDOUT"))
+                    self.broken = false;
+                    return Err(io::Error::other("the statement is not a COPY … TO STDOUT"));
                 }
                 _ => {}
             }
         });
-        started.map_err(|source| Error::Io { context, source })?;
-        self.broken = true;
+        started.map_err(|source| Error::Io {
+            context: context.clone(),
+            source,
+        })?;
         Ok(CopyOut {
             conn: self,
+            context,
             pending: Vec::new(),
             pos: 0,
             done: false,
+            failed: None,
         })
     }
 }
@@ -520,43 +597,61 @@ fn short(sql: &str) -> String {
 /// row). Read it to the end to use the connection again.
 pub struct CopyOut<'c> {
     conn: &'c mut WireConn,
+    /// The statement and the database, for errors.
+    context: String,
     pending: Vec<u8>,
     pos: usize,
     done: bool,
+    /// Once reading failed, every later read fails the same way.
+    failed: Option<String>,
 }
 
 impl CopyOut<'_> {
-    /// Append whole rows to `buf` until it holds at least `want` bytes or the `COPY` ends;
-    /// returns false once it has ended (and the connection is ready again).
+    /// Append whole rows to `buf` until it holds at least `want` bytes (one row may take it
+    /// past that, by up to a row's size) or the `COPY` ends; returns false once it has
+    /// ended and the connection is ready again.
     ///
     /// # Errors
-    /// The server's error (the connection stays usable), or the connection's.
+    /// The server's error (the connection stays usable), or the connection's; each names
+    /// the statement and the database, and the reader fails the same way from then on.
+    /// Rows that came before the error are in `buf`.
     pub fn read_rows(&mut self, buf: &mut Vec<u8>, want: usize) -> io::Result<bool> {
+        if let Some(msg) = &self.failed {
+            return Err(io::Error::other(msg.clone()));
+        }
         if self.pos < self.pending.len() {
             buf.extend_from_slice(&self.pending[self.pos..]);
             self.pending.clear();
             self.pos = 0;
         }
+        match self.rows_until(buf, want.max(1)) {
+            Ok(()) => Ok(!self.done),
+            Err(e) => {
+                let msg = format!("{}: {e}", self.context);
+                self.failed = Some(msg.clone());
+                self.done = true;
+                Err(io::Error::other(msg))
+            }
+        }
+    }
+
+    fn rows_until(&mut self, buf: &mut Vec<u8>, want: usize) -> io::Result<()> {
         while !self.done && buf.len() < want {
             match self.conn.next(buf)? {
-                None => {}
-                Some(Message::CopyDone) => {}
+                None | Some(Message::CopyDone) => {}
                 Some(Message::CommandComplete(_)) => {
                     self.done = true;
-                    self.conn.until_ready(&mut Vec::new(), &mut None)?;
-                    self.conn.broken = false;
+                    self.conn.until_ready(&mut None)?;
                 }
                 Some(Message::ErrorResponse(e)) => {
                     self.done = true;
-                    let err = server_error(&e);
-                    self.conn.until_ready(&mut Vec::new(), &mut None)?;
-                    self.conn.broken = false;
-                    return Err(err);
+                    let (err, _) = server_error(&e);
+                    return Err(self.conn.finish_request(err));
                 }
                 Some(_) => {}
             }
         }
-        Ok(!self.done)
+        Ok(())
     }
 }
 
@@ -568,7 +663,10 @@ impl Read for CopyOut<'_> {
             let mut pending = std::mem::take(&mut self.pending);
             let result = self.read_rows(&mut pending, 64 << 10);
             self.pending = pending;
-            result?;
+            // Rows that came before an error are given first; the error (kept) next.
+            if self.pending.is_empty() {
+                result?;
+            }
         }
         let n = buf.len().min(self.pending.len() - self.pos);
         buf[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
@@ -614,12 +712,14 @@ mod tests {
             vec![("application_name".into(), "lifeboat".into())]
         );
 
-        // Fields win over the environment; a URL's variables (conn.env) over the process's.
+        // A URL's variables (conn.env) win over fields, fields over the process's variables.
         let conn = PgConnection {
+            host: Some("/field".into()),
             port: Some(7000),
             env: vec![
                 ("PGHOST".into(), "db.internal".into()),
                 ("PGSSLMODE".into(), "disable".into()),
+                ("PGGSSENCMODE".into(), "disable".into()),
             ],
             ..Default::default()
         };
@@ -634,9 +734,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.address, WireAddress::Tcp("db.internal".into(), 7000));
+        assert!(
+            !format!("{t:?}").contains("env-pw"),
+            "no password in Debug output"
+        );
         assert_eq!(t.user, "bob");
         assert_eq!(t.password.unwrap().expose(), "env-pw");
 
+        // An empty host (`?host=` in a URL) is libpq's default, not the process's PGHOST.
+        let empty = PgConnection {
+            host: Some(String::new()),
+            ..Default::default()
+        };
+        let t = target(&empty, &[("PGHOST", "/elsewhere"), ("PGUSER", "carl")]).unwrap();
+        assert!(!format!("{:?}", t.address).contains("elsewhere"));
+        assert_eq!(t.user, "carl");
         let t = target(&PgConnection::default(), &[("PGUSER", "carl")]).unwrap();
         assert!(
             matches!(&t.address, WireAddress::Socket(p) if p.ends_with(".s.PGSQL.5432")),
@@ -678,6 +790,17 @@ mod tests {
                 "target_session_attrs",
             ),
             (&tcp, vec![("PGPORT", "x")], "PGPORT"),
+            (&tcp, vec![("PGSSLMODE", "disable")], "gssencmode=prefer"),
+            (
+                &tcp,
+                vec![("PGREQUIREAUTH", "scram-sha-256")],
+                "require_auth",
+            ),
+            (
+                &tcp,
+                vec![("PGCLIENTENCODING", "auto")],
+                "client_encoding=auto",
+            ),
         ] {
             let err = target(conn, &env).unwrap_err();
             assert!(err.contains(reason), "{env:?}: {err}");
