@@ -1,15 +1,16 @@
 //! A lean client of PostgreSQL's wire protocol (version 3), for the one job where libpq's
 //! per-row cost shows in a backup: reading `COPY … TO STDOUT` (docs/PERFORMANCE.md, the
-//! in-process reader's plan, item 6: on 2 cores a table read through `psql` ranges reached
-//! 1.07× `pg_dump -Fc`, through this loop 1.25×, because the client's CPU comes out of
-//! the server's share).
+//! in-process reader's plan, item 6: on 2 cores a table read as page ranges through `psql`
+//! reached 1.07× `pg_dump -Fc`, through the probe's std-only loop 1.25×, because the
+//! client's CPU comes out of the server's share; this loop spends what the probe's does).
 //!
 //! Startup, authentication (trust, cleartext, MD5, SCRAM-SHA-256 without channel binding;
 //! the message framing and both hashes are `postgres-protocol`'s), simple queries, and a
 //! `COPY` reader that appends rows straight into the caller's buffer, one copy from the
 //! socket's buffer. No TLS, no GSSAPI, no `.pgpass`, no service files: a caller that needs
-//! any of those keeps `pg_dump`. Over TCP that means `sslmode=disable` only, since libpq's
-//! default (`prefer`) would encrypt what this client sends in clear.
+//! any of those keeps `pg_dump`. Over TCP that means `sslmode=disable` and
+//! `gssencmode=disable` only, since libpq's defaults (`prefer`) would encrypt what this
+//! client sends in clear.
 //!
 //! Not used by the backup path yet: the dump that assembles `pg_dump`'s schema and these
 //! rows is the plan's remaining work.
