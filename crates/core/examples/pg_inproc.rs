@@ -166,8 +166,9 @@ impl Conn {
         v
     }
 
-    /// Runs `queries` on a thread of its own, their COPY rows as 1 MiB blocks.
-    fn spawn(mut self, queries: Vec<String>) -> (Blocks, std::thread::JoinHandle<Conn>) {
+    /// Runs `queries` on a thread of its own, their COPY rows as 1 MiB blocks; the
+    /// connection closes when they are done.
+    fn spawn(mut self, queries: Vec<String>) -> (Blocks, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(64);
         let (spent_tx, spent_rx) = mpsc::channel::<Vec<u8>>();
         let h = std::thread::spawn(move || {
@@ -179,7 +180,6 @@ impl Conn {
             if !rows.is_empty() {
                 tx.send(rows).unwrap();
             }
-            self
         });
         (Blocks::new(rx, spent_tx), h)
     }
@@ -240,8 +240,7 @@ fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, 
         for q in &settings {
             c.scalar(q);
         }
-        let (blocks, h) = c.spawn(vec![copy]);
-        parts.push((blocks, std::thread::spawn(move || drop(h.join().unwrap()))));
+        parts.push(c.spawn(vec![copy]));
     }
     let (mut first, h0) = c0.spawn(queries);
     let repo = open_repo(&repo_dir);
@@ -259,7 +258,7 @@ fn split_main(repo_dir: String, sock: String, db: String, queries: Vec<String>, 
     for mut c in children {
         assert!(c.wait().unwrap().success(), "psql failed");
     }
-    drop(h0.join().unwrap());
+    h0.join().unwrap();
     let out = w.finish(None).unwrap();
     eprintln!("{size} bytes, {:?}", out.snapshot_id);
 }

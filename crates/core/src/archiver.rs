@@ -270,8 +270,21 @@ impl Pipeline {
         self.abort.load(Ordering::Relaxed)
     }
 
-    /// Returns the chunk ids and the byte count, or the I/O error of the reader.
+    /// Returns the chunk ids and the byte count, or the I/O error of the reader;
+    /// the bytes count as read once the whole stream was.
     fn chunk_stream(
+        &self,
+        reader: impl Read,
+        progress: &dyn Progress,
+    ) -> std::io::Result<(Vec<Id>, u64)> {
+        let (ids, total) = self.chunk_part(reader, progress)?;
+        self.bytes_read.fetch_add(total, Ordering::Relaxed);
+        Ok((ids, total))
+    }
+
+    /// [`chunk_stream`](Self::chunk_stream) without counting the bytes as read:
+    /// one part of a stream, which counts when every part was read.
+    fn chunk_part(
         &self,
         reader: impl Read,
         progress: &dyn Progress,
@@ -311,9 +324,7 @@ impl Pipeline {
             }
         };
         READ_BUF.set(chunker.into_buffer());
-        result?;
-        self.bytes_read.fetch_add(total, Ordering::Relaxed);
-        Ok((ids, total))
+        result.map(|()| (ids, total))
     }
 
     fn save_tree(&self, tree: Tree) -> Result<Id> {
@@ -1480,7 +1491,7 @@ impl<'a> StreamSnapshotWriter<'a> {
                     let cancelled = &cancelled;
                     scope.spawn(move || {
                         let part = Cancellable { inner, cancelled };
-                        let chunked = pipeline.chunk_stream(part, progress);
+                        let chunked = pipeline.chunk_part(part, progress);
                         if chunked.is_err() {
                             cancelled.store(true, Ordering::Relaxed);
                         }
@@ -1498,11 +1509,6 @@ impl<'a> StreamSnapshotWriter<'a> {
                 .collect()
         });
         if chunked.iter().any(Result::is_err) {
-            // `chunk_stream` counted each part that it read whole; the stream was not.
-            let counted: u64 = chunked.iter().flatten().map(|(_, n)| n).sum();
-            self.pipeline
-                .bytes_read
-                .fetch_sub(counted, Ordering::Relaxed);
             let first = chunked
                 .into_iter()
                 .filter_map(Result::err)
@@ -1515,6 +1521,7 @@ impl<'a> StreamSnapshotWriter<'a> {
             ids.extend(part_ids);
             size += part_size;
         }
+        self.pipeline.bytes_read.fetch_add(size, Ordering::Relaxed);
         self.push_stream(comps, ids, size);
         Ok(size)
     }

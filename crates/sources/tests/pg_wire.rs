@@ -214,24 +214,15 @@ fn server_errors_that_end_the_session_are_reported_as_the_server_gave_them() {
     copy.read_exact(&mut first).unwrap();
     // Ended while the backend is producing rows, not while it waits on a full socket (then
     // it would close without a word, as PostgreSQL does): this side keeps reading.
-    let terminate = std::thread::spawn({
-        let sql = format!("SELECT pg_terminate_backend({pid})");
-        let psql = pg.bin_dir().join("psql");
-        let env = pg.env();
-        move || {
+    let err = std::thread::scope(|s| {
+        s.spawn(|| {
             std::thread::sleep(std::time::Duration::from_millis(300));
-            let out = Command::new(psql)
-                .args(["-X", "-q", "-d", "postgres", "-c", &sql])
-                .envs(env)
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-        }
+            pg.sql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+        });
+        std::io::copy(&mut copy, &mut std::io::sink())
+            .unwrap_err()
+            .to_string()
     });
-    let err = std::io::copy(&mut copy, &mut std::io::sink())
-        .unwrap_err()
-        .to_string();
-    terminate.join().unwrap();
     assert!(err.contains("57P01"), "{err}");
     drop(copy);
     assert!(conn.query("SELECT 1").is_err(), "the connection is gone");

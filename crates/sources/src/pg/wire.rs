@@ -270,11 +270,8 @@ pub struct WireConn {
 const MAX_MESSAGE: usize = 1 << 20;
 const MAX_ROW: usize = (1 << 30) + (1 << 20);
 
-/// A server's `ErrorResponse` as an I/O error (severity, SQLSTATE, message and detail), and
-/// whether the server ends the session with it (FATAL, PANIC).
-fn server_error(
-    body: &postgres_protocol::message::backend::ErrorResponseBody,
-) -> (io::Error, bool) {
+/// A server's `ErrorResponse` as an I/O error: severity, SQLSTATE, message and detail.
+fn server_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> io::Error {
     let (mut severity, mut code, mut message, mut detail) = (
         String::from("ERROR"),
         String::new(),
@@ -293,11 +290,7 @@ fn server_error(
             _ => {}
         }
     }
-    let fatal = severity == "FATAL" || severity == "PANIC";
-    (
-        io::Error::other(format!("{severity} {code}: {message}{detail}")),
-        fatal,
-    )
+    io::Error::other(format!("{severity} {code}: {message}{detail}"))
 }
 
 impl WireConn {
@@ -390,8 +383,7 @@ impl WireConn {
                 ) => {}
                 Some(Message::ErrorResponse(e)) => {
                     // The server ends the request; a FATAL one the session too.
-                    let (err, _) = server_error(&e);
-                    return Err(self.finish_request(err));
+                    return Err(self.finish_request(server_error(&e)));
                 }
                 Some(m) => return Ok(m),
                 None => return Err(io::Error::other("unexpected COPY data from the server")),
@@ -403,9 +395,8 @@ impl WireConn {
     /// usable again) and return the error; when the server closed the session instead
     /// (FATAL), the same error.
     fn finish_request(&mut self, err: io::Error) -> io::Error {
-        match self.until_ready(&mut None) {
-            Ok(()) | Err(_) => err,
-        }
+        let _ = self.until_ready(None);
+        err
     }
 
     fn startup(&mut self, t: &WireTarget) -> io::Result<()> {
@@ -451,7 +442,7 @@ impl WireConn {
                 }
             }
         }
-        self.until_ready(&mut None)
+        self.until_ready(None)
     }
 
     fn scram(&mut self, password: &[u8]) -> io::Result<()> {
@@ -472,7 +463,7 @@ impl WireConn {
     /// every `DataRow` into `rows` (text, `None` for NULL). The first error is returned
     /// after that, or when the server closed the session instead (FATAL). A `COPY` it
     /// meets is an error (its rows are read and dropped; one asking for rows is failed).
-    fn until_ready(&mut self, rows: &mut Option<&mut Vec<Vec<Option<String>>>>) -> io::Result<()> {
+    fn until_ready(&mut self, mut rows: Option<&mut Vec<Vec<Option<String>>>>) -> io::Result<()> {
         let mut failed: Option<io::Error> = None;
         let mut scratch = Vec::new();
         loop {
@@ -485,7 +476,7 @@ impl WireConn {
             match message {
                 Some(Message::ReadyForQuery(_)) => break,
                 Some(Message::ErrorResponse(e)) => {
-                    failed.get_or_insert(server_error(&e).0);
+                    failed.get_or_insert(server_error(&e));
                 }
                 Some(Message::DataRow(row)) => {
                     if let Some(rows) = rows.as_mut() {
@@ -499,7 +490,7 @@ impl WireConn {
                     }
                 }
                 Some(Message::CopyInResponse(_)) => {
-                    self.send(|b| frontend::copy_fail("COPY FROM is not supported here", b))?;
+                    self.refuse_copy_in()?;
                     failed.get_or_insert(io::Error::other(
                         "a COPY … FROM STDIN, which this client does not send",
                     ));
@@ -514,6 +505,11 @@ impl WireConn {
         }
         self.broken = false;
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Ends a `COPY … FROM STDIN` the server started, which this client never feeds.
+    fn refuse_copy_in(&mut self) -> io::Result<()> {
+        self.send(|b| frontend::copy_fail("COPY FROM is not supported here", b))
     }
 
     fn usable(&self) -> Result<()> {
@@ -539,7 +535,7 @@ impl WireConn {
         let mut rows = Vec::new();
         self.broken = true;
         self.send(|b| frontend::query(sql, b))
-            .and_then(|()| self.until_ready(&mut Some(&mut rows)))
+            .and_then(|()| self.until_ready(Some(&mut rows)))
             .map_err(|source| Error::Io {
                 context: format!("{} in {}", short(sql), self.what),
                 source,
@@ -559,7 +555,7 @@ impl WireConn {
             match self.next_message()? {
                 Message::CopyOutResponse(_) => return Ok(()),
                 Message::CopyInResponse(_) => {
-                    self.send(|b| frontend::copy_fail("COPY FROM is not supported here", b))?;
+                    self.refuse_copy_in()?;
                     let err = io::Error::other("a COPY … FROM STDIN, not TO STDOUT");
                     return Err(self.finish_request(err));
                 }
@@ -642,12 +638,11 @@ impl CopyOut<'_> {
                 None | Some(Message::CopyDone) => {}
                 Some(Message::CommandComplete(_)) => {
                     self.done = true;
-                    self.conn.until_ready(&mut None)?;
+                    self.conn.until_ready(None)?;
                 }
                 Some(Message::ErrorResponse(e)) => {
                     self.done = true;
-                    let (err, _) = server_error(&e);
-                    return Err(self.conn.finish_request(err));
+                    return Err(self.conn.finish_request(server_error(&e)));
                 }
                 Some(_) => {}
             }
