@@ -294,8 +294,12 @@ pub struct PgBackupArgs {
     /// Extra pg_dump argument (repeatable, e.g. --pg-dump-arg=--exclude-table=logs)
     #[arg(long = "pg-dump-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub pg_dump_args: Vec<String>,
+    /// Let pg_dump read every table. By default the largest tables (64 MiB and more, at most
+    /// 4) are read by Lifeboat's own connections, in page ranges, inside pg_dump's snapshot
+    #[arg(long)]
+    pub pg_dump_only: bool,
     /// Physical base backup for point-in-time recovery instead of pg_dump (= `lifeboat pg backup`)
-    #[arg(long, conflicts_with_all = ["databases", "no_globals", "pg_dump_args"])]
+    #[arg(long, conflicts_with_all = ["databases", "no_globals", "pg_dump_args", "pg_dump_only"])]
     pub physical: bool,
     /// With --physical: start with an immediate checkpoint
     #[arg(long, requires = "physical")]

@@ -27,6 +27,7 @@
 //! - Version skew: a dump made by a newer `pg_dump` major than the target server is refused
 //!   before anything is created.
 
+pub(crate) mod direct;
 pub mod physical;
 pub(crate) mod plain;
 pub mod wire;
@@ -46,6 +47,7 @@ use crate::{
     ConnUrl, DatabaseInfo, DumpMetadata, DumpSource, Engine, Error, Position, RestorePlan,
     RestoreReport, Result, Secret, StreamInfo, StreamSink, StreamSource, TableRows,
 };
+pub use direct::DirectOptions;
 use plain::{major_of, quote_ident, quote_literal, PlainObserver, TableFilter, TablePick};
 
 /// How to reach a PostgreSQL server. Unset fields fall back to libpq's own environment
@@ -256,7 +258,10 @@ pub struct PgDumpOptions {
     /// Also dump roles and tablespaces (`pg_dumpall --globals-only`, needs superuser).
     pub globals: bool,
     /// Extra `pg_dump` arguments (e.g. `--exclude-table=...`). Must keep the plain format.
+    /// With any, `pg_dump` reads every table.
     pub extra_args: Vec<String>,
+    /// Which large tables Lifeboat reads itself, inside `pg_dump`'s snapshot.
+    pub direct: DirectOptions,
 }
 
 impl Default for PgDumpOptions {
@@ -265,6 +270,7 @@ impl Default for PgDumpOptions {
             databases: Vec::new(),
             globals: true,
             extra_args: Vec::new(),
+            direct: DirectOptions::default(),
         }
     }
 }
@@ -288,6 +294,10 @@ pub struct PgSource {
 /// What [`PgSource::prepare`] asks the server before the dump.
 struct DumpProbe {
     server_version: String,
+    /// `extract(epoch from pg_postmaster_start_time())`: the server the tools reach.
+    server_started: String,
+    /// `pg_dump`'s version, when a direct read is possible (it decides `\restrict`).
+    pg_dump_version: Option<String>,
     databases: Vec<String>,
     /// WAL position before the first `pg_dump`.
     before: String,
@@ -297,7 +307,20 @@ struct DumpProbe {
     /// output waits in the bounded read-ahead; dropped unread (the repository did not
     /// open), they are killed.
     globals: Option<ChildStream>,
-    first_db: Option<ChildStream>,
+    first_db: Option<DbDump>,
+}
+
+/// One database's dump, started.
+enum DbDump {
+    /// `pg_dump` alone.
+    Plain(ChildStream),
+    /// `pg_dump` for the schema and the small tables, then the large tables read
+    /// directly, then `pg_dump` for the post-data section (see [`direct`]).
+    Direct {
+        direct: Box<direct::Direct>,
+        first: ChildStream,
+        last: ChildStream,
+    },
 }
 
 impl std::fmt::Debug for DumpProbe {
@@ -337,18 +360,78 @@ impl PgSource {
         cmd
     }
 
-    /// The server's version and its WAL position, from one `psql`.
-    fn version_and_lsn(&self) -> Result<(String, String)> {
+    /// The server's version, start time and WAL position, from one `psql`.
+    fn version_and_lsn(&self) -> Result<(String, String, String)> {
         let out = self.conn.psql(
             &self.conn.maintenance(),
-            &format!("SELECT current_setting('server_version'), {CURRENT_LSN}"),
+            &format!(
+                "SELECT current_setting('server_version'), \
+                 extract(epoch from pg_postmaster_start_time())::text, {CURRENT_LSN}"
+            ),
         )?;
-        match out.rsplit_once('|') {
-            Some((version, lsn)) => Ok((version.to_string(), lsn.to_string())),
-            None => Err(Error::Format(format!(
+        let mut fields = out.rsplitn(3, '|');
+        match (fields.next(), fields.next(), fields.next()) {
+            (Some(lsn), Some(started), Some(version)) => {
+                Ok((version.to_string(), started.to_string(), lsn.to_string()))
+            }
+            _ => Err(Error::Format(format!(
                 "psql answered {out:?} when asked for the server version and WAL position"
             ))),
         }
+    }
+
+    /// Whether large tables may be read directly (else `pg_dump` reads everything).
+    fn direct_possible(&self) -> bool {
+        self.opts.direct.enabled && self.opts.extra_args.is_empty()
+    }
+
+    /// Start dumping `db`: directly where possible (see [`direct`]), else `pg_dump` alone.
+    /// `after` asks for the WAL position after the dump's snapshot (the last database).
+    fn start_db(
+        &self,
+        db: &str,
+        server_started: &str,
+        pg_dump_version: Option<&str>,
+        after: bool,
+    ) -> Result<DbDump> {
+        let secrets = self.conn.secrets();
+        if let (true, Some(version)) = (self.direct_possible(), pg_dump_version) {
+            let plan = direct::Plan {
+                conn: &self.conn,
+                db,
+                opts: &self.opts.direct,
+                server_started,
+                restrict: direct::writes_restrict(version),
+                want_after: after.then_some(LATEST_LSN),
+            };
+            match direct::prepare(&plan) {
+                Ok(Some(d)) => {
+                    let mut first = self.dump_command(db);
+                    first.args(d.first_args());
+                    let mut last = self.dump_command(db);
+                    last.args(d.last_args());
+                    tracing::info!(
+                        database = db,
+                        tables = ?d.tables.iter().map(|t| format!("{}.{}", t.schema, t.name)).collect::<Vec<_>>(),
+                        connections = d.connections(),
+                        "reading the largest tables directly"
+                    );
+                    return Ok(DbDump::Direct {
+                        first: ChildStream::spawn(first, secrets.clone())?,
+                        last: ChildStream::spawn(last, secrets)?,
+                        direct: Box::new(d),
+                    });
+                }
+                Ok(None) => {
+                    tracing::debug!(database = db, "no table large enough to read directly")
+                }
+                Err(reason) => tracing::info!(database = db, "pg_dump reads every table: {reason}"),
+            }
+        }
+        Ok(DbDump::Plain(ChildStream::spawn(
+            self.dump_command(db),
+            secrets,
+        )?))
     }
 }
 
@@ -395,26 +478,44 @@ impl DumpSource for PgSource {
             return Ok(());
         }
         let conn = &self.conn;
-        let (probe, databases) = std::thread::scope(|s| {
+        let (probe, databases, pg_dump_version) = std::thread::scope(|s| {
             let databases =
                 (self.opts.databases.is_empty()).then(|| s.spawn(|| conn.list_databases()));
+            let pg_dump_version = self.direct_possible().then(|| {
+                s.spawn(|| {
+                    let mut v = conn.command("pg_dump", &conn.maintenance());
+                    v.arg("--version");
+                    tool_version(v, &conn.secrets())
+                })
+            });
             let probe = self.version_and_lsn();
-            (probe, databases.map(join))
+            (probe, databases.map(join), pg_dump_version.map(join))
         });
-        let (server_version, before) = probe?;
+        let (server_version, server_started, before) = probe?;
         let databases = databases.unwrap_or_else(|| Ok(self.opts.databases.clone()))?;
-        let start = |cmd| ChildStream::spawn(cmd, self.conn.secrets());
+        // Without it, pg_dump reads everything (and says itself what is wrong with it).
+        let pg_dump_version = pg_dump_version.and_then(|v| v.ok());
         let globals = if self.opts.globals {
-            Some(start(self.globals_command())?)
+            Some(ChildStream::spawn(
+                self.globals_command(),
+                self.conn.secrets(),
+            )?)
         } else {
             None
         };
         let first_db = match databases.first() {
-            Some(db) => Some(start(self.dump_command(db))?),
+            Some(db) => Some(self.start_db(
+                db,
+                &server_started,
+                pg_dump_version.as_deref(),
+                databases.len() == 1,
+            )?),
             None => None,
         };
         self.prepared = Some(DumpProbe {
             server_version,
+            server_started,
+            pg_dump_version,
             databases,
             before,
             globals,
@@ -433,6 +534,8 @@ impl DumpSource for PgSource {
         self.prepare()?;
         let DumpProbe {
             server_version,
+            server_started,
+            pg_dump_version,
             databases,
             before,
             globals,
@@ -454,27 +557,66 @@ impl DumpSource for PgSource {
         let conn = &self.conn;
         let after = std::thread::scope(|s| -> Result<String> {
             let mut after_probe = None;
+            let mut after_direct = None;
             for (i, db) in databases.iter().enumerate() {
                 let name = stream_name(db);
-                let child = match first_db.take() {
-                    Some(child) => child,
-                    None => ChildStream::spawn(self.dump_command(db), secrets.clone())?,
-                };
-                let mut observer = PlainObserver::new();
                 let last = i + 1 == databases.len();
-                let probe_after = || {
-                    if last {
-                        after_probe = Some(s.spawn(|| latest_lsn(conn)));
-                    }
+                let started = match first_db.take() {
+                    Some(started) => started,
+                    None => self.start_db(db, &server_started, pg_dump_version.as_deref(), last)?,
                 };
-                let mut reader = OnFirstBytes::new(Tap::new(child, &mut observer), probe_after);
-                let bytes = stream::add(sink, &name, &mut reader)?;
-                drop(reader);
-                let state = observer.into_state();
-                if state.dumped_by.is_none() || !state.complete {
-                    return Err(Error::Format(format!(
+                let incomplete = || {
+                    Error::Format(format!(
                         "pg_dump output for {db} is not a complete plain-format dump"
-                    )));
+                    ))
+                };
+                let (bytes, state, direct_tables) =
+                    match started {
+                        DbDump::Plain(child) => {
+                            let mut observer = PlainObserver::new();
+                            let probe_after = || {
+                                if last {
+                                    after_probe = Some(s.spawn(|| latest_lsn(conn)));
+                                }
+                            };
+                            let mut reader =
+                                OnFirstBytes::new(Tap::new(child, &mut observer), probe_after);
+                            let bytes = stream::add(sink, &name, &mut reader)?;
+                            drop(reader);
+                            (bytes, observer.into_state(), Vec::new())
+                        }
+                        DbDump::Direct {
+                            direct,
+                            first,
+                            last: post,
+                        } => {
+                            if last {
+                                after_direct.clone_from(&direct.after);
+                            }
+                            let (mut head, mut tail) = (PlainObserver::new(), PlainObserver::new());
+                            let mut parts: Vec<Box<dyn Read + Send + '_>> =
+                                vec![Box::new(Tap::new(first, &mut head))];
+                            for part in direct.parts() {
+                                parts.push(Box::new(part));
+                            }
+                            parts.push(Box::new(Tap::new(post, &mut tail)));
+                            let bytes = stream::add_parts(sink, &name, parts)?;
+                            let (head, tail) = (head.into_state(), tail.into_state());
+                            if !tail.complete || tail.dumped_by.is_none() {
+                                return Err(incomplete());
+                            }
+                            if head.restricted != direct.restricts() {
+                                return Err(Error::Format(format!(
+                                "pg_dump {} {} \\restrict in its dump of {db}, against its version",
+                                head.dumped_by.as_deref().unwrap_or("?"),
+                                if head.restricted { "wrote" } else { "did not write" },
+                            )));
+                            }
+                            (bytes, head, direct.table_rows())
+                        }
+                    };
+                if state.dumped_by.is_none() || !state.complete {
+                    return Err(incomplete());
                 }
                 if meta.client_version.is_none() {
                     meta.client_version = state.dumped_by.clone();
@@ -482,13 +624,15 @@ impl DumpSource for PgSource {
                 let mut info = DatabaseInfo::new(db.clone());
                 info.stream = Some(name.clone());
                 info.tables = state.tables;
+                info.tables.extend(direct_tables);
                 meta.databases.push(info);
                 meta.streams.push(StreamInfo::database(name, db, bytes));
             }
-            match after_probe {
-                Some(probe) => join(probe),
+            match (after_probe, after_direct) {
+                (Some(probe), _) => join(probe),
+                (None, Some(after)) => Ok(after),
                 // Globals only (or an empty last dump): ask now.
-                None => latest_lsn(conn),
+                (None, None) => latest_lsn(conn),
             }
         })?;
         if meta.client_version.is_none() {
@@ -890,7 +1034,7 @@ impl PgRestorer {
                 .map(|(i, t)| {
                     let schema = t.schema.as_deref().unwrap_or("public");
                     format!(
-                        "SELECT {i}, count(*) FROM {}.{}",
+                        "SELECT {i}, count(*) FROM ONLY {}.{}",
                         quote_ident(schema),
                         quote_ident(&t.name)
                     )
@@ -985,6 +1129,7 @@ impl PgRestorer {
             databases: vec![db.to_string()],
             globals: false,
             extra_args,
+            direct: DirectOptions::default(),
         };
         PgSource::new(self.conn.clone(), opts).dump(sink)
     }
@@ -1124,7 +1269,7 @@ impl PgRestorer {
             for (p, rows) in &prep.picks {
                 let name = p.sql_name();
                 trailer.push_str(&format!(
-                    "DO $lb$ DECLARE n bigint; BEGIN SELECT count(*) INTO n FROM {name}; \
+                    "DO $lb$ DECLARE n bigint; BEGIN SELECT count(*) INTO n FROM ONLY {name}; \
                      IF n <> {rows} THEN RAISE EXCEPTION 'lifeboat: % has % rows, the backup recorded {rows}', {}, n; \
                      END IF; END $lb$;\n",
                     quote_literal(&name)

@@ -22,11 +22,53 @@ pub trait StreamSink {
     /// Any I/O error of the reader or of the storage.
     fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> io::Result<u64>;
 
+    /// Store the concatenation of `parts` under `name`, as [`add_stream`](Self::add_stream)
+    /// would store it; a sink may read the parts at the same time (the repository does,
+    /// one thread each). This default reads them one after another.
+    ///
+    /// # Errors
+    /// As [`add_stream`](Self::add_stream): the first part's error, nothing stored.
+    fn add_stream_parts<'p>(
+        &mut self,
+        name: &str,
+        parts: Vec<Box<dyn Read + Send + 'p>>,
+    ) -> io::Result<u64> {
+        let mut all = Concat {
+            parts: parts.into_iter(),
+            current: None,
+        };
+        self.add_stream(name, &mut all)
+    }
+
     /// Complete the dump with its metadata. Called once, after the last stream.
     ///
     /// # Errors
     /// Storage errors.
     fn finish(&mut self, metadata: &DumpMetadata) -> io::Result<()>;
+}
+
+/// Readers one after another.
+struct Concat<'p> {
+    parts: std::vec::IntoIter<Box<dyn Read + Send + 'p>>,
+    current: Option<Box<dyn Read + Send + 'p>>,
+}
+
+impl Read for Concat<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.current.is_none() {
+                match self.parts.next() {
+                    Some(p) => self.current = Some(p),
+                    None => return Ok(0),
+                }
+            }
+            let n = self.current.as_mut().expect("set above").read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            self.current = None;
+        }
+    }
 }
 
 /// Gives the streams of a stored dump back, by name.
@@ -186,6 +228,16 @@ pub(crate) fn add(sink: &mut dyn StreamSink, name: &str, reader: &mut dyn Read) 
         .map_err(|e| Error::io(format!("storing stream {name}"), e))
 }
 
+/// Sink a stream read in parts and map errors with the stream's name.
+pub(crate) fn add_parts<'p>(
+    sink: &mut dyn StreamSink,
+    name: &str,
+    parts: Vec<Box<dyn Read + Send + 'p>>,
+) -> Result<u64> {
+    sink.add_stream_parts(name, parts)
+        .map_err(|e| Error::io(format!("storing stream {name}"), e))
+}
+
 /// Finish a sink and map errors.
 pub(crate) fn finish(sink: &mut dyn StreamSink, meta: &DumpMetadata) -> Result<()> {
     sink.finish(meta)
@@ -218,11 +270,11 @@ pub(crate) trait Observer {
 /// streams: row counts, versions, binlog position).
 pub(crate) struct Tap<'a, R> {
     inner: R,
-    observer: &'a mut dyn Observer,
+    observer: &'a mut (dyn Observer + Send),
 }
 
 impl<'a, R: Read> Tap<'a, R> {
-    pub(crate) fn new(inner: R, observer: &'a mut dyn Observer) -> Self {
+    pub(crate) fn new(inner: R, observer: &'a mut (dyn Observer + Send)) -> Self {
         Tap { inner, observer }
     }
 }

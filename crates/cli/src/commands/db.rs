@@ -27,7 +27,9 @@ use lifeboat_sources::command::{CommandSink, CommandSource, CommandSpec};
 use lifeboat_sources::mysql::{
     BinlogStop, MySqlConnection, MySqlDumpOptions, MySqlRestorer, MySqlSource, MySqlTarget,
 };
-use lifeboat_sources::pg::{PgConnection, PgDumpOptions, PgRestoreOptions, PgRestorer, PgSource};
+use lifeboat_sources::pg::{
+    DirectOptions, PgConnection, PgDumpOptions, PgRestoreOptions, PgRestorer, PgSource,
+};
 use lifeboat_sources::redis::{RedisConnection, RedisRestoreOptions, RedisSource};
 use lifeboat_sources::sqlite::{self, SqliteSource, SqliteTarget};
 use lifeboat_sources::{
@@ -79,6 +81,20 @@ impl StreamSink for RepoSink<'_> {
             .writer
             .get_or_insert_with(|| StreamSnapshotWriter::new(repo, opts.clone(), progress));
         writer.add_stream(name, reader).map_err(io::Error::other)
+    }
+
+    fn add_stream_parts<'p>(
+        &mut self,
+        name: &str,
+        parts: Vec<Box<dyn Read + Send + 'p>>,
+    ) -> io::Result<u64> {
+        let (repo, opts, progress) = (self.repo, &self.opts, self.progress);
+        let writer = self
+            .writer
+            .get_or_insert_with(|| StreamSnapshotWriter::new(repo, opts.clone(), progress));
+        writer
+            .add_stream_parts(name, parts)
+            .map_err(io::Error::other)
     }
 
     fn finish(&mut self, metadata: &DumpMetadata) -> io::Result<()> {
@@ -265,6 +281,10 @@ pub fn backup(g: &GlobalArgs, src: &BackupSource) -> Result<Exit> {
                 databases: a.databases.clone(),
                 globals: !a.no_globals,
                 extra_args: a.pg_dump_args.clone(),
+                direct: DirectOptions {
+                    enabled: !a.pg_dump_only,
+                    ..DirectOptions::default()
+                },
             };
             (
                 Box::new(PgSource::new(conn, opts)),

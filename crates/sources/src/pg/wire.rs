@@ -12,9 +12,9 @@
 //! `gssencmode=disable` only, since libpq's defaults (`prefer`) would encrypt what this
 //! client sends in clear.
 //!
-//! Not used by the backup path yet: the dump that assembles `pg_dump`'s schema and these
-//! rows is the plan's remaining work.
+//! Used by `backup postgres` for the tables it reads itself (`pg::direct`).
 
+use std::borrow::BorrowMut;
 use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -547,7 +547,24 @@ impl WireConn {
     ///
     /// # Errors
     /// As [`query`](Self::query); also when `sql` is not a `COPY … TO STDOUT`.
-    pub fn copy_out(&mut self, sql: &str) -> Result<CopyOut<'_>> {
+    pub fn copy_out(&mut self, sql: &str) -> Result<CopyOut<&mut WireConn>> {
+        let context = self.start_copy(sql)?;
+        Ok(CopyOut::new(self, context))
+    }
+
+    /// [`copy_out`](Self::copy_out) for a reader that owns the connection (a reader that
+    /// lives on its own, such as one part of a stream read on another thread); the
+    /// connection closes with the reader.
+    ///
+    /// # Errors
+    /// As [`copy_out`](Self::copy_out).
+    pub fn into_copy_out(mut self, sql: &str) -> Result<CopyOut<WireConn>> {
+        let context = self.start_copy(sql)?;
+        Ok(CopyOut::new(self, context))
+    }
+
+    /// Send `sql` and wait for its `CopyOutResponse`; the context for errors.
+    fn start_copy(&mut self, sql: &str) -> Result<String> {
         self.usable()?;
         let context = format!("{} in {}", short(sql), self.what);
         self.broken = true;
@@ -570,14 +587,7 @@ impl WireConn {
             context: context.clone(),
             source,
         })?;
-        Ok(CopyOut {
-            conn: self,
-            context,
-            pending: Vec::new(),
-            pos: 0,
-            done: false,
-            failed: None,
-        })
+        Ok(context)
     }
 }
 
@@ -592,8 +602,8 @@ fn short(sql: &str) -> String {
 
 /// The rows of a `COPY … TO STDOUT`, as the server sends them (text format: one line per
 /// row). Read it to the end to use the connection again.
-pub struct CopyOut<'c> {
-    conn: &'c mut WireConn,
+pub struct CopyOut<C: BorrowMut<WireConn>> {
+    conn: C,
     /// The statement and the database, for errors.
     context: String,
     pending: Vec<u8>,
@@ -603,7 +613,18 @@ pub struct CopyOut<'c> {
     failed: Option<String>,
 }
 
-impl CopyOut<'_> {
+impl<C: BorrowMut<WireConn>> CopyOut<C> {
+    fn new(conn: C, context: String) -> Self {
+        CopyOut {
+            conn,
+            context,
+            pending: Vec::new(),
+            pos: 0,
+            done: false,
+            failed: None,
+        }
+    }
+
     /// Append whole rows to `buf` until it holds at least `want` bytes (one row may take it
     /// past that, by up to a row's size) or the `COPY` ends; returns false once it has
     /// ended and the connection is ready again.
@@ -634,15 +655,15 @@ impl CopyOut<'_> {
 
     fn rows_until(&mut self, buf: &mut Vec<u8>, want: usize) -> io::Result<()> {
         while !self.done && buf.len() < want {
-            match self.conn.next(buf)? {
+            match self.conn.borrow_mut().next(buf)? {
                 None | Some(Message::CopyDone) => {}
                 Some(Message::CommandComplete(_)) => {
                     self.done = true;
-                    self.conn.until_ready(None)?;
+                    self.conn.borrow_mut().until_ready(None)?;
                 }
                 Some(Message::ErrorResponse(e)) => {
                     self.done = true;
-                    return Err(self.conn.finish_request(server_error(&e)));
+                    return Err(self.conn.borrow_mut().finish_request(server_error(&e)));
                 }
                 Some(_) => {}
             }
@@ -651,7 +672,7 @@ impl CopyOut<'_> {
     }
 }
 
-impl Read for CopyOut<'_> {
+impl<C: BorrowMut<WireConn>> Read for CopyOut<C> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.pending.len() {
             self.pending.clear();
