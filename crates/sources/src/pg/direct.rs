@@ -52,7 +52,7 @@ const MIN_RANGE_PAGES: u64 = 1024;
 
 /// How long the control connection waits for its table locks before `pg_dump` reads
 /// everything instead.
-const CONTROL_LOCK_TIMEOUT: &str = "10s";
+const CONTROL_LOCK_TIMEOUT: &str = "5s";
 
 /// How long each `pg_dump` run waits for a table lock (see the module doc).
 pub(crate) const LOCK_WAIT_TIMEOUT: &str = "60s";
@@ -235,6 +235,12 @@ pub(crate) fn prepare(plan: &Plan<'_>) -> std::result::Result<Option<Direct>, St
     query(SESSION)?;
     query("SELECT pg_catalog.set_config('search_path', '', false)")?;
     query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+    // A table held exclusively (a long `ALTER`, `VACUUM FULL`) would hold this connection
+    // (reading its size, taking its lock) and the dump's start: give up soon and let
+    // `pg_dump` alone wait, as it always did.
+    query(&format!(
+        "SET LOCAL lock_timeout = '{CONTROL_LOCK_TIMEOUT}'"
+    ))?;
     let after_sql = plan
         .want_after
         .map_or(String::new(), |lsn| format!(", {lsn}"));
@@ -271,11 +277,6 @@ pub(crate) fn prepare(plan: &Plan<'_>) -> std::result::Result<Option<Direct>, St
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten())
         .collect();
-    // A table held exclusively (a long `ALTER`, `VACUUM FULL`) would hold this connection
-    // and the dump's start: give up soon and let `pg_dump` alone wait, as it always did.
-    query(&format!(
-        "SET LOCAL lock_timeout = '{CONTROL_LOCK_TIMEOUT}'"
-    ))?;
     for batch in locked.chunks(1000) {
         query(&format!(
             "LOCK TABLE {} IN ACCESS SHARE MODE",
