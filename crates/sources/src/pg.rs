@@ -401,7 +401,7 @@ impl PgSource {
                 db,
                 opts: &self.opts.direct,
                 server_started,
-                restrict: direct::writes_restrict(version),
+                pg_dump_major: major_of(version).unwrap_or(0),
                 want_after: after.then_some(LATEST_LSN),
             };
             match direct::prepare(&plan) {
@@ -465,6 +465,45 @@ fn tool_version(cmd: Command, secrets: &[String]) -> Result<String> {
         .unwrap_or(out)
         .trim()
         .to_string())
+}
+
+/// Store one database read partly directly (see [`direct`]): the first `pg_dump` run, the
+/// tables read directly, the last run, as parts of one stream; the first run's state (its
+/// tables, versions, footer) and the direct tables' rows.
+fn store_direct(
+    sink: &mut dyn StreamSink,
+    name: &str,
+    db: &str,
+    direct: &mut direct::Direct,
+    mut first: ChildStream,
+    post: ChildStream,
+) -> Result<(u64, plain::PlainState, Vec<TableRows>)> {
+    let storing = |e| Error::io(format!("storing stream {name}"), e);
+    let header = direct.follow_header(&mut first).map_err(storing)?;
+    let (mut head, mut tail) = (PlainObserver::new(), PlainObserver::new());
+    let mut parts: Vec<Box<dyn Read + Send + '_>> = vec![Box::new(Tap::new(
+        Cursor::new(header).chain(first),
+        &mut head,
+    ))];
+    for part in direct.parts() {
+        parts.push(Box::new(part));
+    }
+    parts.push(Box::new(Tap::new(post, &mut tail)));
+    let bytes = stream::add_parts(sink, name, parts)?;
+    let (head, tail) = (head.into_state(), tail.into_state());
+    if !tail.complete || tail.dumped_by.is_none() {
+        return Err(Error::Format(format!(
+            "pg_dump's post-data output for {db} is not a complete plain-format dump"
+        )));
+    }
+    if let Some(t) = direct.duplicated(&head.tables) {
+        return Err(Error::Format(format!(
+            "pg_dump wrote the data of {} in its dump of {db}, which was read directly too \
+             (hint: --pg-dump-only)",
+            t.qualified()
+        )));
+    }
+    Ok((bytes, head, direct.table_rows()))
 }
 
 impl DumpSource for PgSource {
@@ -570,51 +609,31 @@ impl DumpSource for PgSource {
                         "pg_dump output for {db} is not a complete plain-format dump"
                     ))
                 };
-                let (bytes, state, direct_tables) =
-                    match started {
-                        DbDump::Plain(child) => {
-                            let mut observer = PlainObserver::new();
-                            let probe_after = || {
-                                if last {
-                                    after_probe = Some(s.spawn(|| latest_lsn(conn)));
-                                }
-                            };
-                            let mut reader =
-                                OnFirstBytes::new(Tap::new(child, &mut observer), probe_after);
-                            let bytes = stream::add(sink, &name, &mut reader)?;
-                            drop(reader);
-                            (bytes, observer.into_state(), Vec::new())
-                        }
-                        DbDump::Direct {
-                            direct,
-                            first,
-                            last: post,
-                        } => {
+                let (bytes, state, direct_tables) = match started {
+                    DbDump::Plain(child) => {
+                        let mut observer = PlainObserver::new();
+                        let probe_after = || {
                             if last {
-                                after_direct.clone_from(&direct.after);
+                                after_probe = Some(s.spawn(|| latest_lsn(conn)));
                             }
-                            let (mut head, mut tail) = (PlainObserver::new(), PlainObserver::new());
-                            let mut parts: Vec<Box<dyn Read + Send + '_>> =
-                                vec![Box::new(Tap::new(first, &mut head))];
-                            for part in direct.parts() {
-                                parts.push(Box::new(part));
-                            }
-                            parts.push(Box::new(Tap::new(post, &mut tail)));
-                            let bytes = stream::add_parts(sink, &name, parts)?;
-                            let (head, tail) = (head.into_state(), tail.into_state());
-                            if !tail.complete || tail.dumped_by.is_none() {
-                                return Err(incomplete());
-                            }
-                            if head.restricted != direct.restricts() {
-                                return Err(Error::Format(format!(
-                                "pg_dump {} {} \\restrict in its dump of {db}, against its version",
-                                head.dumped_by.as_deref().unwrap_or("?"),
-                                if head.restricted { "wrote" } else { "did not write" },
-                            )));
-                            }
-                            (bytes, head, direct.table_rows())
+                        };
+                        let mut reader =
+                            OnFirstBytes::new(Tap::new(child, &mut observer), probe_after);
+                        let bytes = stream::add(sink, &name, &mut reader)?;
+                        drop(reader);
+                        (bytes, observer.into_state(), Vec::new())
+                    }
+                    DbDump::Direct {
+                        mut direct,
+                        first,
+                        last: post,
+                    } => {
+                        if last {
+                            after_direct.clone_from(&direct.after);
                         }
-                    };
+                        store_direct(sink, &name, db, &mut direct, first, post)?
+                    }
+                };
                 if state.dumped_by.is_none() || !state.complete {
                     return Err(incomplete());
                 }

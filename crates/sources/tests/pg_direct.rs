@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Cursor, Read};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use lifeboat_sources::pg::{
     stream_name, DirectOptions, PgConnection, PgDumpOptions, PgRestoreOptions, PgRestorer, PgSource,
@@ -110,6 +111,7 @@ fn direct_opts(ranges: usize) -> DirectOptions {
         min_table_bytes: 0,
         max_tables: 100,
         ranges,
+        ..DirectOptions::default()
     }
 }
 
@@ -190,6 +192,13 @@ fn normalized(dump: &str) -> String {
     out.join("\n")
 }
 
+/// `pg_dump` runs in a stream: two where tables were read directly.
+fn runs(dump: &str) -> usize {
+    dump.lines()
+        .filter(|l| *l == "-- PostgreSQL database dump complete")
+        .count()
+}
+
 fn restricts(dump: &str) -> usize {
     dump.lines()
         .filter(|l| l.starts_with("\\restrict "))
@@ -207,6 +216,7 @@ fn tables_read_directly_dump_and_restore_as_pg_dump_alone() {
 
     let (meta, ours) = dump_with(&pg, &tmp.path().join("direct"), src_opts(direct_opts(3)));
     // pg_dump twice, the direct part once: the path was taken.
+    assert_eq!(runs(&ours), 2);
     assert_eq!(restricts(&ours), 3 * pairs, "{ours:.2000}");
 
     // Every table's data, read by pg_dump or directly, is what pg_dump alone writes.
@@ -318,23 +328,23 @@ fn what_cannot_be_read_directly_is_left_to_pg_dump() {
     let mut small = direct_opts(2);
     small.min_table_bytes = 1 << 40;
     let (_, text) = dump_with(&pg, &tmp.path().join("small"), src_opts(small));
-    assert_eq!(restricts(&text), pairs);
+    assert_eq!((runs(&text), restricts(&text)), (1, pairs));
 
     // Extra pg_dump arguments, or switched off.
     let mut extra = src_opts(direct_opts(2));
     extra.extra_args = vec!["--exclude-table-data=scratch".into()];
     let (_, text) = dump_with(&pg, &tmp.path().join("extra"), extra);
-    assert_eq!(restricts(&text), pairs);
+    assert_eq!((runs(&text), restricts(&text)), (1, pairs));
     let mut off = direct_opts(2);
     off.enabled = false;
     let (_, text) = dump_with(&pg, &tmp.path().join("off"), src_opts(off));
-    assert_eq!(restricts(&text), pairs);
+    assert_eq!((runs(&text), restricts(&text)), (1, pairs));
 
     // The max_tables largest: only `big` here.
     let mut one = direct_opts(2);
     one.max_tables = 1;
     let (meta, text) = dump_with(&pg, &tmp.path().join("one"), src_opts(one));
-    assert_eq!(restricts(&text), 3 * pairs);
+    assert_eq!((runs(&text), restricts(&text)), (2, 3 * pairs));
     let direct_part = text.split("\\restrict ").nth(2).unwrap_or(&text);
     assert!(direct_part.contains("-- Data for Name: big;"));
     assert!(!direct_part.contains("-- Data for Name: ids;"));
@@ -381,4 +391,131 @@ fn a_lost_snapshot_fails_the_dump() {
         .to_string();
     assert!(err.contains("src") && err.contains("snapshot"), "{err}");
     assert!(!sink.0.is_finished());
+}
+
+/// A sink that runs `sql` on the server before it reads the parts: at once, or in a `psql`
+/// left running once it waits for a lock (`background`; the test waits for it).
+struct Meddling<'a> {
+    inner: ParallelSink,
+    pg: &'a PgServer,
+    sql: &'a str,
+    background: bool,
+    psql: Option<std::process::Child>,
+}
+
+impl StreamSink for Meddling<'_> {
+    fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> io::Result<u64> {
+        self.inner.add_stream(name, reader)
+    }
+    fn add_stream_parts<'p>(
+        &mut self,
+        name: &str,
+        parts: Vec<Box<dyn Read + Send + 'p>>,
+    ) -> io::Result<u64> {
+        if !self.background {
+            self.pg.sql("src", self.sql);
+            return self.inner.add_stream_parts(name, parts);
+        }
+        self.psql = Some(
+            Command::new(self.pg.bin_dir().join("psql"))
+                .args([
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-d",
+                    "src",
+                    "-c",
+                    self.sql,
+                ])
+                .envs(self.pg.env())
+                .spawn()
+                .unwrap(),
+        );
+        // Queued behind the control connection's lock.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE 'ALTER TABLE%'",
+        ) != "1"
+        {
+            assert!(Instant::now() < deadline, "the ALTER is not waiting");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.inner.add_stream_parts(name, parts)
+    }
+    fn finish(&mut self, metadata: &DumpMetadata) -> io::Result<()> {
+        self.inner.finish(metadata)
+    }
+}
+
+/// Rows changed, deleted and added after the snapshot, before any row is read, are not in
+/// the dump: every table's data is what pg_dump alone wrote before the changes.
+#[test]
+fn writes_after_the_snapshot_are_not_in_the_dump() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup(&pg);
+    let tmp = tempfile::tempdir().unwrap();
+    let before = data_entries(&pg_dump(&pg, "src"));
+    let mut sink = Meddling {
+        inner: ParallelSink(DirStreams::create(tmp.path().join("d")).unwrap()),
+        pg: &pg,
+        sql: "UPDATE big SET payload = 'changed' WHERE id % 7 = 0;
+              DELETE FROM big WHERE id < 1000 AND id NOT IN (SELECT ref FROM ids);
+              INSERT INTO big SELECT g, 'new' FROM generate_series(70001, 80000) g;
+              INSERT INTO parent SELECT g, 'late' FROM generate_series(1, 100) g;",
+        background: false,
+        psql: None,
+    };
+    let meta = PgSource::new(conn(&pg), src_opts(direct_opts(3)))
+        .dump(&mut sink)
+        .unwrap();
+    let ours =
+        std::fs::read_to_string(tmp.path().join("d/streams").join(stream_name("src"))).unwrap();
+    assert_eq!(runs(&ours), 2);
+    assert!(
+        data_entries(&ours) == before,
+        "the dump saw writes after its snapshot"
+    );
+    let big = meta.databases[0]
+        .tables
+        .iter()
+        .find(|t| t.name == "big")
+        .unwrap();
+    assert_eq!(big.rows, 60000 - 60000 / 89);
+}
+
+/// An `ALTER TABLE` queued behind the control connection's lock, ahead of the ranges' own:
+/// the dump fails after the lock wait instead of waiting forever, stores nothing, and the
+/// `ALTER` then goes on.
+#[test]
+fn ddl_queued_behind_the_dump_fails_it_instead_of_hanging() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup(&pg);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = direct_opts(2);
+    opts.lock_wait = Duration::from_secs(1);
+    let mut sink = Meddling {
+        inner: ParallelSink(DirStreams::create(tmp.path().join("d")).unwrap()),
+        pg: &pg,
+        sql: "ALTER TABLE big ADD COLUMN later int",
+        background: true,
+        psql: None,
+    };
+    let err = PgSource::new(conn(&pg), src_opts(opts))
+        .dump(&mut sink)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lock timeout"), "{err}");
+    assert!(!sink.inner.0.is_finished());
+    assert!(sink.psql.take().unwrap().wait().unwrap().success());
+    assert_eq!(
+        pg.sql(
+            "src",
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'big'::regclass AND attname = 'later'",
+        ),
+        "1",
+        "the ALTER went on"
+    );
 }

@@ -27,11 +27,12 @@
 //! servers before 12, extra `pg_dump` arguments, and any failure before the first byte is
 //! stored fall back to `pg_dump` alone.
 //!
-//! Both `pg_dump` runs get `--lock-wait-timeout`: a statement that wants an exclusive lock
-//! (`ALTER TABLE`, `DROP`, `VACUUM FULL`) queued behind the control connection's lock and
-//! ahead of `pg_dump`'s would otherwise wait forever, on a cycle that runs through this
-//! client, where the server cannot see it. The dump then fails, as `pg_dump -j` does in the
-//! same case, and the queued statement goes on.
+//! Both `pg_dump` runs get `--lock-wait-timeout`, and each range's `COPY` a `lock_timeout`
+//! ([`DirectOptions::lock_wait`]): a statement that wants an exclusive lock (`ALTER TABLE`,
+//! `DROP`, `VACUUM FULL`) queued behind the control connection's lock and ahead of theirs
+//! would otherwise wait forever, on a cycle that runs through this client, where the server
+//! cannot see it. The dump then fails, as `pg_dump -j` does in the same case, and the
+//! queued statement goes on.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,9 +55,6 @@ const MIN_RANGE_PAGES: u64 = 1024;
 /// everything instead.
 const CONTROL_LOCK_TIMEOUT: &str = "5s";
 
-/// How long each `pg_dump` run waits for a table lock (see the module doc).
-pub(crate) const LOCK_WAIT_TIMEOUT: &str = "60s";
-
 /// Which tables a dump reads itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectOptions {
@@ -68,6 +66,9 @@ pub struct DirectOptions {
     pub max_tables: usize,
     /// Page ranges per table, at most; 0 = one per core, at most 4.
     pub ranges: usize,
+    /// How long each `pg_dump` run and each range's `COPY` waits for a table lock (see
+    /// the module doc).
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for DirectOptions {
@@ -77,29 +78,46 @@ impl Default for DirectOptions {
             min_table_bytes: 64 << 20,
             max_tables: 4,
             ranges: 0,
+            lock_wait: std::time::Duration::from_secs(60),
         }
     }
 }
 
-/// Session settings as `pg_dump` makes them (its `setup_connection`), for every
-/// connection that reads rows, plus no parallel workers for the range scans.
-const SESSION: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; \
-     SET extra_float_digits TO 3; SET synchronize_seqscans TO off; \
-     SET statement_timeout = 0; SET lock_timeout = 0; \
-     SET idle_in_transaction_session_timeout = 0; SET row_security = off; \
-     SET max_parallel_workers_per_gather = 0";
+/// Session settings as `pg_dump` makes them (its `setup_connection`) for a server of
+/// `version` (`server_version_num`), plus no parallel workers for the range scans; and,
+/// where the server has it, `restrict_nonsystem_relation_kind` as `pg_dump` sets it
+/// (CVE-2024-7348: a name that became a view runs no one's code here).
+fn session(version: u32) -> String {
+    let mut sql = String::from(
+        "SET DateStyle = ISO; SET IntervalStyle = postgres; \
+         SET extra_float_digits TO 3; SET synchronize_seqscans TO off; \
+         SET statement_timeout = 0; SET lock_timeout = 0; \
+         SET idle_in_transaction_session_timeout = 0; SET row_security = off; \
+         SET quote_all_identifiers = off; SET max_parallel_workers_per_gather = 0; \
+         SELECT pg_catalog.set_config('search_path', '', false); \
+         SELECT pg_catalog.set_config(name, 'view, foreign-table', false) \
+           FROM pg_catalog.pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
+    );
+    if version >= 170000 {
+        sql.push_str("; SET transaction_timeout = 0");
+    }
+    sql
+}
 
-/// The tables read here: ordinary, permanent, outside system and extension schemas, not
-/// extension members, without row security, not partitions; `$1` is the smallest size.
+/// The tables read here: ordinary heap tables, permanent, outside system and extension
+/// schemas, not extension members, without row security, not partitions, of at least
+/// `MIN_BYTES`, the `MAX_TABLES` largest.
 const ELIGIBLE: &str = "SELECT n.nspname, c.relname, pg_catalog.pg_get_userbyid(c.relowner), \
        pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), \
        (SELECT pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum) \
           FROM pg_catalog.pg_attribute a \
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
            AND a.attgenerated = ''), \
-       pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int \
+       pg_catalog.pg_relation_size(c.oid) / pg_catalog.current_setting('block_size')::int, \
+       c.oid::text \
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
  WHERE c.relkind = 'r' AND c.relpersistence = 'p' \
+   AND c.relam = (SELECT oid FROM pg_catalog.pg_am WHERE amname = 'heap') \
    AND NOT c.relrowsecurity AND NOT c.relispartition \
    AND n.nspname <> ALL (ARRAY['pg_catalog', 'information_schema']) \
    AND n.nspname !~ '^pg_(toast|temp_)' \
@@ -130,6 +148,8 @@ pub(crate) struct DirectTable {
     columns: String,
     /// Pages of the main fork when the snapshot was taken.
     pages: u64,
+    /// `pg_class.oid`, to check that the name still means this table once it is locked.
+    oid: String,
 }
 
 /// A dump's direct part, prepared: the control connection (holding the snapshot and the
@@ -142,7 +162,12 @@ pub(crate) struct Direct {
     pub(crate) tables: Vec<DirectTable>,
     /// Page ranges per table (1 on servers before 14).
     ranges: Vec<usize>,
-    /// The key of the `\restrict` pair around the tables' data, when `pg_dump` writes one.
+    /// `server_version_num`.
+    version: u32,
+    /// Each `COPY`'s lock wait, `lock_timeout` in milliseconds.
+    lock_wait_ms: u128,
+    /// The key of the `\restrict` pair around the tables' data, when `pg_dump` writes one
+    /// (set from its header: [`Direct::follow_header`]).
     restrict: Option<String>,
     /// The WAL position right after the snapshot, when asked for.
     pub(crate) after: Option<String>,
@@ -168,29 +193,12 @@ pub(crate) struct Plan<'a> {
     /// `extract(epoch from pg_postmaster_start_time())` as `psql` saw it: the wire
     /// connection must reach the server the tools reach.
     pub(crate) server_started: &'a str,
-    /// Whether `pg_dump` wraps its output in `\restrict` (its version).
-    pub(crate) restrict: bool,
+    /// `pg_dump`'s major version: identifiers are quoted by the server's keyword list,
+    /// `pg_dump` quotes by its own, and a keyword new in one would be written bare by the
+    /// other.
+    pub(crate) pg_dump_major: u32,
     /// Ask for the WAL position after the snapshot (the last database of a dump).
     pub(crate) want_after: Option<&'a str>,
-}
-
-/// Whether `pg_dump` of this version writes `\restrict` (17.6, 16.10, 15.14, 14.19, 13.22
-/// and later).
-pub(crate) fn writes_restrict(pg_dump_version: &str) -> bool {
-    let mut nums = pg_dump_version
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    match major {
-        18.. => true,
-        17 => minor >= 6,
-        16 => minor >= 10,
-        15 => minor >= 14,
-        14 => minor >= 19,
-        13 => minor >= 22,
-        _ => false,
-    }
 }
 
 /// Prepare the direct part for `plan.db`, or say why `pg_dump` reads everything: `Ok(None)`
@@ -226,14 +234,20 @@ pub(crate) fn prepare(plan: &Plan<'_>) -> std::result::Result<Option<Direct>, St
             "the server's version number is {version}, before 12"
         ));
     }
+    if version / 10000 != plan.pg_dump_major {
+        return Err(format!(
+            "pg_dump {} and the server {} differ in major version",
+            plan.pg_dump_major,
+            version / 10000
+        ));
+    }
     if settings.get(1).cloned().flatten().as_deref() != Some(plan.server_started) {
         return Err(format!(
             "{} reaches another server than psql (their start times differ)",
             target.address
         ));
     }
-    query(SESSION)?;
-    query("SELECT pg_catalog.set_config('search_path', '', false)")?;
+    query(&session(version))?;
     query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
     // A table held exclusively (a long `ALTER`, `VACUUM FULL`) would hold this connection
     // (reading its size, taking its lock) and the dump's start: give up soon and let
@@ -267,7 +281,15 @@ pub(crate) fn prepare(plan: &Plan<'_>) -> std::result::Result<Option<Direct>, St
                 qualified: next()?,
                 columns: next().unwrap_or_default(),
                 pages: next()?.parse().ok()?,
+                oid: next()?,
             })
+        })
+        // A name this client could not decode (a client encoding other than UTF-8): the
+        // table stays with pg_dump.
+        .filter(|t: &DirectTable| {
+            ![&t.schema, &t.name, &t.owner, &t.qualified, &t.columns]
+                .iter()
+                .any(|s| s.contains('\u{FFFD}'))
         })
         .collect();
     if tables.is_empty() {
@@ -277,6 +299,24 @@ pub(crate) fn prepare(plan: &Plan<'_>) -> std::result::Result<Option<Direct>, St
         .into_iter()
         .filter_map(|row| row.into_iter().next().flatten())
         .collect();
+    // This connection and both pg_dump runs each hold a lock on every table: keep well
+    // inside the server's shared lock table.
+    let slots: usize = first(query(
+        "SELECT (pg_catalog.current_setting('max_locks_per_transaction')::int * \
+         (pg_catalog.current_setting('max_connections')::int + \
+          pg_catalog.current_setting('max_prepared_transactions')::int))::text",
+    )?)
+    .first()
+    .cloned()
+    .flatten()
+    .and_then(|v| v.parse().ok())
+    .unwrap_or(0);
+    if 3 * locked.len() > slots / 2 {
+        return Err(format!(
+            "{} tables locked three times would take more than half of the server's {slots} lock slots",
+            locked.len()
+        ));
+    }
     for batch in locked.chunks(1000) {
         query(&format!(
             "LOCK TABLE {} IN ACCESS SHARE MODE",
@@ -288,6 +328,20 @@ pub(crate) fn prepare(plan: &Plan<'_>) -> std::result::Result<Option<Direct>, St
         ))?;
     }
     query("SET LOCAL lock_timeout = 0")?;
+    // Locked now: a name still meaning the table found in the snapshot means it until the
+    // end (renaming it needs a lock that conflicts with this one).
+    for t in &tables {
+        let now = first(query(&format!(
+            "SELECT pg_catalog.to_regclass({})::pg_catalog.oid::text",
+            quote_literal(&t.qualified)
+        ))?);
+        if now.first().cloned().flatten().as_deref() != Some(t.oid.as_str()) {
+            return Err(format!(
+                "{} names another relation than the table in the snapshot",
+                t.qualified
+            ));
+        }
+    }
     // Ranges per table: one per core (at most 4) of at least 8 MiB each, or as asked, of
     // at least a page each.
     let (per_table, min_pages) = match plan.opts.ranges {
@@ -317,7 +371,9 @@ pub(crate) fn prepare(plan: &Plan<'_>) -> std::result::Result<Option<Direct>, St
         encoding,
         tables,
         ranges,
-        restrict: plan.restrict.then(restrict_key),
+        version,
+        lock_wait_ms: plan.opts.lock_wait.as_millis().max(1),
+        restrict: None,
         after,
         rows,
     }))
@@ -370,13 +426,51 @@ impl Direct {
         vec![
             format!("--snapshot={}", self.snapshot),
             format!("--encoding={}", self.encoding),
-            format!("--lock-wait-timeout={LOCK_WAIT_TIMEOUT}"),
+            format!("--lock-wait-timeout={}ms", self.lock_wait_ms),
         ]
     }
 
-    /// Whether the data is wrapped in a `\restrict` pair.
-    pub(crate) fn restricts(&self) -> bool {
-        self.restrict.is_some()
+    /// Read the first `pg_dump` run's header (up to its `-- Dumped by pg_dump version`
+    /// line) from `first`: the tables' data gets a `\restrict` pair of its own exactly when
+    /// that header has one (the version alone does not say: vendors backport the fix, and
+    /// 18's betas did not have it). Returns the bytes read, which come first in the stream.
+    ///
+    /// # Errors
+    /// Reading `first` (`pg_dump` failed before writing its header).
+    pub(crate) fn follow_header(&mut self, first: &mut dyn Read) -> io::Result<Vec<u8>> {
+        const MARK: &[u8] = b"\n-- Dumped by pg_dump version ";
+        let mut head = Vec::new();
+        let mut block = [0u8; 4096];
+        let end = loop {
+            if let Some(at) = memchr::memmem::find(&head, MARK) {
+                if let Some(nl) = memchr::memchr(b'\n', &head[at + MARK.len()..]) {
+                    break at + MARK.len() + nl;
+                }
+            }
+            if head.len() > 64 << 10 {
+                break 0;
+            }
+            let n = first.read(&mut block)?;
+            if n == 0 {
+                break 0;
+            }
+            head.extend_from_slice(&block[..n]);
+        };
+        let restricted = head[..end]
+            .split(|&b| b == b'\n')
+            .any(|line| line.starts_with(b"\\restrict "));
+        self.restrict = restricted.then(restrict_key);
+        Ok(head)
+    }
+
+    /// Whether `tables`, those `pg_dump` wrote data for, has one read here too (its
+    /// rows would be loaded twice).
+    pub(crate) fn duplicated<'t>(&self, tables: &'t [TableRows]) -> Option<&'t TableRows> {
+        tables.iter().find(|r| {
+            self.tables
+                .iter()
+                .any(|t| r.name == t.name && r.schema.as_deref().unwrap_or("public") == t.schema)
+        })
     }
 
     /// Connections this dump opens for rows.
@@ -440,12 +534,14 @@ impl Direct {
     /// Start a range's `COPY` on a connection of its own, in the snapshot.
     fn open(&self, sql: &str) -> crate::Result<CopyOut<WireConn>> {
         let mut conn = WireConn::connect(&self.target)?;
-        conn.query(SESSION)?;
+        conn.query(&session(self.version))?;
+        // The COPY's lock: a statement wanting an exclusive lock, queued behind the control
+        // connection's, would make it wait on a cycle the server cannot see.
         conn.query(&format!(
-            "SET client_encoding = {}",
-            quote_literal(&self.encoding)
+            "SET client_encoding = {}; SET lock_timeout = {}",
+            quote_literal(&self.encoding),
+            self.lock_wait_ms
         ))?;
-        conn.query("SELECT pg_catalog.set_config('search_path', '', false)")?;
         conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
         conn.query(&format!(
             "SET TRANSACTION SNAPSHOT {}",
@@ -578,25 +674,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn restrict_comes_with_the_fixed_minor_releases() {
-        for (v, yes) in [
-            ("15.20 (Debian 15.20-0+deb12u1)", true),
-            ("15.13", false),
-            ("15.14", true),
-            ("16.9", false),
-            ("16.10", true),
-            ("17.6", true),
-            ("18.0", true),
-            ("14.19", true),
-            ("13.21", false),
-            ("12.22", false),
-            ("", false),
-        ] {
-            assert_eq!(writes_restrict(v), yes, "{v}");
-        }
-    }
-
-    #[test]
     fn patterns_and_headers_are_literal() {
         assert_eq!(exact_pattern("Sch", "a\"b*.c"), "\"Sch\".\"a\"\"b*.c\"");
         assert_eq!(header_name("odd\nname"), "odd name");
@@ -612,6 +689,7 @@ mod tests {
             qualified: "public.t".into(),
             columns: "a, \"select\"".into(),
             pages: 10,
+            oid: "1".into(),
         };
         assert_eq!(
             range_sql(&t, 0, 1),

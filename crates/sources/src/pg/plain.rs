@@ -106,8 +106,6 @@ pub(crate) struct PlainState {
     pub(crate) dumped_by: Option<String>,
     /// Saw `-- PostgreSQL database dump complete`.
     pub(crate) complete: bool,
-    /// Saw `\restrict KEY` (`pg_dump` 17.6, 16.10, 15.14, … and later).
-    pub(crate) restricted: bool,
 }
 
 impl PlainObserver {
@@ -169,8 +167,6 @@ impl PlainState {
             self.dumped_by.get_or_insert_with(|| v.trim().to_string());
         } else if text == "-- PostgreSQL database dump complete" {
             self.complete = true;
-        } else if text.starts_with("\\restrict ") {
-            self.restricted = true;
         }
     }
 }
