@@ -189,7 +189,7 @@ if pg:
         return med([pg[t][r].get(step, {}).get(metric) for r in pg.get(t, {})])
 
     for t, label in [("pg_dump_plain", "pg_dump (plain) > /dev/null"), ("pg_dump_Fc", "pg_dump -Fc to a file"),
-                     ("lifeboat", "lifeboat backup postgres (plain pg_dump streamed)"), ("restic", "pg_dump \\| restic backup --stdin")]:
+                     ("lifeboat", "lifeboat backup postgres (plain dump; largest tables read directly)"), ("restic", "pg_dump \\| restic backup --stdin")]:
         if not tool_runs.get(t):
             continue
         d1 = {m: pg_med(t, "dump1", m) for m in ("wall_s", "bytes", "rss_kib", "cpu_s")}
