@@ -359,38 +359,22 @@ fn a_lost_snapshot_fails_the_dump() {
     setup(&pg);
     let tmp = tempfile::tempdir().unwrap();
 
-    struct Killing<'a>(DirStreams, &'a PgServer);
-    impl StreamSink for Killing<'_> {
-        fn add_stream(&mut self, name: &str, reader: &mut dyn Read) -> io::Result<u64> {
-            self.0.add_stream(name, reader)
-        }
-        fn add_stream_parts<'p>(
-            &mut self,
-            name: &str,
-            parts: Vec<Box<dyn Read + Send + 'p>>,
-        ) -> io::Result<u64> {
-            // The control connection is the only one of Lifeboat's open yet.
-            assert_eq!(
-                self.1.sql(
-                    "postgres",
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                     WHERE application_name = 'lifeboat'"
-                ),
-                "1"
-            );
-            self.0.add_stream_parts(name, parts)
-        }
-        fn finish(&mut self, metadata: &DumpMetadata) -> io::Result<()> {
-            self.0.finish(metadata)
-        }
-    }
-    let mut sink = Killing(DirStreams::create(tmp.path().join("d")).unwrap(), &pg);
+    // The control connection is the only one of Lifeboat's open yet.
+    let mut sink = Meddling {
+        inner: ParallelSink(DirStreams::create(tmp.path().join("d")).unwrap()),
+        pg: &pg,
+        sql: "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+              WHERE application_name = 'lifeboat'",
+        expect: Some("1"),
+        background: false,
+        psql: None,
+    };
     let err = PgSource::new(conn(&pg), src_opts(direct_opts(2)))
         .dump(&mut sink)
         .unwrap_err()
         .to_string();
     assert!(err.contains("src") && err.contains("snapshot"), "{err}");
-    assert!(!sink.0.is_finished());
+    assert!(!sink.inner.0.is_finished());
 }
 
 /// A sink that runs `sql` on the server before it reads the parts: at once, or in a `psql`
@@ -399,6 +383,8 @@ struct Meddling<'a> {
     inner: ParallelSink,
     pg: &'a PgServer,
     sql: &'a str,
+    /// What `sql` must answer.
+    expect: Option<&'a str>,
     background: bool,
     psql: Option<std::process::Child>,
 }
@@ -413,7 +399,10 @@ impl StreamSink for Meddling<'_> {
         parts: Vec<Box<dyn Read + Send + 'p>>,
     ) -> io::Result<u64> {
         if !self.background {
-            self.pg.sql("src", self.sql);
+            let answer = self.pg.sql("src", self.sql);
+            if let Some(want) = self.expect {
+                assert_eq!(answer, want, "{}", self.sql);
+            }
             return self.inner.add_stream_parts(name, parts);
         }
         self.psql = Some(
@@ -465,6 +454,7 @@ fn writes_after_the_snapshot_are_not_in_the_dump() {
               DELETE FROM big WHERE id < 1000 AND id NOT IN (SELECT ref FROM ids);
               INSERT INTO big SELECT g, 'new' FROM generate_series(70001, 80000) g;
               INSERT INTO parent SELECT g, 'late' FROM generate_series(1, 100) g;",
+        expect: None,
         background: false,
         psql: None,
     };
@@ -500,6 +490,7 @@ fn ddl_queued_behind_the_dump_fails_it_instead_of_hanging() {
         inner: ParallelSink(DirStreams::create(tmp.path().join("d")).unwrap()),
         pg: &pg,
         sql: "ALTER TABLE big ADD COLUMN later int",
+        expect: None,
         background: true,
         psql: None,
     };

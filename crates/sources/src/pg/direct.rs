@@ -551,13 +551,19 @@ impl Direct {
     }
 }
 
-/// `pg_dump`'s text before a table's rows.
-fn entry_header(t: &DirectTable) -> String {
-    let columns = if t.columns.is_empty() {
+/// `(a, b)` as `pg_dump` writes it after the table's name; nothing for a table without
+/// columns.
+fn column_list(t: &DirectTable) -> String {
+    if t.columns.is_empty() {
         String::new()
     } else {
         format!("({})", t.columns)
-    };
+    }
+}
+
+/// `pg_dump`'s text before a table's rows.
+fn entry_header(t: &DirectTable) -> String {
+    let columns = column_list(t);
     format!(
         "--\n-- Data for Name: {}; Type: TABLE DATA; Schema: {}; Owner: {}\n--\n\n\
          COPY {} {columns} FROM stdin;\n",
@@ -572,12 +578,7 @@ fn entry_header(t: &DirectTable) -> String {
 /// else pages `[pages·r/k, pages·(r+1)/k)`, the last range open-ended.
 fn range_sql(t: &DirectTable, r: usize, k: usize) -> String {
     if k == 1 {
-        let columns = if t.columns.is_empty() {
-            String::new()
-        } else {
-            format!("({})", t.columns)
-        };
-        return format!("COPY {} {columns} TO STDOUT", t.qualified);
+        return format!("COPY {} {} TO STDOUT", t.qualified, column_list(t));
     }
     let page = |i: usize| t.pages * i as u64 / k as u64;
     let mut cond = Vec::new();
