@@ -506,11 +506,10 @@ impl Direct {
                 parts.push(TablePart {
                     direct: self,
                     sql: range_sql(t, r, k),
-                    head,
                     tail,
                     rows: &self.rows[i],
-                    state: State::Head(0),
-                    buf: Vec::new(),
+                    state: State::Start,
+                    buf: head,
                     pos: 0,
                 });
             }
@@ -597,19 +596,21 @@ fn range_sql(t: &DirectTable, r: usize, k: usize) -> String {
 }
 
 enum State {
-    Head(usize),
+    /// The connection is not open yet.
+    Start,
     Rows(Box<CopyOut<WireConn>>),
-    Tail(usize),
+    Done,
 }
 
 /// One range of one table, with the text before and after it: a part of the dump stream.
 pub(crate) struct TablePart<'d> {
     direct: &'d Direct,
     sql: String,
-    head: Vec<u8>,
+    /// Given after the rows.
     tail: Vec<u8>,
     rows: &'d AtomicU64,
     state: State,
+    /// What is next to read: the text before the rows at first, then blocks of rows.
     buf: Vec<u8>,
     pos: usize,
 }
@@ -621,12 +622,7 @@ impl TablePart<'_> {
         self.pos = 0;
         loop {
             match &mut self.state {
-                State::Head(done) => {
-                    if *done < self.head.len() {
-                        self.buf.extend_from_slice(&self.head[*done..]);
-                        *done = self.head.len();
-                        return Ok(true);
-                    }
+                State::Start => {
                     let copy = self
                         .direct
                         .open(&self.sql)
@@ -639,20 +635,14 @@ impl TablePart<'_> {
                     self.rows.fetch_add(rows, Ordering::Relaxed);
                     if !more {
                         // Closes the range's connection.
-                        self.state = State::Tail(0);
+                        self.state = State::Done;
+                        self.buf.append(&mut self.tail);
                     }
                     if !self.buf.is_empty() {
                         return Ok(true);
                     }
                 }
-                State::Tail(done) => {
-                    if *done < self.tail.len() {
-                        self.buf.extend_from_slice(&self.tail[*done..]);
-                        *done = self.tail.len();
-                        return Ok(true);
-                    }
-                    return Ok(false);
-                }
+                State::Done => return Ok(false),
             }
         }
     }
