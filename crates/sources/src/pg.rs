@@ -22,8 +22,9 @@
 //! - [`PgTarget::Tables`]: restore single tables into an existing database in one
 //!   transaction (see [`plain`] for how entries are selected); existing tables get
 //!   `TRUNCATE ONLY` + `COPY`, missing ones are created with their indexes and constraints.
-//!   Other tables are never touched; a table referenced by a foreign key of another table
-//!   cannot be truncated and the whole restore rolls back.
+//!   Other tables' rows are never touched; foreign keys that reference a replaced table are
+//!   dropped before its `TRUNCATE` and added back after its data, which checks the rows that
+//!   reference it (a row left dangling fails and rolls back the whole restore).
 //! - Version skew: a dump made by a newer `pg_dump` major than the target server is refused
 //!   before anything is created.
 

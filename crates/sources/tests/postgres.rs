@@ -392,26 +392,139 @@ fn single_table_restore_leaves_other_tables_untouched() {
     assert!(matches!(err, Error::Verification(_)), "{err}");
     assert_eq!(pg.sql("shop", "SELECT count(*) FROM orders"), "100");
 
-    // A table referenced by another table's foreign key cannot be truncated: refused by
-    // PostgreSQL, everything rolled back, customers unchanged.
+    // A table referenced by another table's foreign key is restored too: the key is dropped
+    // for the TRUNCATE and added back, which checks orders' rows against the restored ones.
     let opts = PgRestoreOptions::tables("shop", vec!["customers".into()]);
     let mut safety = DirStreams::create(tmp.path().join("safety3")).unwrap();
-    let err = restorer
+    restorer
         .restore(
             &meta,
             &mut src,
             &opts,
             Some(&mut safety as &mut dyn StreamSink),
         )
-        .unwrap_err();
-    assert!(err.to_string().contains("foreign key"), "{err}");
-    assert_eq!(
+        .unwrap();
+    assert_ne!(
         pg.sql(
             "shop",
             "SELECT string_agg(c::text, ',' ORDER BY id) FROM customers c"
         ),
-        customers_before
+        customers_before,
+        "the customer added after the backup is gone"
     );
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM customers"), "50");
+}
+
+/// All foreign keys in `db`: table, name, definition and comment, partitions' clones included.
+fn foreign_keys(pg: &PgServer, db: &str) -> String {
+    pg.sql(
+        db,
+        "SELECT string_agg(conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+                           || ' ' || coalesce(obj_description(oid, 'pg_constraint'), '-'),
+                           E'\n' ORDER BY conrelid::regclass::text, conname)
+           FROM pg_constraint WHERE contype = 'f'",
+    )
+}
+
+fn customers(pg: &PgServer) -> String {
+    pg.sql(
+        "shop",
+        "SELECT string_agg(c::text, ',' ORDER BY id) FROM customers c",
+    )
+}
+
+/// PostgreSQL refuses to `TRUNCATE` a table that another table's foreign key references;
+/// the restore drops such keys (a partitioned table's too) inside its transaction and adds
+/// them back after the data, which checks the referencing rows against the restored ones.
+#[test]
+fn single_table_restore_of_a_referenced_table_checks_the_rows_that_reference_it() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    setup_shop(&pg);
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = dump(&pg, &tmp.path().join("backup"), &["shop"]);
+    let restorer = PgRestorer::new(conn(&pg));
+    let src = DirStreams::open(tmp.path().join("backup"));
+    let backed_up = customers(&pg);
+    let orders_md5 = pg.sql(
+        "shop",
+        "SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o",
+    );
+
+    // After the backup: a comment on the key, a partitioned table that references customers
+    // too (its key is cloned onto the partition), and damaged customers.
+    pg.sql(
+        "shop",
+        "COMMENT ON CONSTRAINT orders_customer_fkey ON orders IS 'who ordered';
+         CREATE TABLE refunds(id int, customer int REFERENCES customers(id) DEFERRABLE)
+           PARTITION BY RANGE (id);
+         CREATE TABLE refunds_low PARTITION OF refunds FOR VALUES FROM (0) TO (1000);
+         INSERT INTO refunds SELECT g, g FROM generate_series(1, 20) g;
+         UPDATE customers SET name = name || '-damaged' WHERE id <= 10",
+    );
+    let keys = foreign_keys(&pg, "shop");
+    assert!(keys.contains("refunds_low"), "{keys}");
+    assert!(keys.contains("who ordered"), "{keys}");
+    let restore = |tables: &[&str], name: &str| {
+        let opts = PgRestoreOptions::tables("shop", tables.iter().map(|t| t.to_string()).collect());
+        let mut safety = DirStreams::create(tmp.path().join(name)).unwrap();
+        restorer.restore(
+            &meta,
+            &mut src.clone(),
+            &opts,
+            Some(&mut safety as &mut dyn StreamSink),
+        )
+    };
+
+    restore(&["customers"], "safety1").unwrap();
+    assert_eq!(customers(&pg), backed_up);
+    assert_eq!(
+        foreign_keys(&pg, "shop"),
+        keys,
+        "every key back, comment included"
+    );
+    assert_eq!(
+        pg.sql(
+            "shop",
+            "SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o"
+        ),
+        orders_md5,
+        "orders untouched"
+    );
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM refunds"), "20");
+
+    // An order for a customer the backup does not have: restoring customers alone would
+    // break it, so the restore fails, names the table, the key and the row, and rolls back.
+    pg.sql(
+        "shop",
+        "INSERT INTO customers(id, name) VALUES (51, 'late');
+         INSERT INTO orders(customer, note) VALUES (51, 'late order')",
+    );
+    let with_late = customers(&pg);
+    let err = restore(&["customers"], "safety2").unwrap_err();
+    assert!(matches!(err, Error::Verification(_)), "{err}");
+    let msg = err.to_string();
+    for needle in [
+        "public.orders",
+        "orders_customer_fkey",
+        "(customer)=(51)",
+        "rolled back",
+    ] {
+        assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+    }
+    assert_eq!(customers(&pg), with_late, "nothing changed");
+    assert_eq!(foreign_keys(&pg, "shop"), keys);
+
+    // Restoring both tables together satisfies the key.
+    restore(&["customers", "orders"], "safety3").unwrap();
+    assert_eq!(customers(&pg), backed_up);
+    assert_eq!(
+        pg.sql(
+            "shop",
+            "SELECT md5(string_agg(o::text, ',' ORDER BY id)) FROM orders o"
+        ),
+        orders_md5
+    );
+    assert_eq!(foreign_keys(&pg, "shop"), keys);
 }
 
 #[test]

@@ -237,8 +237,86 @@ enum Decision {
     Pending,
 }
 
+/// The transaction-local setting that carries the foreign keys dropped by
+/// [`foreign_keys_prologue`] to [`foreign_keys_epilogue`].
+const FK_SETTING: &str = "lifeboat.restore_fks";
+
+/// SQL run first in a single-table restore over existing tables: every foreign key that
+/// references one of them (from any table, the picked ones included) is recorded, with its
+/// definition and comment, and dropped, so that their `TRUNCATE ONLY` is allowed; without
+/// this PostgreSQL refuses to truncate a referenced table. [`foreign_keys_epilogue`] adds
+/// them back after the data, which checks every referencing row against the restored rows.
+/// Both run inside the restore's one transaction: a failure restores the constraints with
+/// everything else. `None` when no picked table exists yet.
+///
+/// Only top-level constraints (`conparentid = 0`, PostgreSQL 11+) are dropped: dropping a
+/// partitioned table's foreign key drops its partitions' clones, and adding it back (without
+/// `ONLY`) clones it again. Definitions are printed with an empty `search_path`, so every name
+/// in them is schema-qualified.
+pub(crate) fn foreign_keys_prologue(picks: &[TablePick]) -> Option<String> {
+    let existing: Vec<String> = picks
+        .iter()
+        .filter(|p| p.exists)
+        .map(|p| quote_literal(&p.sql_name()))
+        .collect();
+    if existing.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "DO $lb$ DECLARE r record; fks jsonb := '[]'; BEGIN
+  PERFORM pg_catalog.set_config('search_path', '', true);
+  FOR r IN SELECT n.nspname AS sch, t.relname AS tbl, c.conname AS con,
+                  pg_catalog.pg_get_constraintdef(c.oid) AS def,
+                  pg_catalog.obj_description(c.oid, 'pg_constraint') AS com
+             FROM pg_catalog.pg_constraint c
+             JOIN pg_catalog.pg_class t ON t.oid = c.conrelid
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+            WHERE c.contype = 'f' AND c.conparentid = 0
+              AND c.confrelid IN (SELECT pg_catalog.to_regclass(x) FROM pg_catalog.unnest(ARRAY[{}]::text[]) x)
+            ORDER BY 1, 2, 3
+  LOOP
+    fks := fks || pg_catalog.jsonb_build_object('schema', r.sch, 'table', r.tbl, 'name', r.con, 'def', r.def, 'comment', r.com);
+    EXECUTE pg_catalog.format('ALTER TABLE %I.%I DROP CONSTRAINT %I', r.sch, r.tbl, r.con);
+  END LOOP;
+  PERFORM pg_catalog.set_config('{FK_SETTING}', fks::text, true);
+END $lb$;\n",
+        existing.join(", ")
+    ))
+}
+
+/// SQL run after the data of a single-table restore: adds back, under their own names, the
+/// foreign keys [`foreign_keys_prologue`] dropped (`NOT VALID` and deferrability kept by their
+/// definitions), with their comments. Adding a foreign key checks every existing row; a row
+/// that references a key the restored data no longer has fails the restore with a
+/// `lifeboat: ` error that names the table, the constraint and the key (PostgreSQL's detail).
+pub(crate) fn foreign_keys_epilogue() -> String {
+    format!(
+        "DO $lb$ DECLARE r jsonb; detail text; BEGIN
+  FOR r IN SELECT * FROM pg_catalog.jsonb_array_elements(
+             coalesce(nullif(pg_catalog.current_setting('{FK_SETTING}', true), ''), '[]')::jsonb)
+  LOOP
+    BEGIN
+      EXECUTE pg_catalog.format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s',
+                                r->>'schema', r->>'table', r->>'name', r->>'def');
+    EXCEPTION WHEN foreign_key_violation THEN
+      GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+      RAISE EXCEPTION 'lifeboat: %.% has rows that reference rows the restored data does not have (foreign key %): %',
+        r->>'schema', r->>'table', r->>'name', detail
+        USING HINT = 'restore that table too (--table), or fix its rows first';
+    END;
+    IF r->>'comment' IS NOT NULL THEN
+      EXECUTE pg_catalog.format('COMMENT ON CONSTRAINT %I ON %I.%I IS %L',
+                                r->>'name', r->>'schema', r->>'table', r->>'comment');
+    END IF;
+  END LOOP;
+END $lb$;\n"
+    )
+}
+
 /// Keeps the preamble (SET lines), the selected tables' entries and nothing else, injecting
 /// `TRUNCATE ONLY` before the data of tables that already exist, then appends `trailer`.
+/// When a picked table exists, the output starts with [`foreign_keys_prologue`] and the
+/// trailer with [`foreign_keys_epilogue`].
 pub(crate) struct TableFilter<R> {
     input: R,
     picks: Vec<TablePick>,
@@ -261,11 +339,19 @@ pub(crate) struct TableFilter<R> {
 
 impl<R: BufRead> TableFilter<R> {
     pub(crate) fn new(input: R, picks: Vec<TablePick>, trailer: Vec<u8>) -> Self {
+        let (out, trailer) = match foreign_keys_prologue(&picks) {
+            Some(prologue) => {
+                let mut t = foreign_keys_epilogue().into_bytes();
+                t.extend_from_slice(&trailer);
+                (prologue.into_bytes(), t)
+            }
+            None => (Vec::new(), trailer),
+        };
         TableFilter {
             input,
             picks,
             trailer: Some(trailer),
-            out: Vec::new(),
+            out,
             pos: 0,
             in_copy: false,
             keep_copy: false,
@@ -559,6 +645,14 @@ SET statement_timeout = 0;\n\n\
         assert!(!out.contains("public.b"));
         assert!(!out.contains("setval"));
         assert!(out.ends_with("-- trailer\n"));
+        // Foreign keys that reference it are dropped first and added back before the
+        // caller's trailer (row checks), all in the restore's transaction.
+        let prologue = out.find("DROP CONSTRAINT").unwrap();
+        let truncate = out.find("TRUNCATE ONLY").unwrap();
+        let epilogue = out.find("ADD CONSTRAINT").unwrap();
+        assert!(prologue < truncate && truncate < epilogue);
+        assert!(out.contains("ARRAY['\"public\".\"a\"']::text[]"));
+        assert!(out.starts_with("DO $lb$"));
     }
 
     #[test]
@@ -574,6 +668,10 @@ SET statement_timeout = 0;\n\n\
         assert!(out.contains("setval('public.a_id_seq'"));
         assert!(out.contains("a_pkey PRIMARY KEY"));
         assert!(!out.contains("TRUNCATE"));
+        assert!(
+            !out.contains("DROP CONSTRAINT"),
+            "nothing references a new table"
+        );
         assert!(!out.contains("CREATE TABLE public.b"));
         assert!(!out.contains("b_x"));
         let out = filter(vec![TablePick {
