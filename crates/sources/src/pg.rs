@@ -1307,6 +1307,7 @@ impl PgRestorer {
         let mut filter = TableFilter::new(
             BufReader::with_capacity(256 * 1024, reader),
             picks,
+            prep.server_major,
             trailer.into_bytes(),
         );
         let mut cmd = self.conn.command("psql", database);

@@ -148,7 +148,15 @@ fn dump_records_counts_and_restores_as_new_database() {
         meta.server_version.as_deref(),
         Some(pg.psql("postgres", "SHOW server_version").unwrap().trim())
     );
-    assert!(meta.server_version.as_deref().unwrap().starts_with("15."));
+    let server: u32 = pg
+        .sql("postgres", "SHOW server_version_num")
+        .parse()
+        .unwrap();
+    assert!(meta
+        .server_version
+        .as_deref()
+        .unwrap()
+        .starts_with(&format!("{}.", server / 10000)));
     let tool = std::process::Command::new("pg_dump")
         .arg("--version")
         .output()
@@ -440,6 +448,17 @@ fn customers(pg: &PgServer) -> String {
 fn single_table_restore_of_a_referenced_table_checks_the_rows_that_reference_it() {
     let pg = PgServer::start(PgOptions::default()).unwrap();
     setup_shop(&pg);
+    // Orders also reference a partitioned table, whose partition is what a restore picks
+    // (the dump has a data block per partition), with a deferred key: restoring orders
+    // queues checks that must run before any ALTER TABLE of it.
+    pg.sql(
+        "shop",
+        "CREATE TABLE regions(id int PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE regions_low PARTITION OF regions FOR VALUES FROM (0) TO (100);
+         INSERT INTO regions SELECT generate_series(1, 10);
+         ALTER TABLE orders ADD COLUMN region int DEFAULT 1
+           REFERENCES regions(id) DEFERRABLE INITIALLY DEFERRED",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let meta = dump(&pg, &tmp.path().join("backup"), &["shop"]);
     let restorer = PgRestorer::new(conn(&pg));
@@ -492,6 +511,13 @@ fn single_table_restore_of_a_referenced_table_checks_the_rows_that_reference_it(
     );
     assert_eq!(pg.sql("shop", "SELECT count(*) FROM refunds"), "20");
 
+    // A partition of a referenced partitioned table: the key's clone on it is followed up
+    // to the key itself, which is dropped and added back whole.
+    pg.sql("shop", "INSERT INTO regions SELECT generate_series(11, 20)");
+    restore(&["regions_low"], "safety-regions").unwrap();
+    assert_eq!(pg.sql("shop", "SELECT count(*) FROM regions"), "10");
+    assert_eq!(foreign_keys(&pg, "shop"), keys);
+
     // An order for a customer the backup does not have: restoring customers alone would
     // break it, so the restore fails, names the table, the key and the row, and rolls back.
     pg.sql(
@@ -514,7 +540,8 @@ fn single_table_restore_of_a_referenced_table_checks_the_rows_that_reference_it(
     assert_eq!(customers(&pg), with_late, "nothing changed");
     assert_eq!(foreign_keys(&pg, "shop"), keys);
 
-    // Restoring both tables together satisfies the key.
+    // Restoring both tables together satisfies the key (and orders' deferred key to regions
+    // is checked before orders' key to customers is added back).
     restore(&["customers", "orders"], "safety3").unwrap();
     assert_eq!(customers(&pg), backed_up);
     assert_eq!(
@@ -534,6 +561,10 @@ fn newer_pg_dump_is_refused_before_anything_is_created() {
     let tmp = tempfile::tempdir().unwrap();
     let meta = dump(&pg, tmp.path(), &["shop"]);
     let restorer = PgRestorer::new(conn(&pg));
+    let server: u32 = pg
+        .sql("postgres", "SHOW server_version_num")
+        .parse()
+        .unwrap();
 
     // 1. Metadata says a newer pg_dump made it.
     let mut newer = meta.clone();
@@ -546,9 +577,9 @@ fn newer_pg_dump_is_refused_before_anything_is_created() {
             err,
             Error::VersionSkew {
                 dump_major: 99,
-                server_major: 15,
+                server_major,
                 ..
-            }
+            } if server_major == server / 10000
         ),
         "{err}"
     );

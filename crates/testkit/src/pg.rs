@@ -159,6 +159,27 @@ pub fn pg_bin_dir() -> io::Result<PathBuf> {
     Ok(PathBuf::from(check_output("pg_config --bindir", out)?))
 }
 
+/// The PostgreSQL 16 binaries that `scripts/test-deps.sh` installs (a second major beside
+/// Debian's 15): `$LIFEBOAT_PG16_DIR/pgserver/pginstall/bin`, by default under
+/// `/var/cache/lifeboat/pg16` as root (readable by the `postgres` user that runs the test
+/// servers) and `~/.cache/lifeboat/pg16` otherwise. `None` when they are not installed, or
+/// this is not x86_64 (the only build installed); in CI on x86_64 that panics ([`crate::missing`]).
+pub fn pg16_bin_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("LIFEBOAT_PG16_DIR") {
+        Some(d) => PathBuf::from(d),
+        None if is_root() => PathBuf::from("/var/cache/lifeboat/pg16"),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/lifeboat/pg16"),
+    };
+    let bin = dir.join("pgserver/pginstall/bin");
+    if bin.join("pg_dump").exists() {
+        Some(bin)
+    } else if cfg!(target_arch = "x86_64") {
+        crate::missing(&format!("PostgreSQL 16 in {}", bin.display()))
+    } else {
+        None
+    }
+}
+
 /// A running throwaway PostgreSQL cluster. Dropping it stops the server and removes its files.
 #[derive(Debug)]
 pub struct PgServer {

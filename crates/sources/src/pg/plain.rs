@@ -241,57 +241,90 @@ enum Decision {
 /// [`foreign_keys_prologue`] to [`foreign_keys_epilogue`].
 const FK_SETTING: &str = "lifeboat.restore_fks";
 
-/// SQL run first in a single-table restore over existing tables: every foreign key that
-/// references one of them (from any table, the picked ones included) is recorded, with its
-/// definition and comment, and dropped, so that their `TRUNCATE ONLY` is allowed; without
-/// this PostgreSQL refuses to truncate a referenced table. [`foreign_keys_epilogue`] adds
-/// them back after the data, which checks every referencing row against the restored rows.
-/// Both run inside the restore's one transaction: a failure restores the constraints with
-/// everything else. `None` when no picked table exists yet.
+/// SQL run in a single-table restore over existing tables, after the dump's preamble and
+/// before the first `TRUNCATE ONLY`: the picked tables are locked, then every foreign key that
+/// references one of them from another table (picked or not) is recorded, with its definition
+/// and comment, and dropped, so that their `TRUNCATE ONLY` is allowed; without this PostgreSQL
+/// refuses to truncate a referenced table. [`foreign_keys_epilogue`] adds them back after the
+/// data, which checks the referencing rows against the restored ones. Both run inside the
+/// restore's one transaction: a failure restores the constraints with everything else. `None`
+/// when no picked table exists yet.
 ///
-/// Only top-level constraints (`conparentid = 0`, PostgreSQL 11+) are dropped: dropping a
-/// partitioned table's foreign key drops its partitions' clones, and adding it back (without
-/// `ONLY`) clones it again. Definitions are printed with an empty `search_path`, so every name
-/// in them is schema-qualified.
-pub(crate) fn foreign_keys_prologue(picks: &[TablePick]) -> Option<String> {
-    let existing: Vec<String> = picks
-        .iter()
-        .filter(|p| p.exists)
-        .map(|p| quote_literal(&p.sql_name()))
-        .collect();
+/// A key of a table onto itself stays (`TRUNCATE` allows it). From PostgreSQL 11 a partitioned
+/// table's key has a clone per partition (`conparentid`), and from 12 a key that references a
+/// partitioned table has one per referenced partition, which is what a pick is (the dump has a
+/// data block per leaf): each match is followed up to its top-level constraint, which is what
+/// is dropped (its clones go with it) and added back (without `ONLY`, so it clones again).
+/// Definitions are printed with an empty `search_path`, so every name in them is
+/// schema-qualified.
+pub(crate) fn foreign_keys_prologue(picks: &[TablePick], server_major: u32) -> Option<String> {
+    let existing: Vec<&TablePick> = picks.iter().filter(|p| p.exists).collect();
     if existing.is_empty() {
         return None;
     }
+    let names = existing
+        .iter()
+        .map(|p| quote_literal(&p.sql_name()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let locks = existing
+        .iter()
+        .map(|p| p.sql_name())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let matches = format!(
+        "SELECT c.oid{parent} FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f' AND c.conrelid <> c.confrelid
+                AND c.confrelid IN (SELECT pg_catalog.to_regclass(x)
+                                      FROM pg_catalog.unnest(ARRAY[{names}]::text[]) x)",
+        parent = if server_major >= 11 {
+            ", c.conparentid"
+        } else {
+            ""
+        },
+    );
+    let top = if server_major >= 11 {
+        format!(
+            "WITH RECURSIVE hit AS ({matches}
+             UNION SELECT p.oid, p.conparentid FROM pg_catalog.pg_constraint p
+                     JOIN hit ON p.oid = hit.conparentid)
+           SELECT oid FROM hit WHERE conparentid = 0"
+        )
+    } else {
+        matches
+    };
     Some(format!(
         "DO $lb$ DECLARE r record; fks jsonb := '[]'; BEGIN
   PERFORM pg_catalog.set_config('search_path', '', true);
+  LOCK TABLE ONLY {locks} IN ACCESS EXCLUSIVE MODE;
   FOR r IN SELECT n.nspname AS sch, t.relname AS tbl, c.conname AS con,
                   pg_catalog.pg_get_constraintdef(c.oid) AS def,
                   pg_catalog.obj_description(c.oid, 'pg_constraint') AS com
              FROM pg_catalog.pg_constraint c
              JOIN pg_catalog.pg_class t ON t.oid = c.conrelid
              JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
-            WHERE c.contype = 'f' AND c.conparentid = 0
-              AND c.confrelid IN (SELECT pg_catalog.to_regclass(x) FROM pg_catalog.unnest(ARRAY[{}]::text[]) x)
+            WHERE c.oid IN ({top})
             ORDER BY 1, 2, 3
   LOOP
     fks := fks || pg_catalog.jsonb_build_object('schema', r.sch, 'table', r.tbl, 'name', r.con, 'def', r.def, 'comment', r.com);
     EXECUTE pg_catalog.format('ALTER TABLE %I.%I DROP CONSTRAINT %I', r.sch, r.tbl, r.con);
   END LOOP;
   PERFORM pg_catalog.set_config('{FK_SETTING}', fks::text, true);
-END $lb$;\n",
-        existing.join(", ")
+END $lb$;\n"
     ))
 }
 
 /// SQL run after the data of a single-table restore: adds back, under their own names, the
 /// foreign keys [`foreign_keys_prologue`] dropped (`NOT VALID` and deferrability kept by their
-/// definitions), with their comments. Adding a foreign key checks every existing row; a row
-/// that references a key the restored data no longer has fails the restore with a
+/// definitions), with their comments. Adding a valid foreign key checks every existing row; a
+/// row that references a key the restored data no longer has fails the restore with a
 /// `lifeboat: ` error that names the table, the constraint and the key (PostgreSQL's detail).
+/// Deferred checks queued by the data (a restored table's own `DEFERRABLE INITIALLY DEFERRED`
+/// keys) run first: `ALTER TABLE` refuses a table with pending trigger events.
 pub(crate) fn foreign_keys_epilogue() -> String {
     format!(
-        "DO $lb$ DECLARE r jsonb; detail text; BEGIN
+        "SET CONSTRAINTS ALL IMMEDIATE;
+DO $lb$ DECLARE r jsonb; detail text; BEGIN
   FOR r IN SELECT * FROM pg_catalog.jsonb_array_elements(
              coalesce(nullif(pg_catalog.current_setting('{FK_SETTING}', true), ''), '[]')::jsonb)
   LOOP
@@ -315,11 +348,14 @@ END $lb$;\n"
 
 /// Keeps the preamble (SET lines), the selected tables' entries and nothing else, injecting
 /// `TRUNCATE ONLY` before the data of tables that already exist, then appends `trailer`.
-/// When a picked table exists, the output starts with [`foreign_keys_prologue`] and the
-/// trailer with [`foreign_keys_epilogue`].
+/// When a picked table exists, [`foreign_keys_prologue`] comes before the first `TRUNCATE`
+/// (after the preamble's settings: `standard_conforming_strings`, `client_encoding`, the
+/// timeouts) and the trailer starts with [`foreign_keys_epilogue`].
 pub(crate) struct TableFilter<R> {
     input: R,
     picks: Vec<TablePick>,
+    /// [`foreign_keys_prologue`], until the first `TRUNCATE` takes it.
+    prologue: Option<Vec<u8>>,
     trailer: Option<Vec<u8>>,
     out: Vec<u8>,
     pos: usize,
@@ -338,20 +374,23 @@ pub(crate) struct TableFilter<R> {
 }
 
 impl<R: BufRead> TableFilter<R> {
-    pub(crate) fn new(input: R, picks: Vec<TablePick>, trailer: Vec<u8>) -> Self {
-        let (out, trailer) = match foreign_keys_prologue(&picks) {
-            Some(prologue) => {
-                let mut t = foreign_keys_epilogue().into_bytes();
-                t.extend_from_slice(&trailer);
-                (prologue.into_bytes(), t)
-            }
-            None => (Vec::new(), trailer),
+    pub(crate) fn new(
+        input: R,
+        picks: Vec<TablePick>,
+        server_major: u32,
+        trailer: Vec<u8>,
+    ) -> Self {
+        let prologue = foreign_keys_prologue(&picks, server_major).map(String::into_bytes);
+        let trailer = match prologue {
+            Some(_) => [foreign_keys_epilogue().into_bytes(), trailer].concat(),
+            None => trailer,
         };
         TableFilter {
             input,
             picks,
+            prologue,
             trailer: Some(trailer),
-            out,
+            out: Vec::new(),
             pos: 0,
             in_copy: false,
             keep_copy: false,
@@ -508,6 +547,9 @@ impl<R: BufRead> TableFilter<R> {
             if let (true, Some(i)) = (self.keep_copy, idx) {
                 self.data_found.insert(i);
                 if self.picks[i].exists {
+                    if let Some(p) = self.prologue.take() {
+                        self.out.extend_from_slice(&p);
+                    }
                     let t = format!("TRUNCATE ONLY {};\n", self.picks[i].sql_name());
                     self.out.extend_from_slice(t.as_bytes());
                 }
@@ -623,7 +665,7 @@ SET statement_timeout = 0;\n\n\
     }
 
     fn filter(picks: Vec<TablePick>) -> String {
-        let mut f = TableFilter::new(DUMP.as_bytes(), picks, b"-- trailer\n".to_vec());
+        let mut f = TableFilter::new(DUMP.as_bytes(), picks, 15, b"-- trailer\n".to_vec());
         let mut out = String::new();
         f.read_to_string(&mut out).unwrap();
         out
@@ -647,12 +689,30 @@ SET statement_timeout = 0;\n\n\
         assert!(out.ends_with("-- trailer\n"));
         // Foreign keys that reference it are dropped first and added back before the
         // caller's trailer (row checks), all in the restore's transaction.
+        let settings = out.find("SET statement_timeout = 0;").unwrap();
         let prologue = out.find("DROP CONSTRAINT").unwrap();
         let truncate = out.find("TRUNCATE ONLY").unwrap();
         let epilogue = out.find("ADD CONSTRAINT").unwrap();
-        assert!(prologue < truncate && truncate < epilogue);
+        assert!(settings < prologue && prologue < truncate && truncate < epilogue);
         assert!(out.contains("ARRAY['\"public\".\"a\"']::text[]"));
-        assert!(out.starts_with("DO $lb$"));
+        assert!(out.contains("LOCK TABLE ONLY \"public\".\"a\" IN ACCESS EXCLUSIVE MODE"));
+        assert!(out.contains("WITH RECURSIVE"));
+    }
+
+    #[test]
+    fn foreign_keys_are_dropped_only_for_existing_tables_and_by_version() {
+        let a = TablePick {
+            schema: "public".into(),
+            name: "a".into(),
+            exists: true,
+        };
+        let before_partitions = foreign_keys_prologue(std::slice::from_ref(&a), 10).unwrap();
+        assert!(!before_partitions.contains("conparentid"));
+        assert!(foreign_keys_prologue(std::slice::from_ref(&a), 11)
+            .unwrap()
+            .contains("conparentid"));
+        let new = TablePick { exists: false, ..a };
+        assert!(foreign_keys_prologue(&[new], 15).is_none());
     }
 
     #[test]
