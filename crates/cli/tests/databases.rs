@@ -190,6 +190,20 @@ fn postgres_backup_restore_alongside_replace_tables_and_rollback() {
     // The safety dump holds the damaged state and restores like any dump.
     repo.ok(&["restore", &safety, "--to-postgres", "--as", "shop_before"]);
     assert_eq!(pg_fingerprint(&pg, "shop_before"), damaged);
+    // `latest` is still the backup, not one of the safety dumps taken since (they are newer).
+    let rep = repo.json(&["restore", "latest", "--to-postgres", "--as", "shop_latest"]);
+    assert_eq!(rep["snapshot_id"].as_str(), Some(snap.as_str()), "{rep}");
+    assert_eq!(pg_fingerprint(&pg, "shop_latest"), original);
+    let rep = repo.json(&[
+        "restore",
+        "latest",
+        "--tag",
+        "safety",
+        "--to-postgres",
+        "--as",
+        "shop_safety",
+    ]);
+    assert_eq!(rep["snapshot_id"].as_str(), Some(safety.as_str()), "{rep}");
 
     // Single table: only orders comes back, customers is not touched.
     pg.sql(

@@ -505,7 +505,9 @@ impl GroupBy {
         source: false,
     };
 
-    /// The group `snapshot` belongs to. Paths and tags are compared as sets.
+    /// The group `snapshot` belongs to. Paths and tags are compared as sets. Restores'
+    /// safety dumps ([`crate::snapshot::SAFETY_TAG`]) always form groups of their own, so
+    /// they never take a real backup's place in `keep-last` and the other counts.
     pub fn key(&self, snapshot: &Snapshot) -> GroupKey {
         let sorted = |v: &[String]| {
             let mut v = v.to_vec();
@@ -518,6 +520,7 @@ impl GroupBy {
             paths: self.paths.then(|| sorted(&snapshot.paths)),
             tags: self.tags.then(|| sorted(&snapshot.tags)),
             source: self.source.then(|| snapshot.source.clone()),
+            safety_dumps: snapshot.is_safety_dump(),
         }
     }
 }
@@ -601,6 +604,9 @@ pub struct GroupKey {
     pub tags: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// A group of restores' safety dumps (never mixed with backups).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub safety_dumps: bool,
 }
 
 /// `host [h], paths [/a, /b], source [files]`; empty when not grouped.
@@ -618,6 +624,9 @@ impl fmt::Display for GroupKey {
         }
         if let Some(s) = &self.source {
             parts.push(format!("source [{s}]"));
+        }
+        if self.safety_dumps {
+            parts.push("safety dumps".into());
         }
         f.write_str(&parts.join(", "))
     }
@@ -1287,6 +1296,7 @@ impl WalPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::SAFETY_TAG;
     use rstest::rstest;
 
     const NOW: &str = "2030-01-01T00:00:00Z";
@@ -1538,6 +1548,36 @@ mod tests {
         let expected = ["1: daily snapshot", "2: remove", "3: remove"];
         assert_eq!(decide(&policy, &a), expected);
         assert_eq!(decide(&policy, &b), expected);
+    }
+
+    #[test]
+    fn safety_dumps_are_counted_apart_from_backups() {
+        // Two restores after the last backup: keep-last 2 keeps the two backups, and the
+        // two newest safety dumps as a group of their own.
+        let policy = p(|p| p.keep_last = 2);
+        let safety = |n, time| with(snap(n, time), |s| s.tags = vec![SAFETY_TAG.into()]);
+        let snaps = vec![
+            safety(6, "2021-03-15T00:00:00Z"),
+            safety(5, "2021-03-14T00:00:00Z"),
+            safety(4, "2021-03-13T00:00:00Z"),
+            snap(3, "2021-03-12T00:00:00Z"),
+            snap(2, "2021-03-11T00:00:00Z"),
+            snap(1, "2021-03-10T00:00:00Z"),
+        ];
+        let groups = apply_policy_at(&snaps, &policy, GroupBy::default(), t(NOW));
+        let mut all: Vec<Vec<String>> = groups.iter().map(lines).collect();
+        all.sort();
+        assert_eq!(
+            all,
+            [
+                ["3: last snapshot", "2: last snapshot", "1: remove"],
+                ["6: last snapshot", "5: last snapshot", "4: remove"],
+            ]
+        );
+        let key = GroupBy::default().key(&snaps[0].snapshot);
+        assert!(key.safety_dumps);
+        assert!(key.to_string().ends_with(", safety dumps"), "{key}");
+        assert!(!GroupBy::default().key(&snaps[3].snapshot).safety_dumps);
     }
 
     #[test]

@@ -44,7 +44,10 @@ impl SnapshotFilter {
 
 /// Resolve `spec` (`latest`, or an id prefix of at least 4 hex digits) among
 /// `snaps` (oldest first), after applying `filter` and, with `at`, keeping
-/// only snapshots taken at or before that time.
+/// only snapshots taken at or before that time. `latest` passes over restores'
+/// safety dumps ([`crate::snapshot::SAFETY_TAG`]) unless `filter` asks for that
+/// tag: after a restore, `restore latest` must mean the latest backup again,
+/// not the copy of what the restore replaced.
 ///
 /// # Errors
 /// [`Error::SnapshotNotFound`] or [`Error::AmbiguousSnapshot`] naming the spec.
@@ -60,8 +63,13 @@ pub fn resolve(
         .filter(|s| at.is_none_or(|t| s.snapshot.time <= t))
         .collect();
     if spec == "latest" {
+        let wants_safety = filter
+            .tags
+            .iter()
+            .any(|set| set.split(',').any(|t| t == crate::snapshot::SAFETY_TAG));
         return candidates
             .iter()
+            .filter(|s| wants_safety || !s.snapshot.is_safety_dump())
             .max_by_key(|s| s.snapshot.time)
             .map(|s| (*s).clone())
             .ok_or_else(|| {
@@ -201,6 +209,46 @@ mod tests {
         let early = parse_time("2026-01-01").unwrap();
         assert!(resolve(&snaps, "latest", &f, Some(early)).is_err());
         assert!(resolve(&snaps, "xyz!", &f, None).is_err());
+    }
+
+    #[test]
+    fn latest_passes_over_safety_dumps_unless_asked_for_them() {
+        let snaps = vec![
+            snap(0xaa, "2026-11-19T10:00:00+00:00", "a", &[]),
+            snap(
+                0xbb,
+                "2026-11-20T10:00:00+00:00",
+                "a",
+                &["safety", "before-restore-of-aaaaaaaa"],
+            ),
+        ];
+        let f = SnapshotFilter::default();
+        assert_eq!(
+            resolve(&snaps, "latest", &f, None).unwrap().id,
+            Id([0xaa; 32])
+        );
+        let at = parse_time("2026-11-21").unwrap();
+        assert_eq!(
+            resolve(&snaps, "latest", &f, Some(at)).unwrap().id,
+            Id([0xaa; 32])
+        );
+        let safety = SnapshotFilter {
+            tags: vec!["safety".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&snaps, "latest", &safety, None).unwrap().id,
+            Id([0xbb; 32])
+        );
+        assert_eq!(
+            resolve(&snaps, "bbbb", &f, None).unwrap().id,
+            Id([0xbb; 32])
+        );
+        // Only safety dumps: `latest` finds none.
+        assert!(matches!(
+            resolve(&snaps[1..], "latest", &f, None),
+            Err(Error::SnapshotNotFound(_))
+        ));
     }
 
     #[test]

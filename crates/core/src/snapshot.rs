@@ -8,6 +8,13 @@ use crate::blob::Id;
 /// Format version written into every snapshot.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
+/// The tag of a safety dump: the snapshot a database restore stores of what it is about to
+/// replace. `latest` passes over such snapshots unless asked for them by tag
+/// ([`crate::select::resolve`]), and retention counts them in groups of their own
+/// ([`crate::retention::GroupBy::key`]): a restore must not become the next restore's source,
+/// nor displace real backups from `keep-last`.
+pub const SAFETY_TAG: &str = "safety";
+
 /// A snapshot as stored (encrypted JSON) under `snapshots/<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -46,6 +53,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Whether this is a restore's safety dump (tagged [`SAFETY_TAG`]).
+    pub fn is_safety_dump(&self) -> bool {
+        self.tags.iter().any(|t| t == SAFETY_TAG)
+    }
+
     /// The id that names this snapshot's content across copies: its
     /// `original`, or `id` (its own storage id) when it was not copied.
     pub fn origin(&self, id: &Id) -> Id {

@@ -511,7 +511,7 @@ pub fn restore(g: &GlobalArgs, r: &RestoreArgs) -> Result<Exit> {
     let safety_opts = |engine: &str, paths: Vec<String>| StreamBackupOptions {
         source: engine.to_string(),
         tags: vec![
-            "safety".into(),
+            lifeboat_core::snapshot::SAFETY_TAG.into(),
             format!("before-restore-of-{}", snap.id.short()),
         ],
         paths,
