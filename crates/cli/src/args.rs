@@ -180,7 +180,8 @@ pub struct FilterArgs {
     /// Only snapshots of this host (repeatable)
     #[arg(long = "host", short = 'H')]
     pub hosts: Vec<String>,
-    /// Only snapshots with these tags (comma-separated: all of them; repeat for alternatives)
+    /// Only snapshots with these tags (comma-separated: all of them; repeat for alternatives).
+    /// `latest` passes over restores' safety dumps unless a tag asks for them (`safety`)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
     /// Only snapshots that include this path (repeatable)
@@ -362,7 +363,8 @@ pub struct CommandBackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id prefix or `latest`, optionally `SNAPSHOT:PATH` to restore a subtree
+    /// Snapshot id prefix or `latest` (the newest backup: restores' safety dumps only with
+    /// `--tag safety`), optionally `SNAPSHOT:PATH` to restore a subtree
     #[arg(default_value = "latest")]
     pub snapshot: String,
     /// Directory to restore into (for a database snapshot: its dump files)
@@ -611,7 +613,8 @@ pub struct ForgetArgs {
     /// Never remove the newest N snapshots of a group (the floor; default 1)
     #[arg(long, value_name = "N")]
     pub keep_newest_min: Option<u32>,
-    /// Group by these fields: host, paths, tags, source (comma-separated; default host,paths,source)
+    /// Group by these fields: host, paths, tags, source (comma-separated; default
+    /// host,paths,source). Restores' safety dumps always form groups of their own
     #[arg(long, value_name = "FIELDS")]
     pub group_by: Option<String>,
     #[command(flatten)]

@@ -12,7 +12,8 @@
 //! policy that works with restic does the same thing here:
 //!
 //! 1. **Groups.** Snapshots are grouped by [`GroupBy`] (default: host, paths and
-//!    source) and every group is decided on its own. Within a group snapshots are
+//!    source; restores' safety dumps always apart, which restic has no notion of) and
+//!    every group is decided on its own. Within a group snapshots are
 //!    sorted newest first (ties: by id, so the result does not depend on listing order).
 //! 2. **Empty policy.** A policy with no rule ([`RetentionPolicy::is_empty`]) keeps
 //!    everything, with the reason `policy is empty`, as restic does. The floor alone
@@ -1296,7 +1297,7 @@ impl WalPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::SAFETY_TAG;
+    use crate::snapshot::{SAFETY_OF_PREFIX, SAFETY_TAG};
     use rstest::rstest;
 
     const NOW: &str = "2030-01-01T00:00:00Z";
@@ -1555,7 +1556,11 @@ mod tests {
         // Two restores after the last backup: keep-last 2 keeps the two backups, and the
         // two newest safety dumps as a group of their own.
         let policy = p(|p| p.keep_last = 2);
-        let safety = |n, time| with(snap(n, time), |s| s.tags = vec![SAFETY_TAG.into()]);
+        let safety = |n, time| {
+            with(snap(n, time), |s| {
+                s.tags = vec![SAFETY_TAG.into(), format!("{SAFETY_OF_PREFIX}0a0a0a0a")]
+            })
+        };
         let snaps = vec![
             safety(6, "2021-03-15T00:00:00Z"),
             safety(5, "2021-03-14T00:00:00Z"),

@@ -63,20 +63,35 @@ pub fn resolve(
         .filter(|s| at.is_none_or(|t| s.snapshot.time <= t))
         .collect();
     if spec == "latest" {
-        let wants_safety = filter
-            .tags
-            .iter()
-            .any(|set| set.split(',').any(|t| t == crate::snapshot::SAFETY_TAG));
+        use crate::snapshot::{SAFETY_OF_PREFIX, SAFETY_TAG};
+        let wants_safety = filter.tags.iter().any(|set| {
+            set.split(',')
+                .any(|t| t == SAFETY_TAG || t.starts_with(SAFETY_OF_PREFIX))
+        });
+        let passed_over = if wants_safety {
+            0
+        } else {
+            candidates
+                .iter()
+                .filter(|s| s.snapshot.is_safety_dump())
+                .count()
+        };
         return candidates
             .iter()
             .filter(|s| wants_safety || !s.snapshot.is_safety_dump())
             .max_by_key(|s| s.snapshot.time)
             .map(|s| (*s).clone())
             .ok_or_else(|| {
-                Error::SnapshotNotFound(match at {
+                let mut what = match at {
                     Some(t) => format!("latest at or before {t}"),
                     None => "latest".into(),
-                })
+                };
+                if passed_over > 0 {
+                    what.push_str(&format!(
+                        " ({passed_over} restore safety dump(s) passed over; --tag {SAFETY_TAG} picks them)"
+                    ));
+                }
+                Error::SnapshotNotFound(what)
             });
     }
     if spec.len() < 4 || !spec.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -221,6 +236,8 @@ mod tests {
                 "a",
                 &["safety", "before-restore-of-aaaaaaaa"],
             ),
+            // A backup a user tagged `safety` is a backup.
+            snap(0xcc, "2026-11-18T10:00:00+00:00", "b", &["safety"]),
         ];
         let f = SnapshotFilter::default();
         assert_eq!(
@@ -240,15 +257,37 @@ mod tests {
             resolve(&snaps, "latest", &safety, None).unwrap().id,
             Id([0xbb; 32])
         );
+        let restored = SnapshotFilter {
+            tags: vec!["before-restore-of-aaaaaaaa".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&snaps, "latest", &restored, None).unwrap().id,
+            Id([0xbb; 32])
+        );
         assert_eq!(
             resolve(&snaps, "bbbb", &f, None).unwrap().id,
             Id([0xbb; 32])
         );
-        // Only safety dumps: `latest` finds none.
-        assert!(matches!(
-            resolve(&snaps[1..], "latest", &f, None),
-            Err(Error::SnapshotNotFound(_))
-        ));
+        let host_b = SnapshotFilter {
+            hosts: vec!["b".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&snaps, "latest", &host_b, None).unwrap().id,
+            Id([0xcc; 32])
+        );
+        // Only safety dumps: `latest` finds none and says why.
+        match resolve(&snaps[1..2], "latest", &f, None) {
+            Err(Error::SnapshotNotFound(what)) => {
+                assert!(
+                    what.contains("1 restore safety dump(s) passed over"),
+                    "{what}"
+                );
+                assert!(what.contains("--tag safety"), "{what}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

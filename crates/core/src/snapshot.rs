@@ -9,11 +9,14 @@ use crate::blob::Id;
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// The tag of a safety dump: the snapshot a database restore stores of what it is about to
-/// replace. `latest` passes over such snapshots unless asked for them by tag
-/// ([`crate::select::resolve`]), and retention counts them in groups of their own
-/// ([`crate::retention::GroupBy::key`]): a restore must not become the next restore's source,
-/// nor displace real backups from `keep-last`.
+/// replace, tagged this and [`SAFETY_OF_PREFIX`]`SNAPSHOT`. `latest` passes over such
+/// snapshots unless asked for them by tag ([`crate::select::resolve`]), and retention counts
+/// them in groups of their own ([`crate::retention::GroupBy::key`]): a restore must not become
+/// the next restore's source, nor displace real backups from `keep-last`.
 pub const SAFETY_TAG: &str = "safety";
+
+/// The second tag of a safety dump, followed by the short id of the snapshot restored.
+pub const SAFETY_OF_PREFIX: &str = "before-restore-of-";
 
 /// A snapshot as stored (encrypted JSON) under `snapshots/<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,9 +56,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether this is a restore's safety dump (tagged [`SAFETY_TAG`]).
+    /// Whether this is a restore's safety dump: tagged [`SAFETY_TAG`] and
+    /// [`SAFETY_OF_PREFIX`]`…` (a backup a user tags `safety` is still a backup).
     pub fn is_safety_dump(&self) -> bool {
         self.tags.iter().any(|t| t == SAFETY_TAG)
+            && self.tags.iter().any(|t| t.starts_with(SAFETY_OF_PREFIX))
     }
 
     /// The id that names this snapshot's content across copies: its

@@ -512,7 +512,11 @@ pub fn restore(g: &GlobalArgs, r: &RestoreArgs) -> Result<Exit> {
         source: engine.to_string(),
         tags: vec![
             lifeboat_core::snapshot::SAFETY_TAG.into(),
-            format!("before-restore-of-{}", snap.id.short()),
+            format!(
+                "{}{}",
+                lifeboat_core::snapshot::SAFETY_OF_PREFIX,
+                snap.id.short()
+            ),
         ],
         paths,
         writer: WriterOptions {
