@@ -68,20 +68,14 @@ pub fn resolve(
             set.split(',')
                 .any(|t| t == SAFETY_TAG || t.starts_with(SAFETY_OF_PREFIX))
         });
-        let passed_over = if wants_safety {
-            0
-        } else {
-            candidates
-                .iter()
-                .filter(|s| s.snapshot.is_safety_dump())
-                .count()
-        };
         return candidates
             .iter()
             .filter(|s| wants_safety || !s.snapshot.is_safety_dump())
             .max_by_key(|s| s.snapshot.time)
             .map(|s| (*s).clone())
             .ok_or_else(|| {
+                // Nothing left, so every candidate, if any, was a safety dump passed over.
+                let passed_over = if wants_safety { 0 } else { candidates.len() };
                 let mut what = match at {
                     Some(t) => format!("latest at or before {t}"),
                     None => "latest".into(),

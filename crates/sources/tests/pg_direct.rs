@@ -131,19 +131,14 @@ fn src_opts(direct: DirectOptions) -> PgDumpOptions {
     }
 }
 
+/// `pg_dump` alone (from `bin`), as text.
+fn pg_dump_of(pg: &PgServer, bin: &std::path::Path, db: &str) -> String {
+    String::from_utf8(pg.tool_output(&bin.join("pg_dump"), &["-d", db]).unwrap()).unwrap()
+}
+
 /// `pg_dump` alone, as text.
 fn pg_dump(pg: &PgServer, db: &str) -> String {
-    let out = Command::new(pg.bin_dir().join("pg_dump"))
-        .args(["-d", db])
-        .envs(pg.env())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    pg_dump_of(pg, pg.bin_dir(), db)
 }
 
 /// Each table's data entry, from its header line to its `\.` line.
@@ -389,13 +384,7 @@ fn a_pg_dump_of_another_major_reads_every_table_itself() {
     let ours =
         std::fs::read_to_string(tmp.path().join("streams").join(stream_name("src"))).unwrap();
     assert_eq!(runs(&ours), 1, "pg_dump alone");
-    let out = Command::new(bin16.join("pg_dump"))
-        .args(["-d", "src"])
-        .envs(pg.env())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let alone = String::from_utf8(out.stdout).unwrap();
+    let alone = pg_dump_of(&pg, &bin16, "src");
     assert_eq!(data_entries(&ours), data_entries(&alone));
 }
 

@@ -3,7 +3,6 @@
 //! an exported snapshot is read the same on another connection; every password method.
 
 use std::io::Read;
-use std::process::Command;
 
 use lifeboat_sources::pg::wire::{WireAddress, WireConn, WireTarget};
 use lifeboat_sources::Secret;
@@ -21,18 +20,11 @@ fn socket_target(pg: &PgServer, db: &str) -> WireTarget {
 
 /// `psql`'s own `COPY … TO STDOUT` of `sql`, untrimmed.
 fn psql_copy(pg: &PgServer, db: &str, sql: &str) -> Vec<u8> {
-    let out = Command::new(pg.bin_dir().join("psql"))
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql])
-        .envs(pg.env())
-        .env("PGCLIENTENCODING", "UTF8")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    pg.tool_output(
+        &pg.bin_dir().join("psql"),
+        &["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql],
+    )
+    .unwrap()
 }
 
 fn setup(pg: &PgServer) {

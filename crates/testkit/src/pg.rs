@@ -452,6 +452,31 @@ impl PgServer {
         check_output("psql", out)
     }
 
+    /// Run `program` (a client tool, of this server's `bin_dir` or another) against this
+    /// server with `args` (libpq environment from [`env`](Self::env), client encoding
+    /// UTF8); returns its stdout untouched, for byte comparisons (`psql` trims).
+    ///
+    /// # Errors
+    /// The tool's stderr when it fails.
+    pub fn tool_output(&self, program: &Path, args: &[&str]) -> io::Result<Vec<u8>> {
+        let out = Command::new(program)
+            .args(args)
+            .envs(self.env())
+            .env("PGCLIENTENCODING", "UTF8")
+            .stdin(Stdio::null())
+            .output()?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(io::Error::other(format!(
+                "{} {args:?} failed ({}): {}",
+                program.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    }
+
     /// Like [`psql`](Self::psql) but panics on error: handy in tests.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         self.psql(db, sql)
