@@ -9,7 +9,9 @@
 //!
 //! A candidate is a level, optionally followed by `:` and zstd advanced parameters that
 //! override the level's (`wlog`, `hlog`, `clog`, `slog`, `mml`, `tlen`, `strat`, as the
-//! zstd command line's `--zstd=` names them). Chunks are cut with the default chunker
+//! zstd command line's `--zstd=` names them), optionally ending in `/probe`: a chunk longer
+//! than 256 KiB compresses its first 128 KiB as a frame of its own and is stored as it is
+//! when that saves less than 1/64, else the rest follows as a second frame. Chunks are cut with the default chunker
 //! parameters; every regular file is read by name, so a hard-linked file counts once per
 //! name. Chunks that a candidate cannot shrink count at their own size, as Lifeboat stores
 //! them.
@@ -52,7 +54,15 @@ fn main() {
         .next()
         .expect("usage: compress_levels DIR CANDIDATE...");
     let specs: Vec<String> = args.collect();
-    let mut zs: Vec<_> = specs.iter().map(|s| candidate(s)).collect();
+    let mut zs: Vec<_> = specs
+        .iter()
+        .map(|s| candidate(s.trim_end_matches("/probe")))
+        .collect();
+    // `/probe`: a chunk longer than two probes compresses its first PROBE bytes as a frame of
+    // their own; when that saves less than 1/64 the chunk is stored as it is, else the rest
+    // follows as a second frame.
+    const PROBE: usize = 128 * 1024;
+    let probed: Vec<bool> = specs.iter().map(|s| s.ends_with("/probe")).collect();
     let cfg = ChunkerConfig::new(ChunkerParams::default(), 1);
     let mut out = Vec::new();
     let mut total = 0u64;
@@ -78,10 +88,20 @@ fn main() {
             for (i, z) in zs.iter_mut().enumerate() {
                 out.clear();
                 let t = Instant::now();
-                let ok = z.compress_to_buffer(&chunk, &mut out).is_ok();
+                let mut first = 0;
+                let ok = if probed[i] && chunk.len() > 2 * PROBE {
+                    z.compress_to_buffer(&chunk[..PROBE], &mut out).is_ok()
+                        && out.len() * 64 < PROBE * 63
+                        && {
+                            first = out.len();
+                            z.compress_to_buffer(&chunk[PROBE..], &mut out).is_ok()
+                        }
+                } else {
+                    z.compress_to_buffer(&chunk, &mut out).is_ok()
+                };
                 secs[i] += t.elapsed().as_secs_f64();
-                stored[i] += if ok && out.len() < chunk.len() {
-                    out.len()
+                stored[i] += if ok && first + out.len() < chunk.len() {
+                    first + out.len()
                 } else {
                     chunk.len()
                 } as u64;
