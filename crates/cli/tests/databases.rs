@@ -240,6 +240,64 @@ fn postgres_backup_restore_alongside_replace_tables_and_rollback() {
     assert!(err.contains("not a database backup"), "{err}");
 }
 
+/// A `pg_dump` of a newer major than the server (18 on PATH before the main pass's 15, or the
+/// 16 pass's 16) makes a backup that the server's own major cannot load: the backup says so,
+/// with a hint, on stderr and in `--json`'s `warnings`, and its restore into that server is
+/// refused before anything changes. With the server's own `pg_dump`, no warning.
+#[test]
+fn postgres_backup_by_a_newer_pg_dump_warns_and_its_restore_into_the_server_is_refused() {
+    let pg = PgServer::start(PgOptions::default()).unwrap();
+    pg_shop(&pg);
+    let server: u32 = pg
+        .sql("postgres", "SHOW server_version_num")
+        .parse()
+        .unwrap();
+    let own = Repo::new(pg.env());
+    let out = own.json(&["backup", "postgres", "--database", "shop"]);
+    assert_eq!(out["warnings"], serde_json::json!([]), "{out}");
+    let newer = lifeboat_testkit::pg::extra_pg_majors()
+        .filter(|m| *m > server / 10000)
+        .max()
+        .and_then(|m| lifeboat_testkit::pg::extra_pg_bin_dir(m).map(|bin| (m, bin)));
+    let Some((major, bin)) = newer else {
+        eprintln!("no pg_dump newer than the server {server} installed: nothing to test here");
+        return;
+    };
+    let mut path = OsString::from(bin.as_os_str());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let mut env = pg.env();
+    env.push(("PATH".into(), path));
+    let repo = Repo::new(env);
+    let o = repo.run(&["backup", "postgres", "--database", "shop"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let want = format!("restores only into PostgreSQL {major} or newer");
+    assert!(
+        stderr.contains("warning: pg_dump ")
+            && stderr.contains(&want)
+            && stderr.contains(&format!(
+                "hint: put PostgreSQL {}'s pg_dump",
+                server / 10000
+            )),
+        "{stderr}"
+    );
+    let out = repo.json(&["--quiet", "backup", "postgres", "--database", "shop"]);
+    let warnings = out["warnings"].as_array().unwrap();
+    assert!(
+        warnings.len() == 1 && warnings[0].as_str().unwrap().contains(&want),
+        "{out}"
+    );
+    pg.sql("shop", "DELETE FROM orders WHERE id > 100");
+    let damaged = pg_fingerprint(&pg, "shop");
+    let err = repo.fail(&["restore", "latest", "--to-postgres", "--replace", "shop"]);
+    assert!(
+        err.contains("version skew") && err.contains(&format!("major {major} or newer")),
+        "{err}"
+    );
+    assert_eq!(pg_fingerprint(&pg, "shop"), damaged);
+}
+
 #[test]
 fn postgres_backup_of_a_missing_database_fails_and_saves_nothing() {
     let pg = PgServer::start(PgOptions::default()).unwrap();

@@ -762,6 +762,27 @@ fn check_sql(check: &str) -> Result<String> {
     Ok(c.to_string())
 }
 
+/// The warning a backup gives when `pg_dump` is of a newer major than the server it dumped:
+/// its SQL (`SET transaction_timeout`, `\restrict`, ...) does not load into the server's own
+/// major, so the restore refuses every server older than `pg_dump` ([`Error::VersionSkew`]),
+/// the dumped one included. The text has a `hint:` line. `None` for a dump of the server's
+/// own major or an older one, and when either version is unknown.
+pub fn newer_dump_warning(meta: &DumpMetadata) -> Option<String> {
+    let tool = meta.client_version.as_deref()?;
+    let server = meta.server_version.as_deref()?;
+    let (dump_major, server_major) = (major_of(tool)?, major_of(server)?);
+    (dump_major > server_major).then(|| {
+        format!(
+            "pg_dump {tool} is newer than the server it dumped ({server}): this backup \
+             restores only into PostgreSQL {dump_major} or newer, not into a {server_major} \
+             server like the one it came from\n\
+             hint: put PostgreSQL {server_major}'s pg_dump and psql first in PATH (Debian: \
+             /usr/lib/postgresql/{server_major}/bin) for backups that restore into \
+             {server_major}"
+        )
+    })
+}
+
 /// Refuse a dump made by a newer tool major than the server.
 fn check_skew(tool_version: &str, server_version: &str, server_major: u32) -> Result<()> {
     match major_of(tool_version) {
@@ -1425,6 +1446,24 @@ mod tests {
         assert!(cmd
             .get_envs()
             .any(|(k, v)| k == "PGPASSWORD" && v == Some("s3cret".as_ref())));
+    }
+
+    #[test]
+    fn a_backup_by_a_newer_pg_dump_warns_that_it_restores_only_into_that_major() {
+        let mut meta = DumpMetadata::new(Engine::Postgres);
+        assert_eq!(newer_dump_warning(&meta), None);
+        meta.server_version = Some("15.20 (Debian 15.20-0+deb12u1)".into());
+        for same_or_older in ["15.4", "14.2"] {
+            meta.client_version = Some(same_or_older.into());
+            assert_eq!(newer_dump_warning(&meta), None, "{same_or_older}");
+        }
+        meta.client_version = Some("18.6".into());
+        let w = newer_dump_warning(&meta).unwrap();
+        assert!(
+            w.contains("restores only into PostgreSQL 18 or newer, not into a 15 server")
+                && w.contains("\nhint: put PostgreSQL 15's pg_dump"),
+            "{w}"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ use lifeboat_sources::pg::{
 use lifeboat_sources::redis::{RedisConnection, RedisRestoreOptions, RedisSource};
 use lifeboat_sources::sqlite::{self, SqliteSource, SqliteTarget};
 use lifeboat_sources::{
-    DumpMetadata, DumpSource, RestorePlan, RestoreReport, StreamSink, StreamSource,
+    DumpMetadata, DumpSource, Engine, RestorePlan, RestoreReport, StreamSink, StreamSource,
 };
 use serde_json::json;
 
@@ -408,6 +408,16 @@ fn print_backup(
     dry_run: bool,
 ) {
     let s = o.snapshot.summary.clone().unwrap_or_default();
+    // What the user must know about the backup just made: printed even with --quiet.
+    let warnings: Vec<String> = match meta.engine {
+        Engine::Postgres => lifeboat_sources::pg::newer_dump_warning(meta)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
     if g.json {
         print_json(&json!({
             "snapshot_id": o.snapshot_id,
@@ -416,6 +426,7 @@ fn print_backup(
             "paths": o.snapshot.paths,
             "dump": meta,
             "summary": s,
+            "warnings": warnings,
             "requests": settings::storage_stats(),
         }));
         return;
