@@ -31,9 +31,12 @@ pub fn print_error(e: &anyhow::Error) {
     }
 }
 
-fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
+fn hint_for(e: &anyhow::Error) -> Option<String> {
+    if let Some(h) = pg_tool_too_old_hint(e) {
+        return Some(h);
+    }
     let core = e.downcast_ref::<lifeboat_core::Error>()?;
-    match core {
+    let hint = match core {
         lifeboat_core::Error::SnapshotNotFound(_) => {
             Some("`lifeboat snapshots` lists the snapshots and their ids")
         }
@@ -47,7 +50,32 @@ fn hint_for(e: &anyhow::Error) -> Option<&'static str> {
             Some("`lifeboat ls SNAPSHOT` lists the paths in a snapshot")
         }
         _ => None,
-    }
+    };
+    hint.map(String::from)
+}
+
+/// `pg_dump` and `pg_dumpall` refuse a server of a newer major than their own ("aborting
+/// because of server version mismatch", then "server version: 18.6; pg_dump version: 15.20"):
+/// the way out is the server major's client tools on `PATH`.
+fn pg_tool_too_old_hint(e: &anyhow::Error) -> Option<String> {
+    let text = e
+        .chain()
+        .map(|c| c.to_string())
+        .find(|t| t.contains("aborting because of server version mismatch"))?;
+    let major = text
+        .split("server version: ")
+        .nth(1)
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .filter(|m| !m.is_empty());
+    Some(match major {
+        Some(m) => format!(
+            "the server is PostgreSQL {m}: put PostgreSQL {m}'s client tools (pg_dump, \
+             pg_dumpall, psql) first in PATH (Debian: /usr/lib/postgresql/{m}/bin)"
+        ),
+        None => "put the server's major's client tools (pg_dump, pg_dumpall, psql) first in \
+                 PATH"
+            .into(),
+    })
 }
 
 pub fn print_json<T: Serialize + ?Sized>(v: &T) {

@@ -298,6 +298,40 @@ fn postgres_backup_by_a_newer_pg_dump_warns_and_its_restore_into_the_server_is_r
     assert_eq!(pg_fingerprint(&pg, "shop"), damaged);
 }
 
+/// `pg_dump` refuses a server of a newer major than its own; the backup fails, saves nothing,
+/// and the hint names the server's major (PostgreSQL 18's server, 16's tools).
+#[test]
+fn postgres_backup_with_an_older_pg_dump_fails_with_a_hint_naming_the_servers_major() {
+    let (Some(bin18), Some(bin16)) = (
+        lifeboat_testkit::pg::extra_pg_bin_dir(18),
+        lifeboat_testkit::pg::extra_pg_bin_dir(16),
+    ) else {
+        return;
+    };
+    let pg = PgServer::start(PgOptions {
+        bin_dir: Some(bin18),
+        ..PgOptions::default()
+    })
+    .unwrap();
+    pg.sql("postgres", "CREATE DATABASE shop");
+    let mut path = OsString::from(bin16.as_os_str());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let mut env = pg.env();
+    env.push(("PATH".into(), path));
+    let repo = Repo::new(env);
+    let err = repo.fail(&["backup", "postgres", "--database", "shop"]);
+    assert!(
+        err.contains("server version mismatch")
+            && err.contains(
+                "hint: the server is PostgreSQL 18: put PostgreSQL 18's client tools (pg_dump, \
+                 pg_dumpall, psql) first in PATH"
+            ),
+        "{err}"
+    );
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
+
 #[test]
 fn postgres_backup_of_a_missing_database_fails_and_saves_nothing() {
     let pg = PgServer::start(PgOptions::default()).unwrap();

@@ -127,7 +127,7 @@ impl Pitr {
     fn server(&self) -> PgServer {
         PgServer::start(PgOptions {
             archive_command: Some(self.archive_command()),
-            extra_conf: vec![],
+            ..PgOptions::default()
         })
         .unwrap()
     }

@@ -133,6 +133,8 @@ pub struct PgOptions {
     pub archive_command: Option<String>,
     /// Extra `postgresql.conf` lines.
     pub extra_conf: Vec<String>,
+    /// The server's binaries, instead of [`pg_bin_dir`] (e.g. [`extra_pg_bin_dir`]`(18)`).
+    pub bin_dir: Option<PathBuf>,
 }
 
 /// Directory holding the PostgreSQL server binaries: `$LIFEBOAT_PG_BIN`, else the newest
@@ -223,7 +225,10 @@ impl PgServer {
     /// # Errors
     /// Any failure of `initdb`, the spawn or the readiness wait (with the server log's tail).
     pub fn start(opts: PgOptions) -> io::Result<Self> {
-        let bin = pg_bin_dir()?;
+        let bin = match &opts.bin_dir {
+            Some(dir) => dir.clone(),
+            None => pg_bin_dir()?,
+        };
         let dir = short_temp_dir()?;
         let run_as = if is_root() {
             Some(lookup_user("postgres").ok_or_else(|| {
