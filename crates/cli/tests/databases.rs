@@ -84,6 +84,16 @@ fn pg_shop(pg: &PgServer) {
     );
 }
 
+/// The server's libpq environment, with `bin`'s client tools first in `PATH`.
+fn env_with_tools_of(pg: &PgServer, bin: &Path) -> Vec<(String, OsString)> {
+    let mut path = OsString::from(bin.as_os_str());
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    let mut env = pg.env();
+    env.push(("PATH".into(), path));
+    env
+}
+
 fn pg_fingerprint(pg: &PgServer, db: &str) -> String {
     pg.sql(
         db,
@@ -263,12 +273,7 @@ fn postgres_backup_by_a_newer_pg_dump_warns_and_its_restore_into_the_server_is_r
         eprintln!("no pg_dump newer than the server {server} installed: nothing to test here");
         return;
     };
-    let mut path = OsString::from(bin.as_os_str());
-    path.push(":");
-    path.push(std::env::var_os("PATH").unwrap_or_default());
-    let mut env = pg.env();
-    env.push(("PATH".into(), path));
-    let repo = Repo::new(env);
+    let repo = Repo::new(env_with_tools_of(&pg, &bin));
     let o = repo.run(&["backup", "postgres", "--database", "shop"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
@@ -314,12 +319,7 @@ fn postgres_backup_with_an_older_pg_dump_fails_with_a_hint_naming_the_servers_ma
     })
     .unwrap();
     pg.sql("postgres", "CREATE DATABASE shop");
-    let mut path = OsString::from(bin16.as_os_str());
-    path.push(":");
-    path.push(std::env::var_os("PATH").unwrap_or_default());
-    let mut env = pg.env();
-    env.push(("PATH".into(), path));
-    let repo = Repo::new(env);
+    let repo = Repo::new(env_with_tools_of(&pg, &bin16));
     let err = repo.fail(&["backup", "postgres", "--database", "shop"]);
     assert!(
         err.contains("server version mismatch")
