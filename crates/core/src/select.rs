@@ -151,6 +151,15 @@ mod tests {
     use super::*;
     use crate::blob::Id;
 
+    /// The id `resolve` picks (it must pick one).
+    fn resolved(
+        snaps: &[SnapshotEntry],
+        spec: &str,
+        f: &SnapshotFilter,
+        at: Option<DateTime<FixedOffset>>,
+    ) -> Id {
+        resolve(snaps, spec, f, at).unwrap().id
+    }
     fn snap(id: u8, time: &str, host: &str, tags: &[&str]) -> SnapshotEntry {
         SnapshotEntry {
             id: Id([id; 32]),
@@ -181,35 +190,23 @@ mod tests {
             snap(0xbb, "2026-11-21T10:00:00+00:00", "a", &["daily", "db"]),
         ];
         let f = SnapshotFilter::default();
-        assert_eq!(
-            resolve(&snaps, "latest", &f, None).unwrap().id,
-            Id([0xbb; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &f, None), Id([0xbb; 32]));
         let at = parse_time("2026-11-20T12:00:00+00:00").unwrap();
-        assert_eq!(
-            resolve(&snaps, "latest", &f, Some(at)).unwrap().id,
-            Id([0xab; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &f, Some(at)), Id([0xab; 32]));
         let host_a = SnapshotFilter {
             hosts: vec!["a".into()],
             ..Default::default()
         };
         assert_eq!(
-            resolve(&snaps, "latest", &host_a, Some(at)).unwrap().id,
+            resolved(&snaps, "latest", &host_a, Some(at)),
             Id([0xaa; 32])
         );
         let tagged = SnapshotFilter {
             tags: vec!["daily,db".into()],
             ..Default::default()
         };
-        assert_eq!(
-            resolve(&snaps, "latest", &tagged, None).unwrap().id,
-            Id([0xbb; 32])
-        );
-        assert_eq!(
-            resolve(&snaps, "bbbb", &f, None).unwrap().id,
-            Id([0xbb; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &tagged, None), Id([0xbb; 32]));
+        assert_eq!(resolved(&snaps, "bbbb", &f, None), Id([0xbb; 32]));
         assert!(resolve(&snaps, "aaaa", &f, None).is_ok());
         assert!(matches!(
             resolve(&snaps, "cccc", &f, None),
@@ -234,43 +231,25 @@ mod tests {
             snap(0xcc, "2026-11-18T10:00:00+00:00", "b", &["safety"]),
         ];
         let f = SnapshotFilter::default();
-        assert_eq!(
-            resolve(&snaps, "latest", &f, None).unwrap().id,
-            Id([0xaa; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &f, None), Id([0xaa; 32]));
         let at = parse_time("2026-11-21").unwrap();
-        assert_eq!(
-            resolve(&snaps, "latest", &f, Some(at)).unwrap().id,
-            Id([0xaa; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &f, Some(at)), Id([0xaa; 32]));
         let safety = SnapshotFilter {
             tags: vec!["safety".into()],
             ..Default::default()
         };
-        assert_eq!(
-            resolve(&snaps, "latest", &safety, None).unwrap().id,
-            Id([0xbb; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &safety, None), Id([0xbb; 32]));
         let restored = SnapshotFilter {
             tags: vec!["before-restore-of-aaaaaaaa".into()],
             ..Default::default()
         };
-        assert_eq!(
-            resolve(&snaps, "latest", &restored, None).unwrap().id,
-            Id([0xbb; 32])
-        );
-        assert_eq!(
-            resolve(&snaps, "bbbb", &f, None).unwrap().id,
-            Id([0xbb; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &restored, None), Id([0xbb; 32]));
+        assert_eq!(resolved(&snaps, "bbbb", &f, None), Id([0xbb; 32]));
         let host_b = SnapshotFilter {
             hosts: vec!["b".into()],
             ..Default::default()
         };
-        assert_eq!(
-            resolve(&snaps, "latest", &host_b, None).unwrap().id,
-            Id([0xcc; 32])
-        );
+        assert_eq!(resolved(&snaps, "latest", &host_b, None), Id([0xcc; 32]));
         // Only safety dumps: `latest` finds none and says why.
         match resolve(&snaps[1..2], "latest", &f, None) {
             Err(Error::SnapshotNotFound(what)) => {

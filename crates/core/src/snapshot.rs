@@ -55,6 +55,16 @@ pub struct Snapshot {
     pub original: Option<Id>,
 }
 
+/// The tags of a restore's safety dump taken before restoring `restored`:
+/// [`SAFETY_TAG`] and [`SAFETY_OF_PREFIX`] followed by its short id
+/// ([`Snapshot::is_safety_dump`] recognises them).
+pub fn safety_dump_tags(restored: &Id) -> Vec<String> {
+    vec![
+        SAFETY_TAG.to_string(),
+        format!("{SAFETY_OF_PREFIX}{}", restored.short()),
+    ]
+}
+
 impl Snapshot {
     /// Whether this is a restore's safety dump: tagged [`SAFETY_TAG`] and
     /// [`SAFETY_OF_PREFIX`]`…` (a backup a user tags `safety` is still a backup).

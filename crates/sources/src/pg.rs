@@ -770,17 +770,23 @@ fn check_sql(check: &str) -> Result<String> {
 pub fn newer_dump_warning(meta: &DumpMetadata) -> Option<String> {
     let tool = meta.client_version.as_deref()?;
     let server = meta.server_version.as_deref()?;
-    let (dump_major, server_major) = (major_of(tool)?, major_of(server)?);
-    (dump_major > server_major).then(|| {
-        format!(
-            "pg_dump {tool} is newer than the server it dumped ({server}): this backup \
-             restores only into PostgreSQL {dump_major} or newer, not into a {server_major} \
-             server like the one it came from\n\
-             hint: put PostgreSQL {server_major}'s pg_dump and psql first in PATH (Debian: \
-             /usr/lib/postgresql/{server_major}/bin) for backups that restore into \
-             {server_major}"
-        )
-    })
+    // The restore's own rule, applied to the server the dump came from.
+    let Err(Error::VersionSkew {
+        dump_major,
+        server_major,
+        ..
+    }) = check_skew(tool, server, major_of(server)?)
+    else {
+        return None;
+    };
+    Some(format!(
+        "pg_dump {tool} is newer than the server it dumped ({server}): this backup \
+         restores only into PostgreSQL {dump_major} or newer, not into a {server_major} \
+         server like the one it came from\n\
+         hint: put PostgreSQL {server_major}'s pg_dump and psql first in PATH (Debian: \
+         /usr/lib/postgresql/{server_major}/bin) for backups that restore into \
+         {server_major}"
+    ))
 }
 
 /// Refuse a dump made by a newer tool major than the server.

@@ -521,14 +521,7 @@ pub fn restore(g: &GlobalArgs, r: &RestoreArgs) -> Result<Exit> {
     let mut source = RepoSource::new(&repo, &snap, &bar);
     let safety_opts = |engine: &str, paths: Vec<String>| StreamBackupOptions {
         source: engine.to_string(),
-        tags: vec![
-            lifeboat_core::snapshot::SAFETY_TAG.into(),
-            format!(
-                "{}{}",
-                lifeboat_core::snapshot::SAFETY_OF_PREFIX,
-                snap.id.short()
-            ),
-        ],
+        tags: lifeboat_core::snapshot::safety_dump_tags(&snap.id),
         paths,
         writer: WriterOptions {
             compression: repo.config().compression(),
