@@ -119,8 +119,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// Default compression for new data: none, lz4, zstd, zstd:LEVEL
-    #[arg(long, default_value = "zstd:3")]
+    /// Default compression for new data: none, lz4, zstd, zstd:LEVEL (small blobs are
+    /// compressed in groups with zstd)
+    #[arg(long, default_value = "zstd:2")]
     pub compression: String,
     /// Chunker sizes MIN/AVG/MAX in bytes (default 524288/1048576/8388608)
     #[arg(long, hide = true)]

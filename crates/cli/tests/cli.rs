@@ -202,7 +202,7 @@ fn first_run_backup_snapshots_diff_restore() {
     );
     let cfg = env.json(&["cat", "config"]);
     assert_eq!(cfg["chunker"]["avg_size"], 1 << 20);
-    assert_eq!(cfg["compression"], "zstd:3");
+    assert_eq!(cfg["compression"], "zstd:2");
     let check = env.json(&["check", "--read-data"]);
     assert!(check["errors"].as_array().unwrap().is_empty());
     assert_eq!(check["snapshots"], 2);

@@ -11,7 +11,9 @@
 //! override the level's (`wlog`, `hlog`, `clog`, `slog`, `mml`, `tlen`, `strat`, as the
 //! zstd command line's `--zstd=` names them), optionally ending in `/probe`: a chunk longer
 //! than 256 KiB compresses its first 128 KiB as a frame of its own and is stored as it is
-//! when that saves less than 1/64, else the rest follows as a second frame. Chunks are cut with the default chunker
+//! when that saves less than 1/64, else the rest follows as a second frame; or ending in
+//! `/group`: chunks shorter than 512 KiB are compressed in compression groups, as the
+//! writer stores them (`lifeboat_core::group`, directory included). Chunks are cut with the default chunker
 //! parameters; every regular file is read by name, so a hard-linked file counts once per
 //! name. Chunks that a candidate cannot shrink count at their own size, as Lifeboat stores
 //! them.
@@ -19,6 +21,7 @@
 use std::time::Instant;
 
 use lifeboat_core::chunker::{ChunkerConfig, ChunkerParams};
+use lifeboat_core::group::{Group, MAX_MEMBER};
 use zstd::zstd_safe::{CParameter, Strategy};
 
 fn candidate(spec: &str) -> zstd::bulk::Compressor<'static> {
@@ -48,6 +51,26 @@ fn candidate(spec: &str) -> zstd::bulk::Compressor<'static> {
     z
 }
 
+/// Stored bytes and compression seconds of one compression group.
+fn compress_group(
+    z: &mut zstd::bulk::Compressor<'static>,
+    g: Group,
+    out: &mut Vec<u8>,
+) -> (u64, f64) {
+    let (plain, _) = g.finish();
+    out.clear();
+    out.reserve(zstd::zstd_safe::compress_bound(plain.len()));
+    let t = Instant::now();
+    let ok = z.compress_to_buffer(&plain, out).is_ok();
+    let secs = t.elapsed().as_secs_f64();
+    let n = if ok && out.len() < plain.len() {
+        out.len()
+    } else {
+        plain.len()
+    };
+    (n as u64, secs)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let root = args
@@ -56,7 +79,11 @@ fn main() {
     let specs: Vec<String> = args.collect();
     let mut zs: Vec<_> = specs
         .iter()
-        .map(|s| candidate(s.trim_end_matches("/probe")))
+        .map(|s| candidate(s.trim_end_matches("/probe").trim_end_matches("/group")))
+        .collect();
+    let mut groups: Vec<Option<Group>> = specs
+        .iter()
+        .map(|s| s.ends_with("/group").then(Group::default))
         .collect();
     // `/probe`: a chunk longer than two probes compresses its first PROBE bytes as a frame of
     // their own; when that saves less than 1/64 the chunk is stored as it is, else the rest
@@ -86,6 +113,15 @@ fn main() {
             total += chunk.len() as u64;
             out.reserve(zstd::zstd_safe::compress_bound(chunk.len()));
             for (i, z) in zs.iter_mut().enumerate() {
+                if let Some(g) = groups[i].as_mut().filter(|_| chunk.len() < MAX_MEMBER) {
+                    g.push(lifeboat_core::blob::Id::default(), &chunk);
+                    if g.is_full() {
+                        let (s, t) = compress_group(z, std::mem::take(g), &mut out);
+                        stored[i] += s;
+                        secs[i] += t;
+                    }
+                    continue;
+                }
                 out.clear();
                 let t = Instant::now();
                 let mut first = 0;
@@ -106,6 +142,13 @@ fn main() {
                     chunk.len()
                 } as u64;
             }
+        }
+    }
+    for (i, g) in groups.iter_mut().enumerate() {
+        if let Some(g) = g.take().filter(|g| !g.is_empty()) {
+            let (s, t) = compress_group(&mut zs[i], g, &mut out);
+            stored[i] += s;
+            secs[i] += t;
         }
     }
     for (i, spec) in specs.iter().enumerate() {

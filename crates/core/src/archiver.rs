@@ -346,6 +346,7 @@ impl Pipeline {
         }
         let writer = Arc::try_unwrap(self.writer)
             .map_err(|_| Error::Other("blob writer still in use".into()))?;
+        writer.flush_group()?;
         let ws = writer.stats();
         let stats = [
             ws.data_blobs.load(Ordering::Relaxed),

@@ -45,6 +45,7 @@ use crate::index::BlobLocation;
 use crate::pack::pack_key;
 use crate::progress::Progress;
 use crate::repository::IndexedRepository;
+use crate::repository::{BlobAt, BlobBuffers};
 use crate::snapshot::SnapshotEntry;
 use crate::tree::Tree;
 use crate::walk::ContentReader;
@@ -231,6 +232,7 @@ pub fn copy(
                 .collect::<Result<HashMap<_, _>>>()
         }
     })?;
+    writer.flush_group()?;
     let stats = writer.stats();
     summary.data_blobs_copied = stats.data_blobs.load(Ordering::Relaxed);
     summary.tree_blobs_copied = stats.tree_blobs.load(Ordering::Relaxed);
@@ -378,25 +380,31 @@ impl Ctx<'_> {
                 let s = self.writer.stats();
                 s.raw_bytes
                     .fetch_add(loc.raw_length as u64, Ordering::Relaxed);
-                s.stored_bytes
-                    .fetch_add(loc.length as u64, Ordering::Relaxed);
+                // A compression group's range once, for its first member.
+                if crate::group::starts_range(loc.compression) {
+                    s.stored_bytes
+                        .fetch_add(loc.length as u64, Ordering::Relaxed);
+                }
             }
             return Ok(());
         }
+        let mut bufs = BlobBuffers::default();
         for (read, range) in crate::pack::coalesced_reads(blobs, MAX_GAP, MAX_READ) {
             let start = range.start;
             let data = self.src.storage().get(&pack_key(pack), Some(range))?;
+            bufs.new_read();
             for (id, loc) in &blobs[read] {
                 let off = (loc.offset as u64 - start) as usize;
                 let sealed = &data[off..off + loc.length as usize];
-                let plain =
-                    self.src
-                        .decode_blob(id, pack, loc.compression, loc.raw_length, sealed)?;
+                // Members of one compression group are decoded once.
+                let plain = self
+                    .src
+                    .decode_blob_with(id, BlobAt::of(loc), sealed, &mut bufs)?;
                 self.counters
                     .read
                     .fetch_add(plain.len() as u64, Ordering::Relaxed);
                 self.progress.add_bytes(plain.len() as u64);
-                self.store(BlobType::Data, *id, &plain)?;
+                self.store(BlobType::Data, *id, plain)?;
             }
         }
         Ok(())

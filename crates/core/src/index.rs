@@ -8,6 +8,8 @@
 //! pack   = pack_id[32] type:u8 n_blobs:u32le entry*
 //! entry  = compression:u8 id[32] offset:u32le length:u32le raw_length:u32le
 //! ```
+//! The members of a compression group ([`crate::group`]) each have an entry
+//! naming the group's range, with the group flags in the compression byte.
 //! `supersedes` lists index files this one replaces (written by repair and
 //! prune); readers ignore superseded files.
 //!
@@ -120,7 +122,7 @@ impl IndexFile {
             let mut blobs = Vec::with_capacity(nb);
             for _ in 0..nb {
                 let compression = r.u8()?;
-                if compression > 2 {
+                if !crate::group::valid_code(compression) {
                     return Err(format!("unknown compression code {compression}"));
                 }
                 blobs.push(PackEntry {

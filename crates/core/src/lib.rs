@@ -31,6 +31,7 @@ pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod forget;
+pub mod group;
 pub mod index;
 pub mod lock;
 pub mod pack;

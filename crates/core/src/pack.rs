@@ -7,12 +7,16 @@
 //! entry  = compression:u8 id:[32] stored_len:u32le raw_len:u32le
 //! ```
 //! Blob offsets are implicit: the first blob starts at 0 and each follows the
-//! previous one. All blobs of a pack have the same [`BlobType`]. A pack is named
+//! previous one, except that the members of a compression group
+//! ([`crate::group`]) share one range: an entry whose compression byte has
+//! [`SAME_RANGE`] has the previous entry's offset and length. All blobs of a
+//! pack have the same [`BlobType`]. A pack is named
 //! `data/<first two hex digits>/<BLAKE3 of the whole file>`.
 
 use crate::blob::{BlobType, Id};
 use crate::crypto::{MasterKey, ObjectKind};
 use crate::error::{Error, Result};
+use crate::group::{self, GROUPED, SAME_RANGE};
 
 const MAGIC: &[u8; 4] = b"LBPK";
 const VERSION: u8 = 1;
@@ -101,6 +105,23 @@ impl PackWriter {
         });
     }
 
+    /// Append a sealed compression group whose members (id, plaintext length)
+    /// all name its range; `code` is the group's algorithm code.
+    pub fn add_group(&mut self, members: &[(Id, u32)], code: u8, sealed: &[u8]) {
+        let offset = self.data.len() as u32;
+        self.data.extend_from_slice(sealed);
+        for (i, (id, raw_length)) in members.iter().enumerate() {
+            let same = if i == 0 { 0 } else { SAME_RANGE };
+            self.entries.push(PackEntry {
+                id: *id,
+                compression: code | GROUPED | same,
+                offset,
+                length: sealed.len() as u32,
+                raw_length: *raw_length,
+            });
+        }
+    }
+
     /// Seal the header, append it, and name the pack.
     pub fn finish(mut self, key: &MasterKey) -> FinishedPack {
         let header = encode_header(self.blob_type, &self.entries);
@@ -159,15 +180,31 @@ pub fn decode_header(h: &[u8]) -> Result<(BlobType, Vec<PackEntry>), String> {
         ));
     }
     let mut offset: u64 = 0;
-    let mut entries = Vec::with_capacity(count);
+    let mut entries: Vec<PackEntry> = Vec::with_capacity(count);
     for e in body.chunks_exact(ENTRY_LEN) {
         let compression = e[0];
-        if compression > 2 {
+        if !group::valid_code(compression) {
             return Err(format!("unknown compression code {compression}"));
         }
         let id = Id::from_slice(&e[1..33]).expect("32 bytes");
         let length = u32::from_le_bytes(e[33..37].try_into().expect("4 bytes"));
         let raw_length = u32::from_le_bytes(e[37..41].try_into().expect("4 bytes"));
+        if !group::starts_range(compression) {
+            // A later member of the previous entry's group: its range.
+            let prev = entries
+                .last()
+                .filter(|p| group::is_grouped(p.compression) && p.length == length)
+                .ok_or("a group member whose range is not the previous entry's")?;
+            let offset = prev.offset;
+            entries.push(PackEntry {
+                id,
+                compression,
+                offset,
+                length,
+                raw_length,
+            });
+            continue;
+        }
         if offset > u32::MAX as u64 {
             return Err("pack larger than 4 GiB".into());
         }
@@ -229,9 +266,10 @@ pub fn coalesced_reads(
         let start = blobs[i].1.offset as u64;
         let mut end = start + blobs[i].1.length as u64;
         let mut j = i + 1;
+        // A compression group's members (one range) always share a read.
         while j < blobs.len()
-            && (blobs[j].1.offset as u64) <= end + max_gap
-            && end - start < max_read
+            && ((blobs[j].1.offset as u64) <= end + max_gap && end - start < max_read
+                || blobs[j].1.offset == blobs[j - 1].1.offset)
         {
             end = end.max(blobs[j].1.offset as u64 + blobs[j].1.length as u64);
             j += 1;
@@ -246,6 +284,54 @@ pub fn coalesced_reads(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn group_members_share_their_range_in_the_header() {
+        let key = MasterKey::generate();
+        let mut w = PackWriter::new(BlobType::Data);
+        let before = key.seal(ObjectKind::Blob, b"alone");
+        w.add(key.blob_id(b"alone"), 0, &before, 5);
+        let members = [(Id([1; 32]), 10), (Id([2; 32]), 0), (Id([3; 32]), 7)];
+        let sealed = key.seal(ObjectKind::Blob, &[9u8; 40]);
+        w.add_group(&members, 1, &sealed);
+        let after = key.seal(ObjectKind::Blob, b"after");
+        w.add(key.blob_id(b"after"), 0, &after, 5);
+        let p = w.finish(&key);
+        let (_, entries) = read_header(&key, &p.id, &p.bytes).unwrap();
+        assert_eq!(entries, p.entries);
+        let group_at = before.len() as u32;
+        assert_eq!(
+            entries[1..4]
+                .iter()
+                .map(|e| (e.id, e.offset, e.length, e.raw_length, e.compression))
+                .collect::<Vec<_>>(),
+            vec![
+                (Id([1; 32]), group_at, sealed.len() as u32, 10, 1 | GROUPED),
+                (
+                    Id([2; 32]),
+                    group_at,
+                    sealed.len() as u32,
+                    0,
+                    1 | GROUPED | SAME_RANGE
+                ),
+                (
+                    Id([3; 32]),
+                    group_at,
+                    sealed.len() as u32,
+                    7,
+                    1 | GROUPED | SAME_RANGE
+                ),
+            ]
+        );
+        assert_eq!(entries[4].offset, group_at + sealed.len() as u32);
+        // A later member with no group before it, or of another length, is refused.
+        let mut bad = p.entries.clone();
+        bad[1].compression = 1 | GROUPED | SAME_RANGE;
+        assert!(decode_header(&encode_header(BlobType::Data, &bad)).is_err());
+        let mut bad = p.entries.clone();
+        bad[2].length += 1;
+        assert!(decode_header(&encode_header(BlobType::Data, &bad)).is_err());
+    }
 
     #[test]
     fn pack_roundtrip() {

@@ -781,6 +781,9 @@ fn copy_used_blobs(
         };
         blobs.sort_by_key(|b| (b.offset, b.id));
         let bytes = repo.storage().get(&pack_key(p), None)?;
+        // Members of one compression group are decoded once (and the writer
+        // groups the ones still used anew).
+        let mut bufs = crate::repository::BlobBuffers::default();
         for b in &blobs {
             if !writer.claim(b.id) {
                 continue;
@@ -793,17 +796,17 @@ fn copy_used_blobs(
                     format!("in pack {p}: beyond the end of the pack"),
                 ));
             }
-            let plain = reader.decode_blob(
+            let plain = reader.decode_blob_with(
                 &b.id,
-                p,
-                b.compression,
-                b.raw_length,
+                crate::repository::BlobAt::in_pack(p, b),
                 &bytes[b.offset as usize..end],
+                &mut bufs,
             )?;
-            writer.store(blob_type[p], b.id, &plain)?;
+            writer.store(blob_type[p], b.id, plain)?;
             report.repacked_blobs += 1;
         }
     }
+    writer.flush_group()?;
     let stored_bytes = writer
         .stats()
         .stored_bytes

@@ -29,6 +29,7 @@ use crate::blob::{self, BlobType, Compression, Id};
 use crate::chunker::{ChunkerConfig, ChunkerParams};
 use crate::crypto::{ContentKey, KdfParams, KeySlot, MasterKey, ObjectKind};
 use crate::error::{Error, Result};
+use crate::group;
 use crate::index::{BlobLocation, Index, IndexFile, IndexPack};
 use crate::pack::pack_key;
 use crate::snapshot::{Snapshot, SnapshotEntry};
@@ -93,6 +94,37 @@ fn blob_damaged(id: &Id, pack: &Id, reason: String) -> Error {
     Error::damaged("blob", id, format!("in pack {pack}: {reason}"))
 }
 
+/// Where a blob's sealed bytes lie and what they hold, as the index (or a pack
+/// header) says: what decoding them needs besides the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobAt {
+    pub pack: Id,
+    /// The range's offset in the pack (a compression group's members share it).
+    pub offset: u32,
+    pub compression: u8,
+    pub raw_length: u32,
+}
+
+impl BlobAt {
+    pub fn of(loc: &BlobLocation) -> Self {
+        BlobAt {
+            pack: loc.pack,
+            offset: loc.offset,
+            compression: loc.compression,
+            raw_length: loc.raw_length,
+        }
+    }
+
+    pub fn in_pack(pack: &Id, e: &crate::pack::PackEntry) -> Self {
+        BlobAt {
+            pack: *pack,
+            offset: e.offset,
+            compression: e.compression,
+            raw_length: e.raw_length,
+        }
+    }
+}
+
 /// Buffers [`IndexedRepository::decode_blob_with`] and
 /// [`IndexedRepository::decode_blob_in_place`] decrypt and decompress into, kept by
 /// the caller across blobs.
@@ -100,12 +132,23 @@ fn blob_damaged(id: &Id, pack: &Id, reason: String) -> Error {
 pub struct BlobBuffers {
     opened: Vec<u8>,
     plain: Vec<u8>,
+    /// The compression group whose plaintext `plain` holds (pack, offset):
+    /// its other members are read from there without decoding the range
+    /// again. Callers clear it with [`BlobBuffers::new_read`] before decoding
+    /// from newly read bytes.
+    group: Option<(Id, u32)>,
     /// A restore thread's ranged read of a pack, reused read after read (no
     /// allocation and no zeroing per read) and decrypted in place.
     pub(crate) read: Vec<u8>,
 }
 
 impl BlobBuffers {
+    /// Forget the group plaintext kept from earlier reads: the next member is
+    /// decoded (and authenticated) from the bytes it is given.
+    pub fn new_read(&mut self) {
+        self.group = None;
+    }
+
     /// Run `f` with this thread's buffers, kept for the thread's next call
     /// (restore threads and the backup's tree decoders decode blob after blob).
     pub fn with_this_thread<R>(f: impl FnOnce(&mut BlobBuffers) -> R) -> R {
@@ -862,21 +905,17 @@ impl IndexedRepository {
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
         let sealed = self.storage().get(&pack_key(&loc.pack), Some(range))?;
-        self.decode_blob(id, &loc.pack, loc.compression, loc.raw_length, &sealed)
+        self.decode_blob(id, BlobAt::of(&loc), &sealed)
     }
 
-    /// Decrypt, decompress and verify sealed blob bytes read from `pack`.
-    pub fn decode_blob(
-        &self,
-        id: &Id,
-        pack: &Id,
-        compression: u8,
-        raw_length: u32,
-        sealed: &[u8],
-    ) -> Result<Vec<u8>> {
+    /// Decrypt, decompress and verify sealed blob bytes (the range `at` names).
+    pub fn decode_blob(&self, id: &Id, at: BlobAt, sealed: &[u8]) -> Result<Vec<u8>> {
         let mut bufs = BlobBuffers::default();
-        self.decode_blob_with(id, pack, compression, raw_length, sealed, &mut bufs)?;
-        Ok(if compression == 0 {
+        if group::is_grouped(at.compression) {
+            return Ok(self.decode_blob_with(id, at, sealed, &mut bufs)?.to_vec());
+        }
+        self.decode_blob_with(id, at, sealed, &mut bufs)?;
+        Ok(if at.compression == 0 {
             bufs.opened
         } else {
             bufs.plain
@@ -884,47 +923,71 @@ impl IndexedRepository {
     }
 
     /// [`IndexedRepository::decode_blob`] into reused buffers (restore keeps
-    /// one set per thread): no allocation per blob. Returns the plaintext.
+    /// one set per thread): no allocation per blob. Returns the plaintext. A
+    /// member of the compression group `bufs` holds is read from there.
     pub fn decode_blob_with<'b>(
         &self,
         id: &Id,
-        pack: &Id,
-        compression: u8,
-        raw_length: u32,
+        at: BlobAt,
         sealed: &[u8],
         bufs: &'b mut BlobBuffers,
     ) -> Result<&'b [u8]> {
+        let damaged = |r: String| blob_damaged(id, &at.pack, r);
+        if group::is_grouped(at.compression) {
+            if bufs.group != Some((at.pack, at.offset)) {
+                bufs.group = None;
+                self.key()
+                    .open_into(ObjectKind::Blob, sealed, &mut bufs.opened)
+                    .map_err(|e| damaged(e.to_string()))?;
+                blob::decompress_group(
+                    at.compression & group::ALGORITHM,
+                    &bufs.opened,
+                    &mut bufs.plain,
+                )
+                .map_err(|e| damaged(format!("its compression group: {e}")))?;
+                bufs.group = Some((at.pack, at.offset));
+            }
+            return self.group_member(id, &at, &bufs.plain);
+        }
+        bufs.group = None;
         self.key()
             .open_into(ObjectKind::Blob, sealed, &mut bufs.opened)
-            .map_err(|e| blob_damaged(id, pack, e.to_string()))?;
-        self.checked_plaintext(
-            id,
-            pack,
-            compression,
-            raw_length,
-            &bufs.opened,
-            &mut bufs.plain,
-        )
+            .map_err(|e| damaged(e.to_string()))?;
+        self.checked_plaintext(id, &at, &bufs.opened, &mut bufs.plain)
     }
 
     /// [`IndexedRepository::decode_blob`] decrypting where `sealed` lies (a part of
     /// a ranged read the caller owns and reuses): no copy of the ciphertext. A
     /// compressed blob is decompressed into `bufs`. Returns the plaintext, which is
-    /// in `sealed` or in `bufs`.
+    /// in `sealed` or in `bufs`. A member of the compression group `bufs` holds
+    /// is read from there (`sealed`, already decrypted, is not touched).
     pub fn decode_blob_in_place<'b>(
         &self,
         id: &Id,
-        pack: &Id,
-        compression: u8,
-        raw_length: u32,
+        at: BlobAt,
         sealed: &'b mut [u8],
         bufs: &'b mut BlobBuffers,
     ) -> Result<&'b [u8]> {
+        let damaged = |r: String| blob_damaged(id, &at.pack, r);
+        if group::is_grouped(at.compression) {
+            if bufs.group != Some((at.pack, at.offset)) {
+                bufs.group = None;
+                let opened = self
+                    .key()
+                    .open_in_place(ObjectKind::Blob, sealed)
+                    .map_err(|e| damaged(e.to_string()))?;
+                blob::decompress_group(at.compression & group::ALGORITHM, opened, &mut bufs.plain)
+                    .map_err(|e| damaged(format!("its compression group: {e}")))?;
+                bufs.group = Some((at.pack, at.offset));
+            }
+            return self.group_member(id, &at, &bufs.plain);
+        }
+        bufs.group = None;
         let opened = self
             .key()
             .open_in_place(ObjectKind::Blob, sealed)
-            .map_err(|e| blob_damaged(id, pack, e.to_string()))?;
-        self.checked_plaintext(id, pack, compression, raw_length, opened, &mut bufs.plain)
+            .map_err(|e| damaged(e.to_string()))?;
+        self.checked_plaintext(id, &at, opened, &mut bufs.plain)
     }
 
     /// An opened blob's plaintext (`opened` itself, or decompressed into `plain`),
@@ -932,21 +995,29 @@ impl IndexedRepository {
     fn checked_plaintext<'b>(
         &self,
         id: &Id,
-        pack: &Id,
-        compression: u8,
-        raw_length: u32,
+        at: &BlobAt,
         opened: &'b [u8],
         plain: &'b mut Vec<u8>,
     ) -> Result<&'b [u8]> {
-        let damaged = |r: String| blob_damaged(id, pack, r);
-        let data = if compression == 0 {
-            blob::check_length(opened.len(), raw_length as usize).map_err(damaged)?;
+        let damaged = |r: String| blob_damaged(id, &at.pack, r);
+        let data = if at.compression == 0 {
+            blob::check_length(opened.len(), at.raw_length as usize).map_err(damaged)?;
             opened
         } else {
-            blob::decompress_into(compression, opened, raw_length as usize, plain)
+            blob::decompress_into(at.compression, opened, at.raw_length as usize, plain)
                 .map_err(damaged)?;
             &plain[..]
         };
+        if self.key().blob_id(data) != *id {
+            return Err(damaged("content does not hash to its id".into()));
+        }
+        Ok(data)
+    }
+
+    /// Member `id` of the group plaintext `plain`, checked against its id.
+    fn group_member<'b>(&self, id: &Id, at: &BlobAt, plain: &'b [u8]) -> Result<&'b [u8]> {
+        let damaged = |r: String| blob_damaged(id, &at.pack, r);
+        let data = group::member(plain, id, at.raw_length).map_err(damaged)?;
         if self.key().blob_id(data) != *id {
             return Err(damaged("content does not hash to its id".into()));
         }

@@ -41,7 +41,7 @@ use crate::error::{Error, Result};
 use crate::index::BlobLocation;
 use crate::pack::{coalesced_reads, pack_key};
 use crate::progress::Progress;
-use crate::repository::{BlobBuffers, IndexedRepository};
+use crate::repository::{BlobAt, BlobBuffers, IndexedRepository};
 use crate::tree::{Node, NodeKind};
 use crate::walk;
 
@@ -796,7 +796,7 @@ fn read_units(
     for (pack, mut blobs) in by_pack {
         blobs.sort_by_key(|(_, l)| l.offset);
         for (read, _) in coalesced_reads(&blobs, MAX_GAP, limits.max_bytes) {
-            for blobs in blobs[read].chunks(max_blobs) {
+            for blobs in at_most(&blobs[read], max_blobs) {
                 let range = blobs[0].1.offset as u64
                     ..blobs
                         .iter()
@@ -819,6 +819,28 @@ fn read_units(
     // depend on the map's.
     units.sort_by(|a, b| (b.cost, a.pack, a.range.start).cmp(&(a.cost, b.pack, b.range.start)));
     units
+}
+
+/// `blobs` (sorted by offset) in runs of at most `max` blobs, except that a
+/// compression group's members (one range) stay in one run: split, the group
+/// would be read and decoded once per run.
+fn at_most(
+    blobs: &[(Id, BlobLocation)],
+    max: usize,
+) -> impl Iterator<Item = &[(Id, BlobLocation)]> + '_ {
+    let mut rest = blobs;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut n = max.min(rest.len());
+        while n < rest.len() && rest[n].1.offset == rest[n - 1].1.offset {
+            n += 1;
+        }
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
 }
 
 /// What decoding a blob and writing it `users` times costs (see [`ReadUnit::cost`]).
@@ -862,13 +884,14 @@ fn write_blobs(
     out: &Output<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let pack = &unit.pack;
     let start = unit.range.start;
+    // The members of a compression group in this read are decoded once: the
+    // first decrypts the range in place, the others read the group `bufs` keeps.
+    bufs.new_read();
     for (id, loc) in &unit.blobs {
         let off = (loc.offset as u64 - start) as usize;
         let sealed = &mut data[off..off + loc.length as usize];
-        let plain =
-            repo.decode_blob_in_place(id, pack, loc.compression, loc.raw_length, sealed, bufs)?;
+        let plain = repo.decode_blob_in_place(id, BlobAt::of(loc), sealed, bufs)?;
         let zero = plain.iter().all(|b| *b == 0);
         for &(t, offset) in &out.uses[id] {
             let target = &out.targets[t];
@@ -1036,6 +1059,43 @@ mod tests {
     use super::*;
     use crate::blob::BlobType;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_groups_members_stay_in_one_read_and_one_unit() {
+        use crate::group::{GROUPED, SAME_RANGE};
+        let pack = Id([1; 32]);
+        let loc = |offset, compression| BlobLocation {
+            pack,
+            blob_type: BlobType::Data,
+            compression,
+            offset,
+            length: 100,
+            raw_length: 10,
+        };
+        // Three blobs, a group of five members at 300, two blobs.
+        let mut blobs: Vec<(Id, BlobLocation)> = [0, 100, 200]
+            .into_iter()
+            .map(|o| (Id([o as u8; 32]), loc(o, 1)))
+            .collect();
+        for m in 0..5u8 {
+            let flags = if m == 0 {
+                GROUPED
+            } else {
+                GROUPED | SAME_RANGE
+            };
+            blobs.push((Id([100 + m; 32]), loc(300, 1 | flags)));
+        }
+        blobs.push((Id([250; 32]), loc(400, 1)));
+        blobs.push((Id([251; 32]), loc(500, 1)));
+        // The byte limit is reached at the group's first member: the rest join it.
+        let reads: Vec<_> = coalesced_reads(&blobs, 0, 350).collect();
+        assert_eq!(reads[0], (0..8, 0..400));
+        // The blob limit is reached inside the group: the run takes all of it.
+        let runs: Vec<usize> = at_most(&blobs, 4).map(|r| r.len()).collect();
+        assert_eq!(runs, vec![8, 2]);
+        let runs: Vec<usize> = at_most(&blobs, 3).map(|r| r.len()).collect();
+        assert_eq!(runs, vec![3, 5, 2]);
+    }
 
     proptest! {
         /// The reads cover every needed blob exactly once, each inside its read's range

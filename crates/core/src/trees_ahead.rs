@@ -116,8 +116,9 @@ impl<'a> TreesAhead<'a> {
         };
         let sealed = &data[(offset - start) as usize..(end - start) as usize];
         let tree = crate::repository::BlobBuffers::with_this_thread(|bufs| {
+            bufs.new_read();
             self.repo
-                .decode_blob_with(id, &loc.pack, loc.compression, loc.raw_length, sealed, bufs)
+                .decode_blob_with(id, crate::repository::BlobAt::of(&loc), sealed, bufs)
                 .ok()
                 .and_then(|plain| Tree::deserialize(plain).ok())
         });

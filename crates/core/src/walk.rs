@@ -165,9 +165,7 @@ impl<'a> ContentReader<'a> {
                 .ok_or_else(|| Error::damaged("pack", l.pack, "shorter than the index says"))?;
             self.ready.push_back(self.repo.decode_blob(
                 id,
-                &l.pack,
-                l.compression,
-                l.raw_length,
+                crate::repository::BlobAt::of(l),
                 sealed,
             )?);
         }

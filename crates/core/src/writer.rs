@@ -1,6 +1,10 @@
 //! [`BlobWriter`]: deduplicates, compresses, seals and packs blobs, uploads packs
 //! on a pool of uploader threads, and writes index files.
 //!
+//! With zstd, data blobs under [`group::MAX_MEMBER`] are not compressed one by
+//! one: they collect in a compression group ([`crate::group`]) that is
+//! compressed and sealed as one range once it holds [`group::TARGET`] bytes.
+//!
 //! Used by the archiver and by anything else that adds blobs (copy, repair).
 //! Write order is packs → index → (caller) snapshot: an index file only lists
 //! packs whose upload has completed, and [`BlobWriter::finish`] returns only
@@ -22,6 +26,7 @@ use parking_lot::Mutex;
 use crate::blob::{self, BlobType, Compression, Id};
 use crate::crypto::ObjectKind;
 use crate::error::{Error, Result};
+use crate::group::{self, Group};
 use crate::index::{Index, IndexFile, IndexPack};
 use crate::pack::{pack_key, FinishedPack, PackWriter};
 use crate::repository::Repository;
@@ -84,6 +89,10 @@ pub struct BlobWriter {
     known: Arc<Index>,
     claimed: Mutex<HashSet<Id>>,
     packers: [Mutex<PackWriter>; 2],
+    /// Small data blobs waiting to be compressed together (zstd only).
+    group: Option<Mutex<Group>>,
+    /// Data blobs shorter than this join the group.
+    group_below: usize,
     target_pack_size: usize,
     compression: Compression,
     upload_tx: Option<Sender<FinishedPack>>,
@@ -144,6 +153,9 @@ impl BlobWriter {
                 Mutex::new(PackWriter::new(BlobType::Data)),
                 Mutex::new(PackWriter::new(BlobType::Tree)),
             ],
+            group: matches!(opts.compression, Compression::Zstd(_))
+                .then(|| Mutex::new(Group::default())),
+            group_below: (repo.config().chunker.min_size as usize).min(group::MAX_MEMBER),
             target_pack_size: target,
             compression: opts.compression,
             upload_tx: Some(tx),
@@ -155,8 +167,23 @@ impl BlobWriter {
         &self.shared.repo
     }
 
+    /// What this writer added. The blobs of a compression group being filled
+    /// count once it is stored: call [`flush_group`](Self::flush_group) (or
+    /// [`finish`](Self::finish)) first for the totals.
     pub fn stats(&self) -> &WriterStats {
         &self.shared.stats
+    }
+
+    /// Compress and pack the compression group being filled, if any.
+    pub fn flush_group(&self) -> Result<()> {
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let g = std::mem::take(&mut *group.lock());
+        if g.is_empty() {
+            return Ok(());
+        }
+        self.store_group(g)
     }
 
     /// Whether the blob is already stored or being stored.
@@ -179,6 +206,19 @@ impl BlobWriter {
     /// The first upload error of any uploader thread.
     pub fn store(&self, blob_type: BlobType, id: Id, plaintext: &[u8]) -> Result<()> {
         self.check_error()?;
+        if let Some(group) = &self.group {
+            if blob_type == BlobType::Data && plaintext.len() < self.group_below {
+                let full = {
+                    let mut g = group.lock();
+                    g.push(id, plaintext);
+                    g.is_full().then(|| std::mem::take(&mut *g))
+                };
+                return match full {
+                    Some(g) => self.store_group(g),
+                    None => Ok(()),
+                };
+            }
+        }
         SCRATCH.with(|scratch| {
             let (compressed, sealed) = &mut *scratch.borrow_mut();
             let code = blob::compress_into(self.compression, plaintext, compressed);
@@ -192,6 +232,34 @@ impl BlobWriter {
                 .key()
                 .seal_into(ObjectKind::Blob, payload, sealed);
             self.pack_sealed(blob_type, id, code, plaintext.len(), sealed)
+        })
+    }
+
+    /// Compress, seal and pack a compression group of data blobs.
+    fn store_group(&self, g: Group) -> Result<()> {
+        let (plain, members) = g.finish();
+        SCRATCH.with(|scratch| {
+            let (compressed, sealed) = &mut *scratch.borrow_mut();
+            let code = blob::compress_into(self.compression, &plain, compressed);
+            let payload = if code == 0 {
+                &plain[..]
+            } else {
+                &compressed[..]
+            };
+            self.shared
+                .repo
+                .key()
+                .seal_into(ObjectKind::Blob, payload, sealed);
+            let stats = &self.shared.stats;
+            stats
+                .data_blobs
+                .fetch_add(members.len() as u64, Ordering::Relaxed);
+            let raw: u64 = members.iter().map(|(_, n)| u64::from(*n)).sum();
+            stats.raw_bytes.fetch_add(raw, Ordering::Relaxed);
+            stats
+                .stored_bytes
+                .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+            self.pack(BlobType::Data, |p| p.add_group(&members, code, sealed))
         })
     }
 
@@ -215,6 +283,11 @@ impl BlobWriter {
         stats
             .stored_bytes
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.pack(blob_type, |p| p.add(id, code, sealed, raw_length as u32))
+    }
+
+    /// Add to the pack of `blob_type` with `add`; a full pack goes to the uploaders.
+    fn pack(&self, blob_type: BlobType, add: impl FnOnce(&mut PackWriter)) -> Result<()> {
         let full = {
             let mut packer = self.packers[blob_type.code() as usize].lock();
             // Data packs fill to the target: they take a pooled buffer. Tree
@@ -223,17 +296,14 @@ impl BlobWriter {
                 *packer =
                     PackWriter::with_buffer(blob_type, self.shared.buffer(self.target_pack_size));
             }
-            packer.add(id, code, sealed, raw_length as u32);
-            if packer.size() >= self.target_pack_size {
-                Some(std::mem::replace(&mut *packer, PackWriter::new(blob_type)))
-            } else {
-                None
-            }
+            add(&mut packer);
+            (packer.size() >= self.target_pack_size)
+                .then(|| std::mem::replace(&mut *packer, PackWriter::new(blob_type)))
         };
-        if let Some(p) = full {
-            self.send(p)?;
+        match full {
+            Some(p) => self.send(p),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Hash, deduplicate and store a blob; returns its id and whether it was new.
@@ -272,6 +342,7 @@ impl BlobWriter {
     /// Flush partial packs, wait for every upload, write the final index.
     /// Returns every pack this writer stored.
     pub fn finish(mut self) -> Result<Vec<IndexPack>> {
+        self.flush_group()?;
         for (i, t) in [BlobType::Data, BlobType::Tree].into_iter().enumerate() {
             let p = std::mem::replace(&mut *self.packers[i].lock(), PackWriter::new(t));
             if !p.is_empty() {

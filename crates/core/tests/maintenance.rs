@@ -1032,3 +1032,191 @@ fn readers_of_the_index_wait_out_a_listing_that_names_a_deleted_file() {
     );
     assert_eq!(report.index_files, 1);
 }
+
+/// Text-like small files (shared words, each file its own mix): what
+/// compression groups are for.
+fn write_small_files(src: &Path, n: usize) {
+    let words = [
+        "backup", "restore", "snapshot", "pack", "index", "chunk", "verify", "prune",
+    ];
+    fs::create_dir_all(src).unwrap();
+    for i in 0..n {
+        let mut x = i as u64 * 2_654_435_761 + 1;
+        let text: String = (0..200 + i % 300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                words[(x % words.len() as u64) as usize]
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        fs::write(
+            src.join(format!("f{i:04}.txt")),
+            format!("file {i}\n{text}\n"),
+        )
+        .unwrap();
+    }
+}
+
+/// Each compression group of the index: (pack, offset) → its members.
+fn groups(repo: &IndexedRepository) -> std::collections::BTreeMap<(Id, u32), Vec<Id>> {
+    let mut g = std::collections::BTreeMap::<(Id, u32), Vec<Id>>::new();
+    for (id, loc) in repo.index().iter() {
+        if lifeboat_core::group::is_grouped(loc.compression) {
+            g.entry((loc.pack, loc.offset)).or_default().push(id);
+        }
+    }
+    g
+}
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut names: Vec<_> = fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for n in names {
+        assert_eq!(
+            fs::read(a.join(&n)).unwrap(),
+            fs::read(b.join(&n)).unwrap(),
+            "{n:?}"
+        );
+    }
+}
+
+#[test]
+fn small_files_share_compression_groups_that_every_reader_decodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_small_files(&src, 400);
+    // A large file: chunks of at least the smallest chunk stay blobs of their
+    // own; its last chunk may join a group.
+    fs::write(src.join("large.bin"), pseudo_random(300_000, 3)).unwrap();
+    let snap = backup(&dir, &src, 1);
+
+    let repo = indexed(&dir);
+    let g = groups(&repo);
+    let members: usize = g.values().map(Vec::len).sum();
+    assert!(
+        members >= 400,
+        "every small file is a group member: {members}"
+    );
+    assert!(g.values().any(|m| m.len() > 50), "groups hold many members");
+    assert!(
+        repo.index()
+            .iter()
+            .any(|(_, l)| !lifeboat_core::group::is_grouped(l.compression)),
+        "the large file's full chunks are blobs of their own"
+    );
+    // A member read alone (the path `cat` and `dump` take).
+    let (id, _) = repo
+        .index()
+        .iter()
+        .find(|(_, l)| lifeboat_core::group::is_grouped(l.compression))
+        .unwrap();
+    let one = repo.read_blob(&id).unwrap();
+    assert_eq!(repo.key().blob_id(&one), id);
+
+    // check --read-data decodes every member (and the packs' sizes count each
+    // group's range once).
+    let report = check_all(&dir);
+    assert!(report.ok(), "{:?}", report.errors);
+    assert_eq!(report.blobs_read, repo.index().len() as u64);
+
+    let t = tmp.path().join("restore");
+    restore(&dir, &snap, &t);
+    assert_same_tree(&src, &restored(&t, &src));
+
+    // Pack headers describe groups as the index does: an index rebuilt from
+    // them has the same locations.
+    let before: Vec<_> = repo.index().iter().collect();
+    for m in storage(&dir).list("index").unwrap() {
+        fs::remove_file(dir.join(&m.key)).unwrap();
+    }
+    repair::repair_index(&open(&dir), false).unwrap();
+    let after: Vec<_> = indexed(&dir).index().iter().collect();
+    assert_eq!(before, after);
+    assert!(check_all(&dir).ok());
+}
+
+#[test]
+fn prune_regroups_the_members_still_used_and_frees_the_rest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_small_files(&src, 600);
+    let old = backup(&dir, &src, 1);
+    // Three files in four go: every group keeps some members and loses most.
+    for i in (0..600).filter(|i| i % 4 != 0) {
+        fs::remove_file(src.join(format!("f{i:04}.txt"))).unwrap();
+    }
+    let new = backup(&dir, &src, 2);
+    open(&dir).delete_snapshot(&old).unwrap();
+    // With the default 10% allowance the dead members count as unused: their
+    // share of each group's range, not the whole range a live member names.
+    let first = prune_now(&dir);
+    assert!(first.repacked_blobs >= 150, "{first:?}");
+    let second = prune_now(&dir);
+    assert!(second.deleted_packs > 0, "{second:?}");
+
+    let repo = indexed(&dir);
+    let g = groups(&repo);
+    let members: usize = g.values().map(Vec::len).sum();
+    assert_eq!(
+        members, 150,
+        "only the used members are left, regrouped: {g:?}"
+    );
+    assert!(g.len() < 150, "and they share groups again");
+    let report = check_all(&dir);
+    assert!(report.ok(), "{:?}", report.errors);
+    let t = tmp.path().join("restore");
+    restore(&dir, &new, &t);
+    assert_same_tree(&src, &restored(&t, &src));
+}
+
+#[test]
+fn a_damaged_group_names_each_of_its_members() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, src) = (tmp.path().join("repo"), tmp.path().join("src"));
+    new_repo(&dir);
+    write_small_files(&src, 100);
+    let snap = backup(&dir, &src, 1);
+    let repo = indexed(&dir);
+    let g = groups(&repo);
+    let ((pack, offset), members) = g.iter().max_by_key(|(_, m)| m.len()).unwrap();
+    assert!(members.len() > 10);
+    let path = dir.join(pack_key(pack));
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[*offset as usize + 40] ^= 1;
+    // Packs are read-only on disk.
+    let mut perm = fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    fs::set_permissions(&path, perm).unwrap();
+    fs::write(&path, &bytes).unwrap();
+
+    let report = check_all(&dir);
+    assert!(!report.ok());
+    let damaged: HashSet<String> = report.damaged_blobs.iter().cloned().collect();
+    for m in members {
+        assert!(damaged.contains(&m.to_hex()), "member {m} is named damaged");
+    }
+    assert_eq!(report.affected_snapshots.len(), 1);
+    let err = repo.read_blob(&members[0]).unwrap_err();
+    assert!(err.to_string().contains(&members[0].to_hex()), "{err}");
+    let t = tmp.path().join("restore");
+    let r = restorer::restore(
+        &repo,
+        &snap,
+        repo.load_snapshot(&snap).unwrap().tree,
+        &RestoreOptions {
+            target: t,
+            ..Default::default()
+        },
+        &NoProgress,
+    );
+    assert!(r.is_err(), "a restore fails on the damaged group");
+}

@@ -131,9 +131,14 @@ pub(crate) struct Listed {
     /// Number of the listing ([`Scan::listings`]).
     pub listing: u32,
     pub entry: PackEntry,
+    /// The stored bytes this blob accounts for: its length, or for a member of
+    /// a compression group its share of the group's range (by plaintext
+    /// length), so a group whose members are mostly unused counts as mostly
+    /// unused space.
+    pub share: u32,
 }
 
-const LISTED_LEN: usize = 32 + 4 + 4 + 4 + 4 + 1;
+const LISTED_LEN: usize = 32 + 4 + 4 + 4 + 4 + 1 + 4;
 
 impl Listed {
     fn encode(&self) -> [u8; LISTED_LEN] {
@@ -144,6 +149,7 @@ impl Listed {
         r[40..44].copy_from_slice(&self.entry.length.to_le_bytes());
         r[44..48].copy_from_slice(&self.entry.raw_length.to_le_bytes());
         r[48] = self.entry.compression;
+        r[49..53].copy_from_slice(&self.share.to_le_bytes());
         r
     }
 
@@ -160,6 +166,7 @@ impl Listed {
                 length: u(40),
                 raw_length: u(44),
             },
+            share: u(49),
         }
     }
 }
@@ -291,14 +298,34 @@ impl Scan {
         let listing = self.listings.len() as u32;
         let mut total = 0;
         let mut end = 0;
+        // Each compression group's members' plaintext bytes, by the group's offset.
+        let mut group_raw: HashMap<u32, u64> = HashMap::new();
+        for b in p
+            .blobs
+            .iter()
+            .filter(|b| crate::group::is_grouped(b.compression))
+        {
+            *group_raw.entry(b.offset).or_default() += u64::from(b.raw_length);
+        }
         for b in &p.blobs {
-            total += u64::from(b.length);
+            if crate::group::starts_range(b.compression) {
+                total += u64::from(b.length);
+            }
             end = end.max(u64::from(b.offset) + u64::from(b.length));
             if let Some(spill) = &mut self.entries {
+                let share = match group_raw.get(&b.offset) {
+                    Some(&raw) if crate::group::is_grouped(b.compression) => {
+                        (u64::from(b.length) * u64::from(b.raw_length))
+                            .checked_div(raw)
+                            .unwrap_or(0) as u32
+                    }
+                    _ => b.length,
+                };
                 let rec = Listed {
                     id: b.id,
                     listing,
                     entry: *b,
+                    share,
                 };
                 spill.push(&rec.encode())?;
             }
@@ -395,7 +422,7 @@ impl Scan {
         let mut used = vec![0u64; self.listings.len()];
         let distinct = self.join(referenced, |group| {
             for l in group {
-                used[l.listing as usize] += u64::from(l.entry.length);
+                used[l.listing as usize] += u64::from(l.share);
             }
             Ok(())
         })?;
@@ -495,6 +522,7 @@ mod tests {
                     length: i * 3,
                     raw_length: i * 4,
                 },
+                share: i * 5,
             };
             spill.push(&l.encode()).unwrap();
         }
@@ -508,6 +536,7 @@ mod tests {
                 (l.entry.offset, l.entry.length, l.entry.raw_length),
                 (i * 2, i * 3, i * 4)
             );
+            assert_eq!(l.share, i * 5);
             assert_eq!(l.entry.id, l.id);
         }
         assert_eq!(back.len(), n * LISTED_LEN);
