@@ -475,3 +475,32 @@ fn quickstart_runs_the_whole_loop() {
     let o = env.run(&["quickstart", "--dir", dir.to_str().unwrap()]);
     assert_eq!(code(&o), 1, "refuses a non-empty dir");
 }
+
+#[test]
+fn stats_count_a_compression_groups_range_once() {
+    let env = Env::new();
+    env.ok(&["init"]);
+    let src = env.path().join("many");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..300 {
+        let body = "lifeboat ".repeat(i % 50 + 10);
+        fs::write(
+            src.join(format!("f{i:03}.txt")),
+            format!("file {i}: {body}\n"),
+        )
+        .unwrap();
+    }
+    env.ok(&["backup", src.to_str().unwrap()]);
+    let stats = env.json(&["stats"]);
+    // 300 small files, one group: counted per member, the group's range alone
+    // would add up to more than the whole repository.
+    let stored = stats["unique_stored_bytes"].as_u64().unwrap();
+    assert!(
+        stored < stats["repository_bytes"].as_u64().unwrap(),
+        "{stats}"
+    );
+    assert!(
+        stats["compression_ratio"].as_f64().unwrap() > 5.0,
+        "{stats}"
+    );
+}

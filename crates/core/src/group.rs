@@ -80,6 +80,15 @@ pub struct Group {
 }
 
 impl Group {
+    /// An empty group that fills `buf` (cleared; its capacity is reused).
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Group {
+            data: buf,
+            members: Vec::new(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

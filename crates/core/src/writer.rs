@@ -93,6 +93,10 @@ pub struct BlobWriter {
     group: Option<Mutex<Group>>,
     /// Data blobs shorter than this join the group.
     group_below: usize,
+    /// Buffers of compressed groups, for the next groups: a fresh 1.5 MiB per
+    /// group, freed by whichever compressor thread stored it, piles up in
+    /// glibc's per-thread arenas (peak RSS, as pack buffers did: F9).
+    group_spare: Mutex<Vec<Vec<u8>>>,
     target_pack_size: usize,
     compression: Compression,
     upload_tx: Option<Sender<FinishedPack>>,
@@ -156,6 +160,7 @@ impl BlobWriter {
             group: matches!(opts.compression, Compression::Zstd(_))
                 .then(|| Mutex::new(Group::default())),
             group_below: (repo.config().chunker.min_size as usize).min(group::MAX_MEMBER),
+            group_spare: Mutex::new(Vec::new()),
             target_pack_size: target,
             compression: opts.compression,
             upload_tx: Some(tx),
@@ -211,7 +216,10 @@ impl BlobWriter {
                 let full = {
                     let mut g = group.lock();
                     g.push(id, plaintext);
-                    g.is_full().then(|| std::mem::take(&mut *g))
+                    g.is_full().then(|| {
+                        let spare = self.group_spare.lock().pop().unwrap_or_default();
+                        std::mem::replace(&mut *g, Group::with_buffer(spare))
+                    })
                 };
                 return match full {
                     Some(g) => self.store_group(g),
@@ -260,7 +268,12 @@ impl BlobWriter {
                 .stored_bytes
                 .fetch_add(sealed.len() as u64, Ordering::Relaxed);
             self.pack(BlobType::Data, |p| p.add_group(&members, code, sealed))
-        })
+        })?;
+        let mut spare = self.group_spare.lock();
+        if spare.len() < 2 {
+            spare.push(plain);
+        }
+        Ok(())
     }
 
     /// Append a sealed blob to its pack; a full pack goes to the uploaders.

@@ -349,11 +349,18 @@ pub fn stats(g: &GlobalArgs, a: &StatsArgs) -> Result<Exit> {
         st.logical_bytes += size;
         st.total_files += files;
     }
+    // A compression group's range is stored once for all its members: it
+    // counts once, when any member is used.
+    let mut group_ranges: HashSet<(Id, u32)> = HashSet::new();
     for id in &blobs {
         if let Some(l) = repo.index().get(id) {
             st.unique_blobs += 1;
             st.unique_raw_bytes += l.raw_length as u64;
-            st.unique_stored_bytes += l.length as u64;
+            if !lifeboat_core::group::is_grouped(l.compression)
+                || group_ranges.insert((l.pack, l.offset))
+            {
+                st.unique_stored_bytes += l.length as u64;
+            }
         }
     }
     for prefix in ["data", "index", "snapshots", "keys"] {
