@@ -298,14 +298,15 @@ impl Scan {
         let listing = self.listings.len() as u32;
         let mut total = 0;
         let mut end = 0;
-        // Each compression group's members' plaintext bytes, by the group's offset.
-        let mut group_raw: HashMap<u32, u64> = HashMap::new();
+        // Each compression group's members' plaintext bytes, by the group's
+        // offset: in all, and so far in the listing's order.
+        let mut group_raw: HashMap<u32, (u64, u64)> = HashMap::new();
         for b in p
             .blobs
             .iter()
             .filter(|b| crate::group::is_grouped(b.compression))
         {
-            *group_raw.entry(b.offset).or_default() += u64::from(b.raw_length);
+            group_raw.entry(b.offset).or_default().0 += u64::from(b.raw_length);
         }
         for b in &p.blobs {
             if crate::group::starts_range(b.compression) {
@@ -313,11 +314,17 @@ impl Scan {
             }
             end = end.max(u64::from(b.offset) + u64::from(b.length));
             if let Some(spill) = &mut self.entries {
-                let share = match group_raw.get(&b.offset) {
-                    Some(&raw) if crate::group::is_grouped(b.compression) => {
-                        (u64::from(b.length) * u64::from(b.raw_length))
-                            .checked_div(raw)
-                            .unwrap_or(0) as u32
+                // A member's share of the range by plaintext length,
+                // cumulative so that a group's shares add up to its length
+                // (a fully used group is no unused space), and at least 1: a
+                // used member, even an empty one, makes its pack used.
+                let share = match group_raw.get_mut(&b.offset) {
+                    Some((all, before)) if crate::group::is_grouped(b.compression) => {
+                        let upto =
+                            |raw: u64| (u64::from(b.length) * raw).checked_div(*all).unwrap_or(0);
+                        let from = upto(*before);
+                        *before += u64::from(b.raw_length);
+                        (upto(*before) - from).max(1) as u32
                     }
                     _ => b.length,
                 };
@@ -428,7 +435,8 @@ impl Scan {
         })?;
         for (l, u) in self.listings.iter_mut().zip(used) {
             if l.canonical {
-                l.used = u;
+                // Group shares of at least 1 byte can add up past the total.
+                l.used = u.min(l.total);
             }
         }
         Ok(distinct)
@@ -567,6 +575,68 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A compression group's members count their shares of its range: all
+    /// used, the whole range; some used, their part; a used empty member at
+    /// least a byte (a pack with a used blob is never unused).
+    #[test]
+    fn group_members_count_their_share_of_the_range() {
+        use crate::group::{GROUPED, SAME_RANGE};
+        let (_tmp, repo) = crate::prune::tests::test_repo();
+        let member = |name: &str, raw: u32, first: bool| PackEntry {
+            id: id(name),
+            compression: 1 | GROUPED | if first { 0 } else { SAME_RANGE },
+            offset: 0,
+            length: 1000,
+            raw_length: raw,
+        };
+        // Raw 0 + 300 + 700 in one range of 1000 bytes, then a blob of 50.
+        let mut p = IndexPack {
+            id: id("p"),
+            blob_type: BlobType::Data,
+            blobs: vec![
+                member("e", 0, true),
+                member("s", 300, false),
+                member("l", 700, false),
+            ],
+        };
+        p.blobs.push(PackEntry {
+            id: id("b"),
+            compression: 1,
+            offset: 1000,
+            length: 50,
+            raw_length: 80,
+        });
+        repo.save_index(&IndexFile {
+            supersedes: vec![],
+            packs: vec![p.clone()],
+        })
+        .unwrap();
+        let used = |refs: &[&str]| {
+            let mut scan = Scan::load(&repo, [].iter(), &HashSet::new(), true).unwrap();
+            let mut referenced = Spill::new(32).unwrap();
+            for r in refs {
+                referenced.push(&id(r).0).unwrap();
+            }
+            scan.count_used(&referenced).unwrap();
+            let l = &scan.listings[0];
+            (l.used, l.total)
+        };
+        assert_eq!(
+            used(&["e", "s", "l", "b"]),
+            (1050, 1050),
+            "clamped to the total"
+        );
+        assert_eq!(used(&["s", "l"]), (1000, 1050));
+        assert_eq!(used(&["s"]), (300, 1050));
+        assert_eq!(used(&["l", "b"]), (750, 1050));
+        assert_eq!(
+            used(&["e"]),
+            (1, 1050),
+            "an empty member keeps its pack used"
+        );
+        assert_eq!(used(&[]), (0, 1050));
     }
 
     /// Superseded files, a pack listed twice, a blob in two packs, an
