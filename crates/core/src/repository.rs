@@ -899,21 +899,40 @@ impl IndexedRepository {
     ///
     /// # Errors
     /// [`Error::BlobNotIndexed`], or [`Error::Damaged`] naming the blob and its pack.
+    ///
+    /// A member of a compression group is read from this thread's copy of the
+    /// group when the thread's last group read was that group: reading the
+    /// small files of a directory one by one (`dump`, `cat`, `copy
+    /// --rechunk`) reads and decodes each group once, not once per file.
     pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
         let loc = self
             .locate(id)
             .ok_or_else(|| Error::BlobNotIndexed(id.to_hex()))?;
         let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
+        if group::is_grouped(loc.compression) {
+            let at = BlobAt::of(&loc);
+            return BlobBuffers::with_this_thread(|bufs| {
+                if bufs.group == Some((at.pack, at.offset)) {
+                    return Ok(self.group_member(id, &at, &bufs.plain)?.to_vec());
+                }
+                let sealed = self.storage().get(&pack_key(&loc.pack), Some(range))?;
+                Ok(self.decode_blob_with(id, at, &sealed, bufs)?.to_vec())
+            });
+        }
         let sealed = self.storage().get(&pack_key(&loc.pack), Some(range))?;
         self.decode_blob(id, BlobAt::of(&loc), &sealed)
     }
 
     /// Decrypt, decompress and verify sealed blob bytes (the range `at` names).
+    /// A group member is decoded with this thread's buffers, as in
+    /// [`read_blob`](Self::read_blob).
     pub fn decode_blob(&self, id: &Id, at: BlobAt, sealed: &[u8]) -> Result<Vec<u8>> {
-        let mut bufs = BlobBuffers::default();
         if group::is_grouped(at.compression) {
-            return Ok(self.decode_blob_with(id, at, sealed, &mut bufs)?.to_vec());
+            return BlobBuffers::with_this_thread(|bufs| {
+                Ok(self.decode_blob_with(id, at, sealed, bufs)?.to_vec())
+            });
         }
+        let mut bufs = BlobBuffers::default();
         self.decode_blob_with(id, at, sealed, &mut bufs)?;
         Ok(if at.compression == 0 {
             bufs.opened

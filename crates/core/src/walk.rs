@@ -138,6 +138,13 @@ impl<'a> ContentReader<'a> {
             self.next += 1;
             return Ok(());
         };
+        if crate::group::is_grouped(loc.compression) {
+            // A small file (or a file's last chunk) in a compression group:
+            // read_blob reads the group once for the files that follow.
+            self.ready.push_back(self.repo.read_blob(&first)?);
+            self.next += 1;
+            return Ok(());
+        }
         let start = u64::from(loc.offset);
         let mut end = start + u64::from(loc.length);
         let mut run = vec![(first, loc)];
@@ -145,6 +152,7 @@ impl<'a> ContentReader<'a> {
             match index.get(id) {
                 Some(l)
                     if l.pack == loc.pack
+                        && !crate::group::is_grouped(l.compression)
                         && u64::from(l.offset) == end
                         && end - start < READ_AHEAD =>
                 {

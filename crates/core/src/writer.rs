@@ -1,9 +1,10 @@
 //! [`BlobWriter`]: deduplicates, compresses, seals and packs blobs, uploads packs
 //! on a pool of uploader threads, and writes index files.
 //!
-//! With zstd, data blobs under [`group::MAX_MEMBER`] are not compressed one by
-//! one: they collect in a compression group ([`crate::group`]) that is
-//! compressed and sealed as one range once it holds [`group::TARGET`] bytes.
+//! With zstd, data blobs shorter than the repository's smallest chunk (and
+//! [`group::MAX_MEMBER`]) are not compressed one by one: they collect in a
+//! compression group ([`crate::group`]) that is compressed and sealed as one
+//! range once it holds [`group::TARGET`] bytes.
 //!
 //! Used by the archiver and by anything else that adds blobs (copy, repair).
 //! Write order is packs → index → (caller) snapshot: an index file only lists

@@ -1130,6 +1130,31 @@ fn small_files_share_compression_groups_that_every_reader_decodes() {
     restore(&dir, &snap, &t);
     assert_same_tree(&src, &restored(&t, &src));
 
+    // Members read one by one, as `dump` and `cat` read small files: each
+    // group is fetched once, not once per member (on a new thread: its
+    // buffers hold no group yet).
+    std::thread::spawn({
+        let dir = dir.clone();
+        let g = g.clone();
+        move || {
+            let counting = lifeboat_storage::layers::CountingStorage::new(storage(&dir));
+            let requests = counting.stats_handle();
+            let repo = Repository::open(Arc::new(counting), PW)
+                .unwrap()
+                .into_indexed()
+                .unwrap();
+            let before = requests.snapshot().get;
+            for members in g.values() {
+                for id in members {
+                    assert_eq!(repo.key().blob_id(&repo.read_blob(id).unwrap()), *id);
+                }
+            }
+            assert_eq!(requests.snapshot().get - before, g.len() as u64);
+        }
+    })
+    .join()
+    .unwrap();
+
     // Pack headers describe groups as the index does: an index rebuilt from
     // them has the same locations.
     let before: Vec<_> = repo.index().iter().collect();
