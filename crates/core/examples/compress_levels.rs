@@ -14,8 +14,8 @@
 //! when that saves less than 1/64, else the rest follows as a second frame; or ending in
 //! `/group`: chunks shorter than 512 KiB are compressed in compression groups, as the
 //! writer stores them (`lifeboat_core::group`, directory included). Chunks are cut with the default chunker
-//! parameters; every regular file is read by name, so a hard-linked file counts once per
-//! name. Chunks that a candidate cannot shrink count at their own size, as Lifeboat stores
+//! parameters, files in the order a backup walks them; every regular file is read by name,
+//! so a hard-linked file counts once per name. Chunks that a candidate cannot shrink count at their own size, as Lifeboat stores
 //! them.
 
 use std::time::Instant;
@@ -99,9 +99,14 @@ fn main() {
     while let Some(p) = stack.pop() {
         let md = std::fs::symlink_metadata(&p).unwrap();
         if md.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
+            // Names in byte order, depth first, as a backup walks them (groups
+            // take small files in that order).
+            let mut names: Vec<_> = std::fs::read_dir(&p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            names.sort();
+            stack.extend(names.into_iter().rev());
             continue;
         }
         if !md.is_file() {
