@@ -386,9 +386,22 @@ pub fn check(
             let mut blobs = blobs.clone();
             blobs.sort_by_key(|(id, l)| (l.offset, *id));
             let mut bufs = crate::repository::BlobBuffers::default();
+            // A group that failed to decode, and its first member: the
+            // other members are named damaged without decoding it again.
+            let mut failed_group: Option<(u32, Id)> = None;
             for (id, loc) in &blobs {
                 let end = loc.offset as usize + loc.length as usize;
-                let r = if end > bytes.len() {
+                let same_failed = failed_group
+                    .filter(|(o, _)| crate::group::is_grouped(loc.compression) && *o == loc.offset);
+                let r = if let Some((o, first)) = same_failed {
+                    Err(Error::damaged(
+                        "blob",
+                        id,
+                        format!(
+                            "in pack {pack}: its compression group at offset {o} does not decode (see blob {first})"
+                        ),
+                    ))
+                } else if end > bytes.len() {
                     Err(Error::damaged(
                         "blob",
                         id,
@@ -405,6 +418,9 @@ pub fn check(
                 };
                 blobs_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = r {
+                    if crate::group::is_grouped(loc.compression) && same_failed.is_none() {
+                        failed_group = Some((loc.offset, *id));
+                    }
                     errors.lock().push(e.to_string());
                     bad_blobs.lock().push(*id);
                 }

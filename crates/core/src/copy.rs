@@ -370,7 +370,9 @@ impl Ctx<'_> {
         const MAX_GAP: u64 = 256 * 1024;
         const MAX_READ: u64 = 32 << 20;
         if self.dry_run {
-            // Nothing is uploaded: count what would be, from the index.
+            // Nothing is uploaded: count what would be, from the index (a
+            // compression group's range once).
+            let mut ranges = std::collections::HashSet::new();
             for (id, loc) in blobs {
                 self.writer.claim(*id);
                 self.writer
@@ -380,8 +382,7 @@ impl Ctx<'_> {
                 let s = self.writer.stats();
                 s.raw_bytes
                     .fetch_add(loc.raw_length as u64, Ordering::Relaxed);
-                // A compression group's range once, for its first member.
-                if crate::group::starts_range(loc.compression) {
+                if !crate::group::is_grouped(loc.compression) || ranges.insert(loc.offset) {
                     s.stored_bytes
                         .fetch_add(loc.length as u64, Ordering::Relaxed);
                 }

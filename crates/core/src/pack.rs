@@ -108,6 +108,8 @@ impl PackWriter {
     /// Append a sealed compression group whose members (id, plaintext length)
     /// all name its range; `code` is the group's algorithm code.
     pub fn add_group(&mut self, members: &[(Id, u32)], code: u8, sealed: &[u8]) {
+        // Bytes no entry names would shift every later offset.
+        assert!(!members.is_empty(), "a compression group without members");
         let offset = self.data.len() as u32;
         self.data.extend_from_slice(sealed);
         for (i, (id, raw_length)) in members.iter().enumerate() {

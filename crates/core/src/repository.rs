@@ -957,13 +957,23 @@ impl IndexedRepository {
                 bufs.group = None;
                 self.key()
                     .open_into(ObjectKind::Blob, sealed, &mut bufs.opened)
-                    .map_err(|e| damaged(e.to_string()))?;
+                    .map_err(|e| {
+                        damaged(format!(
+                            "its compression group at offset {}: {e}",
+                            at.offset
+                        ))
+                    })?;
                 blob::decompress_group(
                     at.compression & group::ALGORITHM,
                     &bufs.opened,
                     &mut bufs.plain,
                 )
-                .map_err(|e| damaged(format!("its compression group: {e}")))?;
+                .map_err(|e| {
+                    damaged(format!(
+                        "its compression group at offset {}: {e}",
+                        at.offset
+                    ))
+                })?;
                 bufs.group = Some((at.pack, at.offset));
             }
             return self.group_member(id, &at, &bufs.plain);
@@ -994,9 +1004,19 @@ impl IndexedRepository {
                 let opened = self
                     .key()
                     .open_in_place(ObjectKind::Blob, sealed)
-                    .map_err(|e| damaged(e.to_string()))?;
+                    .map_err(|e| {
+                        damaged(format!(
+                            "its compression group at offset {}: {e}",
+                            at.offset
+                        ))
+                    })?;
                 blob::decompress_group(at.compression & group::ALGORITHM, opened, &mut bufs.plain)
-                    .map_err(|e| damaged(format!("its compression group: {e}")))?;
+                    .map_err(|e| {
+                        damaged(format!(
+                            "its compression group at offset {}: {e}",
+                            at.offset
+                        ))
+                    })?;
                 bufs.group = Some((at.pack, at.offset));
             }
             return self.group_member(id, &at, &bufs.plain);

@@ -228,6 +228,14 @@ impl BlobWriter {
                 };
             }
         }
+        self.seal(plaintext, |code, sealed| {
+            self.pack_sealed(blob_type, id, code, plaintext.len(), sealed)
+        })
+    }
+
+    /// Compress and seal `plaintext` into this thread's buffers and hand the
+    /// algorithm code and the sealed bytes to `then`.
+    fn seal(&self, plaintext: &[u8], then: impl FnOnce(u8, &[u8]) -> Result<()>) -> Result<()> {
         SCRATCH.with(|scratch| {
             let (compressed, sealed) = &mut *scratch.borrow_mut();
             let code = blob::compress_into(self.compression, plaintext, compressed);
@@ -240,25 +248,14 @@ impl BlobWriter {
                 .repo
                 .key()
                 .seal_into(ObjectKind::Blob, payload, sealed);
-            self.pack_sealed(blob_type, id, code, plaintext.len(), sealed)
+            then(code, sealed)
         })
     }
 
     /// Compress, seal and pack a compression group of data blobs.
     fn store_group(&self, g: Group) -> Result<()> {
         let (plain, members) = g.finish();
-        SCRATCH.with(|scratch| {
-            let (compressed, sealed) = &mut *scratch.borrow_mut();
-            let code = blob::compress_into(self.compression, &plain, compressed);
-            let payload = if code == 0 {
-                &plain[..]
-            } else {
-                &compressed[..]
-            };
-            self.shared
-                .repo
-                .key()
-                .seal_into(ObjectKind::Blob, payload, sealed);
+        self.seal(&plain, |code, sealed| {
             let stats = &self.shared.stats;
             stats
                 .data_blobs

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{FixedOffset, TimeZone};
 use lifeboat_core::archiver::{self, BackupOptions};
-use lifeboat_core::blob::Id;
+use lifeboat_core::blob::{BlobType, Id};
 use lifeboat_core::check::{self, CheckOptions, ReadDataSubset};
 use lifeboat_core::chunker::ChunkerParams;
 use lifeboat_core::crypto::KdfParams;
@@ -1094,7 +1094,7 @@ fn small_files_share_compression_groups_that_every_reader_decodes() {
     write_small_files(&src, 400);
     // A large file: chunks of at least the smallest chunk stay blobs of their
     // own; its last chunk may join a group.
-    fs::write(src.join("large.bin"), pseudo_random(300_000, 3)).unwrap();
+    fs::write(src.join("large.bin"), pseudo_random(100_000, 3)).unwrap();
     let snap = backup(&dir, &src, 1);
 
     let repo = indexed(&dir);
@@ -1105,11 +1105,21 @@ fn small_files_share_compression_groups_that_every_reader_decodes() {
         "every small file is a group member: {members}"
     );
     assert!(g.values().any(|m| m.len() > 50), "groups hold many members");
+    let data = |l: &lifeboat_core::index::BlobLocation| l.blob_type == BlobType::Data;
+    let alone: Vec<_> = repo
+        .index()
+        .iter()
+        .filter(|(_, l)| data(l) && !lifeboat_core::group::is_grouped(l.compression))
+        .collect();
     assert!(
-        repo.index()
-            .iter()
-            .any(|(_, l)| !lifeboat_core::group::is_grouped(l.compression)),
+        !alone.is_empty(),
         "the large file's full chunks are blobs of their own"
+    );
+    assert!(
+        alone
+            .iter()
+            .any(|(_, l)| g.keys().any(|(p, _)| *p == l.pack)),
+        "a pack holds both: the restore below reads groups beside blobs decrypted in place"
     );
     // A member read alone (the path `cat` and `dump` take).
     let (id, _) = repo
@@ -1225,6 +1235,11 @@ fn a_damaged_group_names_each_of_its_members() {
 
     let report = check_all(&dir);
     assert!(!report.ok());
+    assert!(
+        report.errors.iter().all(|e| e.contains(&pack.to_hex())),
+        "every error names the pack: {:?}",
+        report.errors
+    );
     let damaged: HashSet<String> = report.damaged_blobs.iter().cloned().collect();
     for m in members {
         assert!(damaged.contains(&m.to_hex()), "member {m} is named damaged");

@@ -6,7 +6,7 @@
 //!
 //! * one row per pack listing (~80 bytes per pack, not per blob);
 //! * an in-memory index of the **tree** packs only, to walk the snapshots;
-//! * every listed blob as a 49-byte record in an unnamed temporary file
+//! * every listed blob as a 53-byte record in an unnamed temporary file
 //!   ([`Spill`]), partitioned into 256 buckets by the id's first byte;
 //! * the referenced data ids (and, after the walk, the trees), 32 bytes each,
 //!   spilled the same way.
@@ -17,7 +17,7 @@
 //! the set of trees visited), the pack rows, the 8 MiB of spill buffers, one
 //! bucket, and what it repacks — not the repository's blob count
 //! (docs/MAINTENANCE.md has the measurement). The temporary file lives in
-//! `$TMPDIR` and takes 49 bytes per listed blob plus 32 per reference.
+//! `$TMPDIR` and takes 53 bytes per listed blob plus 32 per reference.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -320,8 +320,12 @@ impl Scan {
                 // used member, even an empty one, makes its pack used.
                 let share = match group_raw.get_mut(&b.offset) {
                     Some((all, before)) if crate::group::is_grouped(b.compression) => {
-                        let upto =
-                            |raw: u64| (u64::from(b.length) * raw).checked_div(*all).unwrap_or(0);
+                        // u128: raw sums from a damaged index cannot overflow.
+                        let upto = |raw: u64| {
+                            (u128::from(b.length) * u128::from(raw))
+                                .checked_div(u128::from(*all))
+                                .unwrap_or(0) as u64
+                        };
                         let from = upto(*before);
                         *before += u64::from(b.raw_length);
                         (upto(*before) - from).max(1) as u32
