@@ -371,6 +371,33 @@ pub(crate) fn check_length(len: usize, raw_length: usize) -> Result<(), String> 
 mod tests {
     use super::*;
 
+    #[test]
+    fn group_plaintexts_decompress_by_their_frames_size() {
+        let plain: Vec<u8> = b"group ".iter().copied().cycle().take(100_000).collect();
+        let mut out = Vec::new();
+        // Stored as it is (a group that did not compress).
+        decompress_group(0, &plain, &mut out).unwrap();
+        assert_eq!(out, plain);
+        // zstd: the size comes from the frame header.
+        let mut z = Vec::new();
+        assert_eq!(compress_into(Compression::Zstd(2), &plain, &mut z), 1);
+        decompress_group(1, &z, &mut out).unwrap();
+        assert_eq!(out, plain);
+        // No group is written with lz4; a frame without its size, or one
+        // recording more than a group holds, is refused.
+        assert!(decompress_group(2, &z, &mut out).is_err());
+        let mut no_size = zstd::bulk::Compressor::new(2).unwrap();
+        no_size
+            .set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
+            .unwrap();
+        let unsized_frame = no_size.compress(&plain).unwrap();
+        assert!(decompress_group(1, &unsized_frame, &mut out).is_err());
+        let big = vec![0u8; crate::group::MAX_PLAINTEXT + 1];
+        let big_frame = zstd::bulk::compress(&big, 1).unwrap();
+        assert!(decompress_group(1, &big_frame, &mut out).is_err());
+        assert!(decompress_group(1, b"not zstd", &mut out).is_err());
+    }
+
     /// What `compress` did before it shared `compress_into`: one-shot library
     /// calls, a fresh zstd context each time.
     fn one_shot(c: Compression, data: &[u8]) -> (u8, Vec<u8>) {
