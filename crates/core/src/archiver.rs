@@ -346,16 +346,8 @@ impl Pipeline {
         }
         let writer = Arc::try_unwrap(self.writer)
             .map_err(|_| Error::Other("blob writer still in use".into()))?;
-        writer.flush_group()?;
-        let ws = writer.stats();
-        let stats = [
-            ws.data_blobs.load(Ordering::Relaxed),
-            ws.tree_blobs.load(Ordering::Relaxed),
-            ws.raw_bytes.load(Ordering::Relaxed),
-            ws.stored_bytes.load(Ordering::Relaxed),
-        ];
-        writer.finish()?;
-        Ok(stats)
+        let (_, t) = writer.finish()?;
+        Ok([t.data_blobs, t.tree_blobs, t.raw_bytes, t.stored_bytes])
     }
 }
 

@@ -44,8 +44,7 @@ use crate::error::{Error, Result};
 use crate::index::BlobLocation;
 use crate::pack::pack_key;
 use crate::progress::Progress;
-use crate::repository::IndexedRepository;
-use crate::repository::{BlobAt, BlobBuffers};
+use crate::repository::{BlobAt, BlobBuffers, IndexedRepository};
 use crate::snapshot::SnapshotEntry;
 use crate::tree::Tree;
 use crate::walk::ContentReader;
@@ -232,13 +231,12 @@ pub fn copy(
                 .collect::<Result<HashMap<_, _>>>()
         }
     })?;
-    writer.flush_group()?;
-    let stats = writer.stats();
-    summary.data_blobs_copied = stats.data_blobs.load(Ordering::Relaxed);
-    summary.tree_blobs_copied = stats.tree_blobs.load(Ordering::Relaxed);
-    summary.bytes_copied = stats.raw_bytes.load(Ordering::Relaxed);
-    summary.bytes_stored = stats.stored_bytes.load(Ordering::Relaxed);
-    summary.packs_written = writer.finish()?.len() as u64;
+    let (packs, totals) = writer.finish()?;
+    summary.data_blobs_copied = totals.data_blobs;
+    summary.tree_blobs_copied = totals.tree_blobs;
+    summary.bytes_copied = totals.raw_bytes;
+    summary.bytes_stored = totals.stored_bytes;
+    summary.packs_written = packs.len() as u64;
     summary.blobs_already_present = counters.present.load(Ordering::Relaxed);
     summary.bytes_read = counters.read.load(Ordering::Relaxed);
 

@@ -806,13 +806,7 @@ fn copy_used_blobs(
             report.repacked_blobs += 1;
         }
     }
-    writer.flush_group()?;
-    let stored_bytes = writer
-        .stats()
-        .stored_bytes
-        .load(std::sync::atomic::Ordering::Relaxed);
-    writer.finish()?;
-    report.repack_written_bytes = stored_bytes;
+    report.repack_written_bytes = writer.finish()?.1.stored_bytes;
     Ok(())
 }
 

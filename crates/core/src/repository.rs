@@ -951,33 +951,14 @@ impl IndexedRepository {
         sealed: &[u8],
         bufs: &'b mut BlobBuffers,
     ) -> Result<&'b [u8]> {
-        let damaged = |r: String| blob_damaged(id, &at.pack, r);
         if group::is_grouped(at.compression) {
-            if bufs.group != Some((at.pack, at.offset)) {
-                bufs.group = None;
-                self.key()
-                    .open_into(ObjectKind::Blob, sealed, &mut bufs.opened)
-                    .map_err(|e| {
-                        damaged(format!(
-                            "its compression group at offset {}: {e}",
-                            at.offset
-                        ))
-                    })?;
-                blob::decompress_group(
-                    at.compression & group::ALGORITHM,
-                    &bufs.opened,
-                    &mut bufs.plain,
-                )
-                .map_err(|e| {
-                    damaged(format!(
-                        "its compression group at offset {}: {e}",
-                        at.offset
-                    ))
-                })?;
-                bufs.group = Some((at.pack, at.offset));
-            }
-            return self.group_member(id, &at, &bufs.plain);
+            let (key, opened) = (self.key(), &mut bufs.opened);
+            return self.cached_group_member(id, &at, &mut bufs.group, &mut bufs.plain, || {
+                key.open_into(ObjectKind::Blob, sealed, opened)?;
+                Ok(&opened[..])
+            });
         }
+        let damaged = |r: String| blob_damaged(id, &at.pack, r);
         bufs.group = None;
         self.key()
             .open_into(ObjectKind::Blob, sealed, &mut bufs.opened)
@@ -997,30 +978,13 @@ impl IndexedRepository {
         sealed: &'b mut [u8],
         bufs: &'b mut BlobBuffers,
     ) -> Result<&'b [u8]> {
-        let damaged = |r: String| blob_damaged(id, &at.pack, r);
         if group::is_grouped(at.compression) {
-            if bufs.group != Some((at.pack, at.offset)) {
-                bufs.group = None;
-                let opened = self
-                    .key()
-                    .open_in_place(ObjectKind::Blob, sealed)
-                    .map_err(|e| {
-                        damaged(format!(
-                            "its compression group at offset {}: {e}",
-                            at.offset
-                        ))
-                    })?;
-                blob::decompress_group(at.compression & group::ALGORITHM, opened, &mut bufs.plain)
-                    .map_err(|e| {
-                        damaged(format!(
-                            "its compression group at offset {}: {e}",
-                            at.offset
-                        ))
-                    })?;
-                bufs.group = Some((at.pack, at.offset));
-            }
-            return self.group_member(id, &at, &bufs.plain);
+            let key = self.key();
+            return self.cached_group_member(id, &at, &mut bufs.group, &mut bufs.plain, || {
+                key.open_in_place(ObjectKind::Blob, sealed)
+            });
         }
+        let damaged = |r: String| blob_damaged(id, &at.pack, r);
         bufs.group = None;
         let opened = self
             .key()
@@ -1051,6 +1015,34 @@ impl IndexedRepository {
             return Err(damaged("content does not hash to its id".into()));
         }
         Ok(data)
+    }
+
+    /// Member `id` of the compression group `at` names: from `plain` when
+    /// `held` says it holds that group, else from the range `open` decrypts,
+    /// decompressed into `plain` first (and `held` set to it).
+    fn cached_group_member<'b, 'o>(
+        &self,
+        id: &Id,
+        at: &BlobAt,
+        held: &mut Option<(Id, u32)>,
+        plain: &'b mut Vec<u8>,
+        open: impl FnOnce() -> std::result::Result<&'o [u8], crate::crypto::CryptoError>,
+    ) -> Result<&'b [u8]> {
+        if *held != Some((at.pack, at.offset)) {
+            *held = None;
+            let damaged = |e: &dyn std::fmt::Display| {
+                blob_damaged(
+                    id,
+                    &at.pack,
+                    format!("its compression group at offset {}: {e}", at.offset),
+                )
+            };
+            let opened = open().map_err(|e| damaged(&e))?;
+            blob::decompress_group(at.compression & group::ALGORITHM, opened, plain)
+                .map_err(|e| damaged(&e))?;
+            *held = Some((at.pack, at.offset));
+        }
+        self.group_member(id, at, plain)
     }
 
     /// Member `id` of the group plaintext `plain`, checked against its id.

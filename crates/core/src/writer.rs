@@ -54,6 +54,15 @@ impl Default for WriterOptions {
     }
 }
 
+/// What a writer stored in all, as [`BlobWriter::finish`] returns it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterTotals {
+    pub data_blobs: u64,
+    pub tree_blobs: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+}
+
 /// Counters of what a writer added.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -173,15 +182,14 @@ impl BlobWriter {
         &self.shared.repo
     }
 
-    /// What this writer added. The blobs of a compression group being filled
-    /// count once it is stored: call [`flush_group`](Self::flush_group) (or
-    /// [`finish`](Self::finish)) first for the totals.
+    /// What this writer added so far. The blobs of a compression group being
+    /// filled count once it is stored; [`finish`](Self::finish) returns the totals.
     pub fn stats(&self) -> &WriterStats {
         &self.shared.stats
     }
 
     /// Compress and pack the compression group being filled, if any.
-    pub fn flush_group(&self) -> Result<()> {
+    fn flush_group(&self) -> Result<()> {
         let Some(group) = &self.group else {
             return Ok(());
         };
@@ -350,9 +358,10 @@ impl BlobWriter {
         self.shared.write_pending_index()
     }
 
-    /// Flush partial packs, wait for every upload, write the final index.
-    /// Returns every pack this writer stored.
-    pub fn finish(mut self) -> Result<Vec<IndexPack>> {
+    /// Flush the compression group and partial packs, wait for every upload,
+    /// write the final index. Returns every pack this writer stored and what it
+    /// stored in all.
+    pub fn finish(mut self) -> Result<(Vec<IndexPack>, WriterTotals)> {
         self.flush_group()?;
         for (i, t) in [BlobType::Data, BlobType::Tree].into_iter().enumerate() {
             let p = std::mem::replace(&mut *self.packers[i].lock(), PackWriter::new(t));
@@ -367,7 +376,14 @@ impl BlobWriter {
         }
         self.check_error()?;
         self.shared.write_pending_index()?;
-        Ok(std::mem::take(&mut *self.shared.written.lock()))
+        let s = &self.shared.stats;
+        let totals = WriterTotals {
+            data_blobs: s.data_blobs.load(Ordering::Relaxed),
+            tree_blobs: s.tree_blobs.load(Ordering::Relaxed),
+            raw_bytes: s.raw_bytes.load(Ordering::Relaxed),
+            stored_bytes: s.stored_bytes.load(Ordering::Relaxed),
+        };
+        Ok((std::mem::take(&mut *self.shared.written.lock()), totals))
     }
 }
 
